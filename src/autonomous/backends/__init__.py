@@ -1,0 +1,1 @@
+"""Model backends: how the runner talks to Claude."""

@@ -1,0 +1,1 @@
+"""State providers: where tasks live. ``get_provider`` picks one from the configuration."""
