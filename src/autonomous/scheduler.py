@@ -27,6 +27,7 @@ make tasks wait forever; it is raised as :class:`DependencyCycle` naming the cyc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,7 +189,7 @@ def _check_cycles(open_tasks: list[Task], by_id: dict[str, Task], ordering: Orde
     open_ids = set(edges)
     phased = [t for t in open_tasks if title_key(t).kind is TitleKind.PHASED]
     if ordering == "strict":
-        for before, after in zip(phased, phased[1:], strict=False):
+        for before, after in itertools.pairwise(phased):
             edges[after.id].append(before.id)
     elif ordering == "phases":
         # one virtual gate node per phase keeps the edge count linear
@@ -218,7 +219,7 @@ def _check_cycles(open_tasks: list[Task], by_id: dict[str, Task], ordering: Orde
                 stack[-1] = (node, i + 1)
                 nxt = targets[i]
                 if colour[nxt] == GREY:
-                    cycle = path[path.index(nxt) :] + [nxt]
+                    cycle = [*path[path.index(nxt):], nxt]
                     names = [by_id[n].key or n for n in cycle if n in open_ids]
                     raise DependencyCycle(names)
                 if colour[nxt] == WHITE:
