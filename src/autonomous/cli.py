@@ -1,0 +1,363 @@
+"""The command line. Thin on purpose: parse, call the library, render.
+
+Errors the library raises on purpose (``AutonomousError``) are printed as one line on
+stderr with the exit code their class carries; nothing a user can cause prints a
+traceback. Heavy modules (runner, backends, rich) are imported inside the commands
+that use them so ``autonomous status`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from autonomous import __version__
+from autonomous.errors import AutonomousError
+
+JSON_SCHEMA_VERSION = 1
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=str))
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def config_option(func: Callable) -> Callable:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Config file (default: .ai-agents/config.yml in the project).",
+    )(func)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
+def load(config_path: Path | None):
+    from autonomous.config import load_config
+
+    return load_config(config_path)
+
+
+def open_provider(config):
+    from autonomous.providers import get_provider
+
+    return get_provider(config)
+
+
+def handle_errors(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AutonomousError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(0)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="autonomous")
+def main() -> None:
+    """Hand a spec to Claude and get working software back, task by task.
+
+    \b
+    autonomous init --spec requirements.md   # phase 1: spec -> tasks
+    autonomous start                         # phase 2: coding agents, one task per fresh context
+    autonomous status                        # what is happening
+    """
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@main.command("config")
+@config_option
+@json_option
+@handle_errors
+def config_cmd(config_path: Path | None, as_json: bool) -> None:
+    """Validate and print the effective configuration (secrets shown as ***)."""
+    from autonomous.config import render_config
+
+    config = load(config_path)
+    if as_json:
+        emit_json({"source": str(config.source) if config.source else None, "config": config.redacted()})
+        return
+    source = config.source if config.source and config.source.exists() else None
+    click.echo(f"# {source or 'no config file: all defaults'}")
+    click.echo(render_config(config), nl=False)
+
+
+# -- tasks ---------------------------------------------------------------------------------
+
+
+def _task_table(tasks: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("KEY", "STATUS", "PRIORITY", "TITLE", "ID"):
+        table.add_column(column, overflow="fold" if column == "TITLE" else "ellipsis")
+    for t in tasks:
+        table.add_row(t.key, t.status.value, t.priority.value, t.title, t.id)
+    Console(soft_wrap=False).print(table)
+
+
+def _task_detail(task, by_id: dict, decision) -> str:
+    lines = [
+        f"{task.key}  {task.title}",
+        f"  id:        {task.id}",
+        f"  status:    {task.status.value}",
+        f"  priority:  {task.priority.value}",
+    ]
+    if task.labels:
+        lines.append(f"  labels:    {', '.join(task.labels)}")
+    if task.dependencies:
+        deps = [
+            f"{by_id[d].key} ({by_id[d].status.value})" if d in by_id else f"{d} (missing)" for d in task.dependencies
+        ]
+        lines.append(f"  depends:   {', '.join(deps)}")
+    if task.claim:
+        lines.append(
+            f"  claim:     {task.claim.worker_id} until {task.claim.expires_at.isoformat()} (token {task.claim.token})"
+        )
+    if task.turns or task.cost_usd:
+        lines.append(f"  spent:     {task.turns} turns, ${task.cost_usd:.4f}")
+    if decision is not None:
+        lines.append(f"  next:      {'ready' if decision.ready else decision.explain()}")
+    if task.description:
+        lines += ["", task.description.rstrip()]
+    for heading, items in (("Acceptance criteria", task.acceptance_criteria), ("Test steps", task.test_steps)):
+        if items:
+            lines += ["", f"{heading}:"] + [f"  - {item}" for item in items]
+    if task.notes:
+        lines += ["", "Notes:"]
+        for note in task.notes:
+            lines.append(f"  [{note.at:%Y-%m-%d %H:%M:%S}] {note.author}: {note.text}")
+    return "\n".join(lines) + "\n"
+
+
+@main.group("tasks", invoke_without_command=True)
+@click.option("--status", "statuses", multiple=True, help="Only tasks with this status (repeatable).")
+@config_option
+@json_option
+@click.pass_context
+@handle_errors
+def tasks_cmd(ctx: click.Context, statuses: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
+    """List tasks in scheduling order (subcommands: add, show, update)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from autonomous import scheduler
+    from autonomous.tasks import TaskStatus
+
+    try:
+        wanted = [TaskStatus(s) for s in statuses] or None
+    except ValueError as exc:
+        fail(f"--status: {exc}; expected one of {', '.join(s.value for s in TaskStatus)}")
+    with open_provider(load(config_path)) as provider:
+        tasks = scheduler.order(provider.list_tasks(wanted))
+    if as_json:
+        emit_json({"tasks": [t.to_dict() for t in tasks]})
+    elif not tasks:
+        click.echo("No tasks. Create them with `autonomous init --spec FILE` or `autonomous tasks add`.")
+    else:
+        _task_table(tasks)
+
+
+PRIORITIES = ["urgent", "high", "normal", "low"]
+STATUSES = ["todo", "in_progress", "blocked", "done", "canceled"]
+
+
+@tasks_cmd.command("add")
+@click.option("--title", required=True)
+@click.option("--description", default="")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="normal")
+@click.option("--depends-on", "depends_on", multiple=True, help="Id or key of a task this one waits for.")
+@click.option("--criterion", "criteria", multiple=True, help="An acceptance criterion (repeatable).")
+@config_option
+@json_option
+@handle_errors
+def tasks_add(
+    title: str,
+    description: str,
+    priority: str,
+    depends_on: tuple[str, ...],
+    criteria: tuple[str, ...],
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Add a task."""
+    from autonomous.tasks import NewTask, Priority, derive_key
+
+    with open_provider(load(config_path)) as provider:
+        dep_keys = [provider.find_task(ref).key for ref in depends_on]
+        key, n = derive_key(title), 1
+        base = key
+        while _exists(provider, key):
+            n += 1
+            key = f"{base}-{n}"
+        result = provider.create_tasks(
+            [
+                NewTask(
+                    title=title,
+                    key=key,
+                    description=description,
+                    acceptance_criteria=list(criteria),
+                    priority=Priority(priority),
+                    dependencies=dep_keys,
+                )
+            ]
+        )
+        task = result.tasks[0]
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"Created {task.id} ({task.key}): {task.title}")
+
+
+def _exists(provider, key: str) -> bool:
+    from autonomous.errors import TaskNotFound
+
+    try:
+        return provider.find_task(key).key == key
+    except TaskNotFound:
+        return False
+
+
+@tasks_cmd.command("show")
+@click.argument("ref")
+@config_option
+@json_option
+@handle_errors
+def tasks_show(ref: str, config_path: Path | None, as_json: bool) -> None:
+    """Show one task (by id or key) with its notes and why it waits."""
+    from autonomous import scheduler
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        task = provider.find_task(ref)
+        all_tasks = provider.list_tasks()
+    by_id = {t.id: t for t in all_tasks}
+    decision = next(
+        (d for d in scheduler.plan(all_tasks, ordering=config.execution.ordering) if d.task.id == task.id), None
+    )
+    if as_json:
+        emit_json(
+            {
+                "task": task.to_dict(),
+                "ready": bool(decision and decision.ready),
+                "waiting": decision.explain() if decision and not decision.ready else None,
+            }
+        )
+        return
+    click.echo(_task_detail(task, by_id, decision), nl=False)
+
+
+@tasks_cmd.command("update")
+@click.argument("ref")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--priority", type=click.Choice(PRIORITIES))
+@click.option("--note", help="Append a note to the task.")
+@click.option("--force", is_flag=True, help="Also change a task a worker holds a live claim on (ends the claim).")
+@config_option
+@json_option
+@handle_errors
+def tasks_update(
+    ref: str,
+    status: str | None,
+    priority: str | None,
+    note: str | None,
+    force: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Change a task's status or priority, or add a note."""
+    import getpass
+
+    from autonomous.tasks import Priority, TaskStatus
+
+    if not (status or priority or note):
+        fail("nothing to update: give --status, --priority or --note")
+    with open_provider(load(config_path)) as provider:
+        task = provider.find_task(ref)
+        changes: dict[str, Any] = {}
+        if status:
+            changes["status"] = TaskStatus(status)
+        if priority:
+            changes["priority"] = Priority(priority)
+        if changes:
+            task = provider.update_task(task.id, force=force, **changes)
+        if note:
+            provider.add_note(task.id, note, author=getpass.getuser())
+            task = provider.get_task(task.id)
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"Updated {task.id} ({task.key}): status {task.status.value}, priority {task.priority.value}")
+
+
+@main.command("next")
+@click.option("--explain", is_flag=True, help="Also say why every other open task waits.")
+@config_option
+@json_option
+@handle_errors
+def next_cmd(explain: bool, config_path: Path | None, as_json: bool) -> None:
+    """The task a coding agent would take now."""
+    from autonomous import scheduler
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        tasks = provider.list_tasks()
+    decisions = scheduler.plan(tasks, ordering=config.execution.ordering)
+    ready = next((d.task for d in decisions if d.ready), None)
+    waiting = [d for d in decisions if not d.ready]
+    if as_json:
+        emit_json(
+            {
+                "task": ready.to_dict() if ready else None,
+                "ordering": config.execution.ordering,
+                "waiting": [
+                    {
+                        "id": d.task.id,
+                        "key": d.task.key,
+                        "blocked_by": [{"id": t.id, "key": t.key, "status": t.status.value} for t in d.waits_on],
+                        "blocked_by_count": d.waits_on_count,
+                        "missing": d.missing,
+                        "reason": d.explain(),
+                    }
+                    for d in waiting
+                ],
+            }
+        )
+        return
+    if ready:
+        click.echo(f"Next: {ready.key} ({ready.id}) {ready.title}  [{ready.priority.value}]")
+    elif decisions:
+        click.echo(f"Nothing is ready: {len(waiting)} open task(s) wait (see --explain).")
+    else:
+        click.echo("Nothing to do: no open tasks.")
+    if explain:
+        for d in waiting:
+            click.echo(d.explain())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
