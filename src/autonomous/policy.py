@@ -1,0 +1,593 @@
+"""The command policy: which shell commands an agent may run, shared by every backend.
+
+A command is not checked as one string. It is split the way a shell would run it, and
+every *simple command* in it is checked on its own:
+
+* chains and pipes: ``a && b``, ``a || b``, ``a; b``, ``a | b``, ``a & b``, newlines;
+* subshells and substitutions: ``( a )``, ``$( a )``, backticks, ``<( a )``, ``>( a )``,
+  also inside double quotes;
+* shells and ``eval`` running a string: ``bash -c 'a'``, ``sh -c "a"``, ``eval "a"``,
+  ``find ... -exec a \\;``;
+* prefixes that do not change what runs: leading ``NAME=value`` assignments, ``command``,
+  ``builtin``, ``exec``, ``env`` (its options and assignments, ``-S``), ``nohup``,
+  ``time``, ``nice``, ``timeout``, ``stdbuf``, ``setsid``, ``ionice``, ``xargs``, ``watch``,
+  shell keywords (``if``, ``then``, ``do``, ``{``, ``!`` ...), a path on the program
+  (``/usr/bin/sudo``) and quoting or escaping of its name (``\\sudo``, ``"sudo"``, ``s'u'do``).
+
+Each simple command is normalised to ``program arg arg ...`` (quotes removed, tokens
+joined by single spaces) and the deny rules are matched against it, against each
+pipeline (its normalised commands joined by `` | ``) and, for the few rules that need the
+shell text itself (fork bombs, ``sh <(curl ...)``), against the raw command.
+
+This is a seat belt against an agent's mistakes, not a sandbox against an adversary: a
+shell is Turing-complete (``x=su; ${x}do ...``, scripts written to a file and run later).
+Run untrusted work in a container.
+
+Default deny rules (:data:`DEFAULT_DENY`), each a regex:
+
+=====================  ===============================================================
+``sudo``               ``sudo``, ``doas``, ``su``: privilege escalation
+``rm-root-home``       recursive ``rm`` of ``/``, ``/*``, ``/.``, ``~``, ``~/``, ``~/*``,
+                       ``$HOME``, ``${HOME}``; any ``rm --no-preserve-root``
+``git-force-push``     ``git push --force``, ``-f`` (also combined, ``-uf``), ``+refspec``
+                       and ``--force-with-lease`` / ``--force-if-includes``: rewriting a
+                       shared branch's history is a person's decision, even the "safe"
+                       lease form, so it is denied by default too
+``download-to-shell``  ``curl``/``wget`` piped into ``sh``, ``bash``, ``zsh``, ``dash``,
+                       ``ksh``, ``fish`` (also via ``sudo``), ``sh <(curl ...)``,
+                       ``sh -c "$(curl ...)"``
+``mkfs``               ``mkfs``, ``mkfs.*``, ``mke2fs``, ``mkswap``
+``dd-device``          ``dd ... of=/dev/...`` (not ``/dev/null``) and ``> /dev/sdX``-style
+                       redirections onto disks
+``shutdown``           ``shutdown``, ``reboot``, ``halt``, ``poweroff``,
+                       ``systemctl poweroff|reboot|halt``, ``init 0|6``
+``fork-bomb``          ``:(){ :|:& };:`` and the same shape with any function name
+=====================  ===============================================================
+
+User rules (config ``command_deny`` / ``command_allow``) are Python regexes. A deny entry
+is searched anywhere in each normalised command and pipeline. An allow entry is matched
+at the *start* of each normalised command (``git\\b``, ``npm (test|run)\\b``); when the
+allow list is non-empty, every simple command must match one of its entries. Deny wins.
+
+Enforcement: the API backend calls :meth:`CommandPolicy.check` before it runs a command.
+The Claude Code CLI runs commands itself, so its backend passes
+:meth:`CommandPolicy.to_cli_disallowed_tools` as ``--disallowedTools`` (the CLI's own
+rules, a first line of defence) and installs this module as a ``PreToolUse`` hook
+(:meth:`CommandPolicy.to_cli_settings`; ``python -m autonomous.policy hook``), which
+applies the full policy to every Bash call and fails closed.
+
+This module imports only the standard library: the hook starts once per command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autonomous.errors import ConfigError
+
+POLICY_ENV = "AUTONOMOUS_COMMAND_POLICY"
+
+Scope = Literal["command", "pipeline", "raw"]
+
+
+@dataclass(frozen=True, slots=True)
+class DenyRule:
+    name: str
+    pattern: str
+    why: str
+    scope: Scope = "command"
+    cli_rules: tuple[str, ...] = ()  # the CLI's ``--disallowedTools`` rules for the same thing
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(self.pattern))
+
+
+_ROOT_OR_HOME = r"(?:/+\*?|/+\.|~/?\*?|\$\{?HOME\}?/?\*?)"
+_SHELLS = r"(?:ba|z|da|k|fi)?sh"
+
+DEFAULT_DENY: tuple[DenyRule, ...] = (
+    DenyRule(
+        "sudo",
+        r"^(?:sudo|doas|su)(?:\s|$)",
+        "privilege escalation",
+        cli_rules=("Bash(sudo:*)", "Bash(doas:*)", "Bash(su:*)"),
+    ),
+    DenyRule(
+        "rm-root-home",
+        r"^rm\s(?=(?:.*\s)?(?:-[a-zA-Z]*[rR][a-zA-Z]*|--recursive)(?:\s|$))(?:.*\s)?" + _ROOT_OR_HOME + r"(?:\s|$)",
+        "recursive delete of / or the home folder",
+        cli_rules=("Bash(rm -rf /)", "Bash(rm -rf ~)", "Bash(rm -fr /)", "Bash(rm -rf $HOME)"),
+    ),
+    DenyRule(
+        "rm-no-preserve-root",
+        r"^rm\s(?:.*\s)?--no-preserve-root(?:\s|$)",
+        "rm --no-preserve-root",
+        cli_rules=("Bash(rm --no-preserve-root:*)",),
+    ),
+    DenyRule(
+        "git-force-push",
+        r"^git(?:\s(?:-[Cc]\s\S+|--?[\w-]+(?:=\S+)?))*\spush(?:\s.*)?\s(?:--force(?:-with-lease|-if-includes)?(?:=\S*)?|-[a-zA-Z]*f[a-zA-Z]*|\+\S+)(?:\s|$)",
+        "force push rewrites shared history (--force-with-lease included)",
+        cli_rules=("Bash(git push --force:*)", "Bash(git push -f:*)", "Bash(git push --force-with-lease:*)"),
+    ),
+    DenyRule(
+        "download-to-shell",
+        r"(?:^|\s)(?:curl|wget)(?:\s.*)?\s\|\s(?:sudo\s+)?(?:" + _SHELLS + r")(?:\s|$)",
+        "downloaded code piped into a shell",
+        scope="pipeline",
+    ),
+    DenyRule(
+        "download-to-shell-subst",
+        r"\b" + _SHELLS + r"\b[^|;&]*(?:<\(|\$\(|`)\s*(?:curl|wget)\b",
+        "downloaded code run by a shell",
+        scope="raw",
+    ),
+    DenyRule(
+        "mkfs",
+        r"^(?:mkfs(?:\.\w+)?|mke2fs|mkswap)(?:\s|$)",
+        "formats a filesystem",
+        cli_rules=("Bash(mkfs:*)", "Bash(mke2fs:*)", "Bash(mkswap:*)"),
+    ),
+    DenyRule(
+        "dd-device",
+        r"^dd\s(?:.*\s)?of=/dev/(?!null(?:\s|$)|zero(?:\s|$)|stdout(?:\s|$)|stderr(?:\s|$))",
+        "writes onto a device",
+    ),
+    DenyRule(
+        "redirect-device",
+        r">\s*/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)\w*",
+        "writes onto a disk device",
+    ),
+    DenyRule(
+        "shutdown",
+        r"^(?:(?:shutdown|reboot|halt|poweroff)(?:\s|$)|systemctl\s(?:.*\s)?(?:poweroff|reboot|halt)(?:\s|$)"
+        r"|init\s+[06](?:\s|$))",
+        "shuts down or reboots the machine",
+        cli_rules=("Bash(shutdown:*)", "Bash(reboot:*)", "Bash(halt:*)", "Bash(poweroff:*)"),
+    ),
+    DenyRule(
+        "fork-bomb",
+        r"([\w:.]+)\s*\(\s*\)\s*\{\s*\1\s*\|\s*\1\s*&\s*\}?",
+        "fork bomb",
+        scope="raw",
+    ),
+)
+
+# Prefixes that run the rest of the command unchanged: name -> options that take a value.
+_WRAPPERS: dict[str, frozenset[str]] = {
+    "command": frozenset(),
+    "builtin": frozenset(),
+    "exec": frozenset({"-a"}),
+    "nohup": frozenset(),
+    "time": frozenset({"-f", "-o", "--format", "--output"}),
+    "env": frozenset({"-u", "--unset", "-C", "--chdir"}),
+    "nice": frozenset({"-n", "--adjustment"}),
+    "timeout": frozenset({"-s", "--signal", "-k", "--kill-after"}),
+    "stdbuf": frozenset({"-i", "-o", "-e"}),
+    "setsid": frozenset(),
+    "ionice": frozenset({"-c", "-n", "-p", "--class", "--classdata"}),
+    "xargs": frozenset({"-I", "-n", "-P", "-d", "-E", "-L", "-s", "-a", "--max-args", "--max-procs", "--delimiter"}),
+    "watch": frozenset({"-n", "--interval", "-d"}),
+}
+# Positional arguments a wrapper takes before the command (timeout DURATION).
+_WRAPPER_POSITIONALS = {"timeout": 1}
+_KEYWORDS = frozenset({"{", "}", "!", "(", ")", "if", "then", "else", "elif", "fi", "do", "done", "while", "until"})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=")
+_SHELL_PROGRAMS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish"})
+_MAX_DEPTH = 8
+_LITERAL = re.compile(r"[\w \-/=@%,:]+")  # a user deny entry that is also a plain CLI prefix
+SUBST = "$(...)"
+
+
+@dataclass(slots=True)
+class _Parsed:
+    commands: list[str] = field(default_factory=list)  # normalised simple commands
+    pipelines: list[str] = field(default_factory=list)  # normalised commands joined by " | "
+    too_deep: bool = False
+
+
+class CommandPolicy:
+    """Deny rules (defaults plus ``deny``) and an optional allow list, see the module doc."""
+
+    def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = (), *, defaults: bool = True):
+        self.allow = [p for p in allow if p]
+        self.deny = [p for p in deny if p]
+        self.defaults = defaults
+        self._allow = [_compile(p, "command_allow") for p in self.allow]
+        self._deny = [_compile(p, "command_deny") for p in self.deny]
+        self._rules = DEFAULT_DENY if defaults else ()
+
+    # -- checking ------------------------------------------------------------------
+    def check(self, command: str) -> tuple[bool, str]:
+        """``(True, "")`` when ``command`` may run, else ``(False, reason)``."""
+        if not isinstance(command, str):
+            return False, "denied: not a command string"
+        parsed = _Parsed()
+        _parse(command, parsed, 0)
+        if parsed.too_deep:
+            return False, "denied: command nests too deeply to check"
+        raw = " ".join(command.split())
+        for rule in self._rules:
+            views = {"command": parsed.commands, "pipeline": parsed.pipelines, "raw": [raw]}[rule.scope]
+            for view in views:
+                if rule.regex.search(view):
+                    return False, f"denied by command policy ({rule.name}: {rule.why}): {_short(view)}"
+        for pattern, regex in zip(self.deny, self._deny, strict=True):
+            for view in (*parsed.commands, *parsed.pipelines):
+                if regex.search(view):
+                    return False, f"denied by command policy (command_deny {pattern!r}): {_short(view)}"
+        if self._allow:
+            for cmd in parsed.commands:
+                if cmd and not any(r.match(cmd) for r in self._allow):
+                    return False, f"not in the command allow list: {_short(cmd)}"
+        return True, ""
+
+    def simple_commands(self, command: str) -> list[str]:
+        """The normalised simple commands the policy checks (for logs and tests)."""
+        parsed = _Parsed()
+        _parse(command, parsed, 0)
+        return parsed.commands
+
+    # -- the Claude Code CLI -----------------------------------------------------------
+    def to_cli_disallowed_tools(self) -> list[str]:
+        """Permission rules for ``claude --disallowedTools``: the CLI's own first line of defence.
+
+        ``Bash(prefix:*)`` matches the prefix followed by a word boundary; a rule without a
+        wildcard matches the exact command. The CLI also checks each part of a compound
+        command. Regexes cannot be expressed there: the ``PreToolUse`` hook
+        (:meth:`to_cli_settings`) enforces the full policy.
+        """
+        rules: list[str] = []
+        for rule in self._rules:
+            rules.extend(r for r in rule.cli_rules if r not in rules)
+        for pattern in self.deny:
+            literal = pattern.removeprefix("^")
+            if _LITERAL.fullmatch(literal):
+                rule = f"Bash({literal}:*)"
+                if rule not in rules:
+                    rules.append(rule)
+        return rules
+
+    def to_env(self) -> dict[str, str]:
+        """The environment the hook reads this policy from."""
+        return {POLICY_ENV: json.dumps({"allow": self.allow, "deny": self.deny, "defaults": self.defaults})}
+
+    def hook_command(self, python: str | None = None) -> str:
+        return f"{shlex.quote(python or sys.executable)} -m autonomous.policy hook"
+
+    def to_cli_settings(self, python: str | None = None) -> dict[str, Any]:
+        """``--settings`` JSON installing the policy as a ``PreToolUse`` hook on Bash.
+
+        The hook reads the policy from :data:`POLICY_ENV` (:meth:`to_env`), which must be in
+        the CLI's environment.
+        """
+        hook = {"type": "command", "command": self.hook_command(python), "timeout": 30}
+        return {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [hook]}]}}
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> CommandPolicy:
+        raw = (environ if environ is not None else os.environ).get(POLICY_ENV)
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(data.get("allow") or [], data.get("deny") or [], defaults=bool(data.get("defaults", True)))
+
+
+def _compile(pattern: str, key: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{key}: {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- splitting a command the way a shell runs it ------------------------------------------
+
+
+def _parse(command: str, out: _Parsed, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        out.too_deep = True
+        return
+    pipelines, nested = _split(command)
+    for inner in nested:
+        _parse(inner, out, depth + 1)
+    for pipeline in pipelines:
+        normalised: list[str] = []
+        for segment in pipeline:
+            tokens = _normalise(_tokens(segment))
+            if not tokens:
+                continue
+            normalised.append(" ".join(tokens))
+            for inner in _inner_commands(tokens):
+                _parse(inner, out, depth + 1)
+        out.commands.extend(normalised)
+        if normalised:
+            out.pipelines.append(" | ".join(normalised))
+
+
+def _split(cmd: str) -> tuple[list[list[str]], list[str]]:
+    """Pipelines of segment texts, and the texts of nested commands (substitutions, subshells)."""
+    pipelines: list[list[str]] = []
+    pipeline: list[str] = []
+    nested: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(cmd)
+
+    def end_segment() -> None:
+        pipeline.append("".join(buf))
+        buf.clear()
+
+    def end_pipeline() -> None:
+        end_segment()
+        pipelines.append(list(pipeline))
+        pipeline.clear()
+
+    while i < n:
+        c = cmd[i]
+        if c == "\\":
+            buf.append(cmd[i : i + 2])
+            i += 2
+        elif c == "'":
+            j = cmd.find("'", i + 1)
+            j = n - 1 if j == -1 else j
+            buf.append(cmd[i : j + 1])
+            i = j + 1
+        elif c == '"':
+            i = _double_quoted(cmd, i, buf, nested)
+        elif c == "`":
+            j = _backtick_end(cmd, i)
+            nested.append(cmd[i + 1 : j])
+            buf.append(SUBST)
+            i = j + 1
+        elif c in "$<>" and cmd.startswith("(", i + 1):
+            inner, j = _balanced(cmd, i + 1)
+            nested.append(inner)
+            buf.append(SUBST)
+            i = j + 1
+        elif c == "(":
+            # A subshell ``( a; b )`` or a function body; either way its commands run.
+            inner, j = _balanced(cmd, i)
+            nested.append(inner)
+            i = j + 1
+        elif c == "#" and (not buf or "".join(buf)[-1:].isspace()):
+            j = cmd.find("\n", i)
+            i = n if j == -1 else j
+        elif c == "|":
+            if cmd.startswith("||", i):
+                end_pipeline()
+                i += 2
+            else:
+                end_segment()
+                i += 2 if cmd.startswith("|&", i) else 1
+        elif c == "&":
+            prev = "".join(buf)[-1:]
+            if prev in ("<", ">") or cmd.startswith("&>", i):
+                buf.append(c)  # a redirection: 2>&1, &> file
+                i += 1
+            else:
+                end_pipeline()
+                i += 2 if cmd.startswith("&&", i) else 1
+        elif c in ";\n":
+            end_pipeline()
+            i += 1
+        else:
+            buf.append(c)
+            i += 1
+    end_pipeline()
+    return [[s for s in p if s.strip()] for p in pipelines if any(s.strip() for s in p)], nested
+
+
+def _double_quoted(cmd: str, i: int, buf: list[str], nested: list[str]) -> int:
+    """Copy a double-quoted string into ``buf``, pulling out the substitutions in it."""
+    n = len(cmd)
+    buf.append('"')
+    i += 1
+    while i < n:
+        c = cmd[i]
+        if c == "\\":
+            buf.append(cmd[i : i + 2])
+            i += 2
+        elif c == '"':
+            buf.append('"')
+            return i + 1
+        elif c == "`":
+            j = _backtick_end(cmd, i)
+            nested.append(cmd[i + 1 : j])
+            buf.append(SUBST)
+            i = j + 1
+        elif c == "$" and cmd.startswith("(", i + 1):
+            inner, j = _balanced(cmd, i + 1)
+            nested.append(inner)
+            buf.append(SUBST)
+            i = j + 1
+        else:
+            buf.append(c)
+            i += 1
+    buf.append('"')
+    return n
+
+
+def _backtick_end(cmd: str, i: int) -> int:
+    j = i + 1
+    while j < len(cmd):
+        if cmd[j] == "\\":
+            j += 2
+            continue
+        if cmd[j] == "`":
+            return j
+        j += 1
+    return len(cmd)
+
+
+def _balanced(cmd: str, start: int) -> tuple[str, int]:
+    """The text inside the parenthesis at ``start`` and the index of its closing one."""
+    depth = 0
+    i = start
+    n = len(cmd)
+    while i < n:
+        c = cmd[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            j = cmd.find("'", i + 1)
+            i = n if j == -1 else j + 1
+            continue
+        if c == '"':
+            j = i + 1
+            while j < n and cmd[j] != '"':
+                j += 2 if cmd[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return cmd[start + 1 : i], i
+        i += 1
+    return cmd[start + 1 :], n
+
+
+def _tokens(segment: str) -> list[str]:
+    try:
+        return shlex.split(segment, posix=True)
+    except ValueError:  # unbalanced quotes: a shell would refuse it too, check the words anyway
+        return [t.strip("'\"") for t in segment.split()]
+
+
+def _normalise(tokens: list[str]) -> list[str]:
+    """Drop assignments, keywords and transparent wrappers; reduce the program to its name."""
+    tokens = list(tokens)
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if not t or t in _KEYWORDS or _ASSIGNMENT.match(t):
+            i += 1
+            continue
+        name = _program_name(t)
+        if name in _WRAPPERS:
+            i = _skip_wrapper(name, tokens, i + 1)
+            continue
+        break
+    rest = tokens[i:]
+    if rest:
+        rest[0] = _program_name(rest[0])
+    return rest
+
+
+def _skip_wrapper(name: str, tokens: list[str], i: int) -> int:
+    takes_value = _WRAPPERS[name]
+    positionals = _WRAPPER_POSITIONALS.get(name, 0)
+    while i < len(tokens):
+        t = tokens[i]
+        if t == "--":
+            i += 1
+            break
+        if name == "env" and t in ("-S", "--split-string") and i + 1 < len(tokens):
+            tokens[i + 2 : i + 2] = _tokens(tokens[i + 1])
+            i += 2
+            continue
+        if name == "env" and t.startswith("--split-string="):
+            tokens[i + 1 : i + 1] = _tokens(t.split("=", 1)[1])
+            i += 1
+            continue
+        if name == "env" and _ASSIGNMENT.match(t):
+            i += 1
+            continue
+        if t.startswith("-") and len(t) > 1:
+            i += 2 if t in takes_value else 1
+            continue
+        if positionals:
+            positionals -= 1
+            i += 1
+            continue
+        break
+    return i
+
+
+def _program_name(token: str) -> str:
+    token = token.strip()
+    if "/" in token.rstrip("/"):
+        token = token.rstrip("/").rsplit("/", 1)[-1]
+    return token
+
+
+def _inner_commands(tokens: Sequence[str]) -> list[str]:
+    """Command strings a simple command runs itself: ``sh -c``, ``eval``, ``find -exec``."""
+    program, args = tokens[0], list(tokens[1:])
+    if program in _SHELL_PROGRAMS:
+        for k, arg in enumerate(args):
+            if arg.startswith("-") and not arg.startswith("--") and "c" in arg[1:]:
+                return [args[k + 1]] if k + 1 < len(args) else []
+            if not arg.startswith("-"):
+                break
+        return []
+    if program == "eval":
+        return [" ".join(args)] if args else []
+    if program == "find":
+        inner: list[str] = []
+        for k, arg in enumerate(args):
+            if arg in ("-exec", "-execdir", "-ok", "-okdir"):
+                words: list[str] = []
+                for word in args[k + 1 :]:
+                    if word in (";", "+"):
+                        break
+                    words.append(shlex.quote(word))
+                if words:
+                    inner.append(" ".join(words))
+        return inner
+    return []
+
+
+# -- the Claude Code PreToolUse hook -----------------------------------------------------
+
+
+def hook_main(stdin: Any = None, stderr: Any = None, environ: dict[str, str] | None = None) -> int:
+    """Claude Code ``PreToolUse`` hook: exit 2 (with the reason on stderr) blocks the call.
+
+    Fails closed: a policy that cannot be read or an input that cannot be parsed blocks
+    the command rather than letting it run unchecked.
+    """
+    stdin = stdin or sys.stdin
+    stderr = stderr or sys.stderr
+    try:
+        payload = json.loads(stdin.read() or "{}")
+        if payload.get("tool_name") not in (None, "Bash"):
+            return 0
+        command = (payload.get("tool_input") or {}).get("command", "")
+        allowed, reason = CommandPolicy.from_env(environ).check(command)
+    except Exception as exc:
+        print(f"command policy hook failed, command blocked: {exc}", file=stderr)
+        return 2
+    if allowed:
+        return 0
+    print(reason, file=stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hook"]:
+        return hook_main()
+    if argv[:1] == ["check"] and len(argv) > 1:
+        allowed, reason = CommandPolicy.from_env().check(" ".join(argv[1:]))
+        print("allowed" if allowed else reason)
+        return 0 if allowed else 1
+    print("usage: python -m autonomous.policy hook | check COMMAND...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
