@@ -1,0 +1,1556 @@
+"""The coding-agent loop: claim a task, build its prompt, run the backend, verify, record.
+
+One session of ``autonomous start``::
+
+    start session (provider.record_session, META note, runner_state.json)
+    recover claims of a dead runner of this project (kill -9 leaves nothing stuck)
+    loop:
+        limits checked BEFORE claiming (tasks, wall clock, budget: never start a task the
+        remaining budget cannot cover at its expected cost)
+        claim_next (a unique worker id, a lease renewed at lease/3 by a heartbeat)
+        prompt (prompts/task.md: task, conventions, bounded handoff notes, report rules)
+        backend.run in a fresh context, events streamed to the bus
+        outcome -> verification (the runner decides completion) -> git commit -> release
+        checkpoints (stop-on-failure, context high, reviews in supervised mode)
+    end session (summary note on META, record_session, runner_state.json)
+
+Exit codes (DESIGN.md): 0 no work left or a limit reached cleanly; 1 a task failed or was
+blocked and the runner stopped; 2 usage or configuration (also: the backend's credentials
+were refused); 3 paused at a checkpoint awaiting review; 4 budget or rate limit exhausted;
+130 interrupted.
+
+Safety rules kept here, in one place:
+
+* A task is ``done`` only when the backend reports completion *and* verification passes.
+* Every write about a task presents the claim's fencing token; a worker that lost its
+  lease (``StaleClaim`` on renew) interrupts its agent and records nothing.
+* Work is never thrown away: a task released unfinished gets a work-in-progress commit
+  (when committing is on) and a handoff note, and goes back to ``todo``.
+* State survives crashes: runner_state.json is written atomically at every step, and a
+  claim whose runner died (pid gone) is handed back at the next start.
+
+The loop is written as one :class:`Worker` per agent sharing a :class:`SessionBudget`, so
+several workers can later run side by side; today one worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from autonomous import checkpoints as cp
+from autonomous import git, prompts, runner_state, scheduler, verify
+from autonomous.backends.base import DEFAULT_ALLOWED_TOOLS, Backend, RunOptions
+from autonomous.errors import AutonomousError, ClaimConflict, ConfigError, StaleClaim, TaskNotFound
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
+from autonomous.providers.base import SessionRecord, StateProvider
+from autonomous.runner_state import CurrentTask, RunnerState
+from autonomous.tasks import Task, TaskStatus, utcnow
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PAUSED = 3
+EXIT_BUDGET = 4
+EXIT_INTERRUPTED = 130
+
+HANDOFF_CAP = 4096  # bytes of handoff notes in one prompt, all sources together
+NOTE_CAP = 1200  # characters kept of any single note quoted in a prompt
+CONVENTIONS_CAP = 8192  # characters of AGENTS.md / CLAUDE.md quoted in a prompt
+CONTEXT_REQUEUE_LIMIT = 3  # fresh-context restarts of one task per session before it counts as failed
+AUTHOR = "runner"
+
+Emit = Callable[[Event], None]
+
+
+def _noop_emit(event: Event) -> None:
+    return None
+
+
+def new_worker_id() -> str:
+    """``hostname:pid:rand``: unique per process, and tells a person where it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def _get(obj: Any, path: str, default: Any = None) -> Any:
+    for part in path.split("."):
+        if obj is None:
+            return default
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+    return default if obj is None else obj
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything the loop reads from the configuration, flattened, resolved once.
+
+    One place maps config keys to behaviour; tests build it directly.
+    """
+
+    project_dir: Path
+    state_dir: Path
+    backend: str = "claude-code"
+    model: str = "opus"
+    max_turns_per_task: int = 50
+    max_tasks_per_session: int | None = 10
+    cost_limit_per_session: float | None = None
+    first_task_cost: float = 0.0  # expected cost of a task before any finished this session
+    lease_seconds: float = 600.0
+    inactivity_timeout: float = 600.0
+    max_session_minutes: float | None = None
+    max_rate_limit_wait: float = 3600.0  # seconds the session may spend waiting on rate limits
+    allowed_tools: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_TOOLS))
+    permission_mode: str = "default"
+    command_deny: list[str] = field(default_factory=list)
+    command_allow: list[str] = field(default_factory=list)
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
+    context_window: int = 200_000
+    claude_path: str | None = None
+    max_tokens: int = 8192
+    rate_limit_rpm: int = 50
+    mode: cp.ExecutionMode = cp.ExecutionMode.AUTONOMOUS
+    on_failure: str = "stop"  # stop | continue
+    ordering: scheduler.Ordering = "strict"
+    turn_interval: int = 25
+    context_threshold: float = 0.85
+    git_commit: bool = True
+    verify_commands: list[str] = field(default_factory=list)
+    require_changes: bool = False
+    max_attempts: int = 2
+    verify_timeout: float = 600.0
+    secrets: list[str] = field(default_factory=list)
+    workers: int = 1
+
+    @classmethod
+    def from_config(cls, config: Any) -> Settings:
+        project_dir = Path(
+            _get(config, "project_dir") or _get(config, "autonomous.project_dir") or _project_from_source(config)
+        ).resolve()
+        state_dir = Path(_get(config, "state_provider.state_dir", ".ai-agents/state"))
+        if not state_dir.is_absolute():
+            state_dir = project_dir / state_dir
+        minutes = _get(config, "autonomous.max_session_minutes")
+        cost_limit = _get(config, "autonomous.cost_limit_per_session")
+        max_tasks = _get(config, "autonomous.max_tasks_per_session", 10)
+        policy = _get(config, "autonomous.command_policy")
+        try:
+            from autonomous.config import secret_values
+
+            found_secrets = list(secret_values(config))
+        except Exception:
+            found_secrets = []
+        mode = str(_get(config, "execution.mode", "autonomous"))
+        try:
+            execution_mode = cp.ExecutionMode(mode)
+        except ValueError:
+            raise ConfigError(f"execution.mode: {mode!r} is not one of autonomous, supervised, interactive") from None
+        return cls(
+            project_dir=project_dir,
+            state_dir=state_dir.resolve(),
+            backend=str(_get(config, "autonomous.backend", "claude-code")),
+            model=str(_get(config, "autonomous.model", "opus")),
+            max_turns_per_task=int(_get(config, "autonomous.max_turns_per_task", 50)),
+            max_tasks_per_session=int(max_tasks) if max_tasks else None,
+            cost_limit_per_session=float(cost_limit) if cost_limit else None,
+            first_task_cost=float(_get(config, "autonomous.first_task_cost", 0.0)),
+            lease_seconds=float(_get(config, "autonomous.lease_seconds", 600)),
+            inactivity_timeout=float(_get(config, "autonomous.inactivity_timeout", 600)),
+            max_session_minutes=float(minutes) if minutes else None,
+            max_rate_limit_wait=float(_get(config, "autonomous.max_rate_limit_wait", 3600)),
+            allowed_tools=list(_get(config, "autonomous.allowed_tools", DEFAULT_ALLOWED_TOOLS)),
+            permission_mode=str(_get(config, "autonomous.permission_mode", "default")),
+            command_deny=list(_get(policy, "deny", []) or []),
+            command_allow=list(_get(policy, "allow", []) or []),
+            mcp_servers=dict(_get(config, "autonomous.mcp_servers", {}) or {}),
+            context_window=int(_get(config, "autonomous.context_window", 200_000)),
+            claude_path=_get(config, "autonomous.claude_path"),
+            max_tokens=int(_get(config, "autonomous.max_tokens", 8192)),
+            rate_limit_rpm=int(_get(config, "autonomous.rate_limit_rpm", 50)),
+            mode=execution_mode,
+            on_failure=str(_get(config, "execution.on_failure", "stop")),
+            ordering=_get(config, "execution.ordering", "strict"),
+            turn_interval=int(_get(config, "execution.checkpoints.turn_interval", 25) or 0),
+            context_threshold=float(_get(config, "execution.checkpoints.context_threshold", 0.85)),
+            git_commit=bool(_get(config, "execution.git.commit", True)),
+            verify_commands=list(_get(config, "verification.commands", []) or []),
+            require_changes=bool(_get(config, "verification.require_changes", False)),
+            max_attempts=max(1, int(_get(config, "verification.max_attempts", 2))),
+            verify_timeout=float(_get(config, "verification.timeout", 600)),
+            secrets=found_secrets,
+            workers=int(_get(config, "autonomous.workers", 1) or 1),
+        )
+
+    @property
+    def git_excludes(self) -> tuple[str, ...]:
+        excludes = list(git.RUNTIME_EXCLUDES)
+        with contextlib.suppress(ValueError):
+            excludes.append(str(self.state_dir.relative_to(self.project_dir)))
+        return tuple(dict.fromkeys(excludes))
+
+
+def _project_from_source(config: Any) -> Path:
+    """``<project>/.ai-agents/config.yml`` -> ``<project>``; no file: the current directory."""
+    source = _get(config, "source")
+    if source:
+        source = Path(source).resolve()
+        if source.parent.name == ".ai-agents":
+            return source.parent.parent
+        return source.parent
+    return Path.cwd()
+
+
+# -- the session budget ------------------------------------------------------------------------
+
+
+class SessionBudget:
+    """What the session may still spend, shared by every worker of the session.
+
+    Workers *reserve* a task's expected cost before claiming, so N workers cannot each
+    start a task that only one of them can afford.
+    """
+
+    def __init__(self, settings: Settings, spent: float = 0.0, tasks_started: int = 0):
+        self.limit = settings.cost_limit_per_session
+        self.floor = settings.first_task_cost
+        self.max_tasks = settings.max_tasks_per_session
+        self.spent = spent
+        self.tasks_started = tasks_started
+        self.done_costs: list[float] = []
+        self.reserved = 0.0
+        self.started_monotonic = time.monotonic()
+        self.deadline = (
+            self.started_monotonic + settings.max_session_minutes * 60 if settings.max_session_minutes else None
+        )
+        self.rate_limit_wait_left = settings.max_rate_limit_wait
+
+    def expected_cost(self) -> float:
+        if self.done_costs:
+            return max(self.floor, sum(self.done_costs) / len(self.done_costs))
+        return self.floor
+
+    def remaining(self) -> float | None:
+        return None if self.limit is None else self.limit - self.spent - self.reserved
+
+    def refuse(self) -> tuple[int, str] | None:
+        """Why no further task may start now, or None. Checked before every claim."""
+        if self.max_tasks is not None and self.tasks_started >= self.max_tasks:
+            return EXIT_OK, f"max_tasks_per_session reached ({self.max_tasks})"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return EXIT_OK, "max_session_minutes reached"
+        remaining = self.remaining()
+        if remaining is not None:
+            expected = self.expected_cost()
+            if remaining <= 0 or remaining < expected:
+                return (
+                    EXIT_BUDGET,
+                    f"cost limit: ${remaining:.4f} left of ${self.limit:.2f}, "
+                    f"a task is expected to cost ${expected:.4f}",
+                )
+        return None
+
+    def reserve(self) -> float:
+        amount = self.expected_cost() if self.limit is not None else 0.0
+        self.reserved += amount
+        self.tasks_started += 1
+        return amount
+
+    def settle(self, reserved: float, cost: float, done: bool) -> None:
+        self.reserved = max(0.0, self.reserved - reserved)
+        self.spent += cost
+        if done:
+            self.done_costs.append(cost)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+class Result:
+    """How one task ended for the runner (not the backend's outcome: the runner's verdict)."""
+
+    DONE = "done"
+    BLOCKED = "blocked"  # agent reported a blocker, or verification kept failing
+    FAILED = "failed"  # the run failed (error, max turns...): back to todo for a retry
+    REQUEUED = "requeued"  # context high: continues in a fresh context
+    RATE_LIMITED = "rate_limited"
+    BUDGET = "budget"
+    AUTH = "auth"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"  # the lease was taken over: nothing recorded
+
+
+@dataclass(slots=True)
+class TaskResult:
+    verdict: str
+    task: Task
+    outcome: Outcome | None = None
+    cost_usd: float = 0.0
+    turns: int = 0
+    duration_s: float = 0.0
+    verification: verify.VerificationResult | None = None
+    commit: str | None = None
+    retry_at: datetime | None = None
+    message: str = ""
+    checkpoints: list[cp.Checkpoint] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What ``start`` returns: the exit code and why, and what the session did."""
+
+    exit_code: int
+    reason: str = ""
+    session_id: str = ""
+    tasks_completed: list[str] = field(default_factory=list)
+    tasks_blocked: list[str] = field(default_factory=list)
+    tasks_failed: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+
+    def __int__(self) -> int:
+        return self.exit_code
+
+
+# -- prompts ----------------------------------------------------------------------------------
+
+
+def _cap(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 20].rstrip() + "\n…(truncated)"
+
+
+def _bullets(items: Iterable[str], empty: str) -> str:
+    items = [i for i in items if i and i.strip()]
+    return "\n".join(f"- {i.strip()}" for i in items) if items else empty
+
+
+def read_conventions(project_dir: Path, cap: int = CONVENTIONS_CAP) -> str:
+    """The project's own instructions for agents (AGENTS.md, else CLAUDE.md), size-capped."""
+    for name in ("AGENTS.md", "CLAUDE.md"):
+        path = Path(project_dir) / name
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if text.strip():
+            return f"## Project conventions ({name})\n\n{_cap(text, cap)}\n"
+    return ""
+
+
+def _last_note(task: Task, prefer_author: str = AUTHOR) -> str | None:
+    notes = [n for n in task.notes if n.author == prefer_author and not n.text.startswith("Verification")]
+    notes = notes or task.notes
+    return notes[-1].text if notes else None
+
+
+def handoff_notes(task: Task, all_tasks: list[Task], cap: int = HANDOFF_CAP) -> str:
+    """Short notes a fresh context needs: this task's own recent notes (a retry's
+    evidence, a handoff after a full context), the last note of every task it depends
+    on (or of the task done just before it), and the last session summary. The whole
+    section is capped at ``cap`` bytes, so notes never grow a prompt without bound."""
+    by_id = {t.id: t for t in all_tasks}
+    parts: list[str] = []
+    own = [n for n in task.notes][-3:]
+    for note in own:
+        parts.append(f"- earlier note on this task ({note.at:%Y-%m-%d %H:%M}): {_cap(note.text, NOTE_CAP)}")
+    deps = [by_id[d] for d in task.dependencies if d in by_id]
+    if not deps:
+        ordered = scheduler.order(all_tasks)
+        before = [t for t in ordered if t.status is TaskStatus.DONE and not scheduler.is_meta(t)]
+        position = {t.id: i for i, t in enumerate(ordered)}
+        mine = position.get(task.id, len(ordered))
+        before = [t for t in before if position[t.id] < mine]
+        deps = before[-1:]
+    for dep in deps:
+        text = _last_note(dep)
+        if text:
+            parts.append(f"- from {dep.key} ({dep.status.value}): {_cap(text, NOTE_CAP)}")
+    meta = next((t for t in all_tasks if scheduler.is_meta(t)), None)
+    if meta is not None:
+        summaries = [n for n in meta.notes if n.text.startswith("Session summary")]
+        if summaries:
+            parts.append(f"- last session: {_cap(summaries[-1].text, NOTE_CAP)}")
+    if not parts:
+        return ""
+    body = ""
+    for part in parts:
+        if len((body + part + "\n").encode()) > cap - 64:
+            body += "- (more notes left out)\n"
+            break
+        body += part + "\n"
+    return "## Handoff notes\n\n" + body
+
+
+def _verification_section(settings: Settings) -> str:
+    if not settings.verify_commands and not settings.require_changes:
+        return ""
+    lines = ["## How the runner will check your work", ""]
+    lines += [f"- `{c}` must exit 0" for c in settings.verify_commands]
+    if settings.require_changes:
+        lines.append("- the task must change the project (files or a commit)")
+    return "\n".join(lines) + "\n"
+
+
+def build_prompt(task: Task, all_tasks: list[Task], settings: Settings) -> str:
+    """The task prompt from ``prompts/task.md``."""
+    try:
+        from autonomous.backends.report import REPORT_INSTRUCTIONS
+    except ImportError:  # pragma: no cover - report.py ships with the package
+        REPORT_INSTRUCTIONS = ""
+    text = prompts.load("task.md").safe_substitute(
+        key=task.key,
+        title=task.title,
+        description=task.description.strip() or "(no description: the title says it all)",
+        acceptance_criteria=_bullets(task.acceptance_criteria, "- (none given)"),
+        test_steps=_bullets(task.test_steps, "- (none given)"),
+        verification=_verification_section(settings),
+        conventions=read_conventions(settings.project_dir),
+        handoff=handoff_notes(task, all_tasks),
+        report_instructions=REPORT_INSTRUCTIONS,
+    )
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip() + "\n"
+
+
+def continuation_prompt(task: Task, note: str = "") -> str:
+    return (
+        f"You were interrupted while working on task {task.key}: {task.title}. Continue where you left off: "
+        "check what is already done, finish the remaining work, run the tests, and end with the completion report."
+        + (f"\n\nNote left when you were interrupted: {_cap(note, NOTE_CAP)}" if note else "")
+    )
+
+
+def verification_feedback(result: verify.VerificationResult, attempt: int, max_attempts: int) -> str:
+    return (
+        f"The runner checked your work and verification FAILED (attempt {attempt} of {max_attempts}). "
+        "The task is not done until these checks pass. Fix the problem, then end with the completion report.\n\n"
+        f"```\n{_cap(result.evidence(), 6000)}\n```"
+    )
+
+
+# -- the worker -------------------------------------------------------------------------------
+
+
+class Worker:
+    """One agent taking tasks one after another. Shares the provider, the budget and the
+    event bus with the other workers of the session."""
+
+    def __init__(self, runner: AutonomousRunner, worker_id: str, backend: Backend):
+        self.runner = runner
+        self.worker_id = worker_id
+        self.backend = backend
+        self.settings = runner.settings
+        self.provider = runner.provider
+        self._run_task: asyncio.Task | None = None
+        self._interrupt_reason: str | None = None
+        self.current: CurrentTask | None = None
+
+    def emit(self, kind: EventKind, task: Task | None = None, **data: Any) -> None:
+        if task is not None:
+            data.setdefault("key", task.key)
+        self.runner.emit(Event(kind, data, task_id=task.id if task else None, backend=self.backend.name))
+
+    # -- interruption ---------------------------------------------------------------------
+    def interrupt(self, reason: str) -> None:
+        """Stop the backend run in flight (signal, lost lease). The run's generator is
+        closed, which ends the agent's process."""
+        if self._interrupt_reason is None:
+            self._interrupt_reason = reason
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
+
+    # -- heartbeat ------------------------------------------------------------------------
+    async def _heartbeat(self, task: Task, token: int) -> None:
+        interval = max(0.05, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.provider.renew, task.id, token, self.settings.lease_seconds)
+            except StaleClaim:
+                self.emit(EventKind.WARNING, task, message=f"lost the lease on {task.key}: another worker owns it now")
+                self.interrupt(Result.LOST)
+                return
+            except Exception as exc:  # a store hiccup: try again next beat, the lease has slack
+                self.emit(EventKind.WARNING, task, message=f"could not renew the lease on {task.key}: {exc}")
+
+    # -- one backend run ----------------------------------------------------------------------
+    async def _drive(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
+        counter = self.runner.turn_counter
+        outcome: Outcome | None = None
+        stream = self.backend.run(prompt, options)
+        try:
+            async for item in stream:
+                if isinstance(item, Outcome):
+                    outcome = item
+                    continue
+                self._observe(item, task, turns_offset, counter)
+                self.runner.emit(item)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        if outcome is None:
+            outcome = Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
+        return outcome
+
+    def _observe(self, event: Event, task: Task, turns_offset: int, counter: cp.TurnCounter) -> None:
+        cur = self.current
+        if cur is None:
+            return
+        data = event.data
+        changed = False
+        if event.kind is EventKind.BACKEND_START and data.get("session_id"):
+            cur.backend_session_id = str(data["session_id"])
+            changed = True
+        elif event.kind is EventKind.TOOL_USE:
+            cur.tool = str(data.get("name") or data.get("tool") or "") or None
+        if "turns" in data and isinstance(data["turns"], int | float):
+            cur.turns = turns_offset + int(data["turns"])
+            if counter.update(cur.turns):
+                self.runner.checkpoint(
+                    cp.Checkpoint(cp.CheckpointKind.TURN_INTERVAL, task.key, f"{cur.turns} turns"), task, self
+                )
+        if "cost_usd" in data and isinstance(data["cost_usd"], int | float):
+            cur.cost_usd = float(data["cost_usd"])
+        if changed:
+            self.runner.save_state()
+
+    async def _run_backend(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
+        started = time.monotonic()
+        self._run_task = asyncio.ensure_future(self._drive(prompt, options, task, turns_offset))
+        try:
+            outcome = await self._run_task
+        except asyncio.CancelledError:
+            if self._interrupt_reason is None:
+                raise
+            outcome = Outcome(OutcomeStatus.INTERRUPTED, error=self._interrupt_reason)
+        except Exception as exc:  # a backend bug must not take the runner down with the lease held
+            outcome = Outcome(OutcomeStatus.ERROR, error=f"backend raised {type(exc).__name__}: {exc}")
+        finally:
+            self._run_task = None
+        if not outcome.duration_s:
+            outcome.duration_s = time.monotonic() - started
+        if self._interrupt_reason is not None and outcome.status is not OutcomeStatus.INTERRUPTED:
+            outcome.status = OutcomeStatus.INTERRUPTED
+            outcome.error = outcome.error or self._interrupt_reason
+        self.emit(EventKind.OUTCOME, task, **outcome.to_dict())
+        return outcome
+
+    def _options(self, task: Task, session_id: str | None) -> RunOptions:
+        s = self.settings
+        remaining = self.runner.budget.remaining()
+        return RunOptions(
+            cwd=s.project_dir,
+            model=s.model,
+            max_turns=s.max_turns_per_task,
+            max_tokens=s.max_tokens,
+            allowed_tools=list(s.allowed_tools),
+            permission_mode=s.permission_mode,
+            session_id=session_id,
+            mcp_servers=dict(s.mcp_servers),
+            task_id=task.id,
+            inactivity_timeout=s.inactivity_timeout,
+            budget_usd=None if remaining is None else max(0.0, remaining + self.runner.reserved_for(self)),
+            rate_limit_rpm=s.rate_limit_rpm,
+            command_deny=list(s.command_deny),
+            command_allow=list(s.command_allow),
+            claude_path=s.claude_path,
+            context_window=s.context_window,
+        )
+
+    # -- one task ---------------------------------------------------------------------------
+    async def run_task(self, task: Task, *, resume_session: str | None = None, resume_note: str = "") -> TaskResult:
+        assert task.claim is not None, "run_task needs a claimed task"
+        token = task.claim.token
+        s = self.settings
+        self._interrupt_reason = None
+        self.current = CurrentTask(
+            id=task.id,
+            key=task.key,
+            title=task.title,
+            started_at=utcnow().isoformat(),
+            token=token,
+            backend_session_id=resume_session,
+            worker_id=self.worker_id,
+        )
+        self.runner.set_current(self, self.current)
+        self.emit(EventKind.TASK_CLAIMED, task, title=task.title, token=token, worker_id=self.worker_id)
+        heartbeat = asyncio.ensure_future(self._heartbeat(task, token))
+        started = time.monotonic()
+        result = TaskResult(Result.FAILED, task)
+        try:
+            baseline = await asyncio.to_thread(verify.baseline, s.project_dir, s.git_excludes)
+            all_tasks = self.provider.list_tasks()
+            prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
+            session_id = resume_session
+            attempt = 0
+            self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
+            while True:
+                outcome = await self._run_backend(prompt, self._options(task, session_id), task, result.turns)
+                if resume_session and outcome.status is OutcomeStatus.ERROR and not outcome.turns and attempt == 0:
+                    # The conversation could not be resumed (expired, other machine): start afresh.
+                    self.emit(
+                        EventKind.WARNING, task, message=f"could not resume session {resume_session}: fresh start"
+                    )
+                    resume_session = session_id = None
+                    prompt = build_prompt(task, all_tasks, s)
+                    outcome = await self._run_backend(prompt, self._options(task, None), task, result.turns)
+                result.outcome = outcome
+                result.cost_usd += outcome.cost_usd
+                result.turns += outcome.turns
+                session_id = outcome.session_id or session_id
+                if self.current is not None:
+                    self.current.backend_session_id = session_id
+                    self.current.turns = result.turns
+                    self.current.cost_usd = result.cost_usd
+                    self.current.tool = None
+                if outcome.status is not OutcomeStatus.COMPLETED:
+                    break
+                attempt += 1
+                vr = await verify.verify(
+                    s.project_dir,
+                    s.verify_commands,
+                    timeout=s.verify_timeout,
+                    require_changes=s.require_changes,
+                    before=baseline,
+                    excludes=s.git_excludes,
+                    redact=self.runner.redactor.text,
+                )
+                result.verification = vr
+                self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
+                if vr.ran_anything:
+                    self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {s.max_attempts})")
+                if vr.passed:
+                    break
+                result.checkpoints.append(
+                    cp.Checkpoint(
+                        cp.CheckpointKind.REGRESSION_FAILURE,
+                        task.key,
+                        vr.reason,
+                        details=vr.evidence(),
+                    )
+                )
+                if attempt >= s.max_attempts or self.runner.stopping or self._interrupt_reason:
+                    break
+                prompt = verification_feedback(vr, attempt, s.max_attempts)
+            result.duration_s = time.monotonic() - started
+            return await self._record(task, token, result)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heartbeat
+            self.current = None
+
+    def _note(self, task: Task, token: int, text: str) -> None:
+        try:
+            self.provider.add_note(task.id, self.runner.redactor.text(text), AUTHOR, token=token)
+        except StaleClaim:
+            self.interrupt(Result.LOST)
+
+    def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
+        s = self.settings
+        if not s.git_commit or not git.is_repo(s.project_dir):
+            return None, ""
+        try:
+            return git.commit_all(s.project_dir, message, s.git_excludes), ""
+        except git.GitError as exc:
+            self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
+            return None, f"commit failed: {exc}"
+
+    async def _record(self, task: Task, token: int, result: TaskResult) -> TaskResult:
+        """Decide the verdict and write it with the token: commit first, so the note can
+        carry the sha."""
+        s = self.settings
+        outcome = result.outcome or Outcome(OutcomeStatus.ERROR, error="no outcome")
+        if self._interrupt_reason == Result.LOST:
+            result.verdict = Result.LOST
+            result.message = f"lost the lease on {task.key}; nothing recorded"
+            return result
+        files = list(outcome.files_changed)
+        if s.git_commit and git.is_repo(s.project_dir):
+            with contextlib.suppress(git.GitError):
+                files = files or git.changed_files(s.project_dir, s.git_excludes)
+        vr = result.verification
+        status = TaskStatus.TODO
+        if outcome.status is OutcomeStatus.COMPLETED and vr is not None and vr.passed:
+            result.verdict = Result.DONE
+            status = TaskStatus.DONE
+            title = task.title if len(task.title) < 70 else task.title[:67] + "..."
+            result.commit, commit_problem = self._commit(
+                task, f"{task.key}: {title}\n\nautonomous: task {task.id} done"
+            )
+            head = "Done" + (f" (commit {result.commit[:12]})" if result.commit else "")
+            if commit_problem:
+                head += f" ({commit_problem})"
+            summary = outcome.summary or "(no summary)"
+        elif outcome.status is OutcomeStatus.COMPLETED:
+            result.verdict = Result.BLOCKED
+            status = TaskStatus.BLOCKED
+            head = f"Blocked: verification failed after {s.max_attempts} attempt(s): {vr.reason if vr else ''}"
+            summary = outcome.summary
+        elif outcome.status is OutcomeStatus.BLOCKED:
+            result.verdict = Result.BLOCKED
+            status = TaskStatus.BLOCKED
+            head = f"Blocked: {outcome.blocker or outcome.error or 'the agent reported a blocker'}"
+            summary = outcome.summary
+            result.checkpoints.append(cp.Checkpoint(cp.CheckpointKind.BLOCKER, task.key, outcome.blocker))
+        elif outcome.status is OutcomeStatus.INTERRUPTED:
+            result.verdict = Result.INTERRUPTED
+            head = f"Interrupted ({outcome.error or 'stop requested'}); back to todo, work in progress kept"
+            summary = outcome.summary
+        elif outcome.status is OutcomeStatus.RATE_LIMITED:
+            result.verdict = Result.RATE_LIMITED
+            result.retry_at = outcome.retry_at
+            head = "Rate limited" + (f" until {outcome.retry_at.isoformat()}" if outcome.retry_at else "")
+            summary = outcome.summary
+        elif outcome.status is OutcomeStatus.BUDGET_EXCEEDED:
+            result.verdict = Result.BUDGET
+            head = "Stopped: the session's cost limit was reached during the task"
+            summary = outcome.summary
+        elif outcome.status is OutcomeStatus.AUTH_ERROR:
+            result.verdict = Result.AUTH
+            head = f"Not run: the backend's credentials were refused ({outcome.error})"
+            summary = ""
+        elif cp.context_high(outcome.context_tokens, s.context_window, s.context_threshold):
+            count = self.runner.context_requeues.get(task.id, 0) + 1
+            self.runner.context_requeues[task.id] = count
+            if count > CONTEXT_REQUEUE_LIMIT:
+                result.verdict = Result.FAILED
+                head = f"Failed: context filled up {count} times ({outcome.status.value})"
+            else:
+                result.verdict = Result.REQUEUED
+                head = (
+                    f"Context high ({outcome.context_tokens} tokens of {s.context_window}): "
+                    "re-queued to continue in a fresh context"
+                )
+                result.checkpoints.append(cp.Checkpoint(cp.CheckpointKind.CONTEXT_HIGH, task.key, head))
+            summary = outcome.summary
+        else:
+            result.verdict = Result.FAILED
+            head = f"Failed ({outcome.status.value}): {outcome.error or outcome.summary or 'no detail'}; back to todo"
+            summary = outcome.summary
+        if status is not TaskStatus.DONE:
+            result.commit, _ = self._commit(
+                task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}"
+            )
+            if result.commit:
+                head += f" (work in progress committed: {result.commit[:12]})"
+        lines = [head]
+        if summary:
+            lines.append(f"Summary: {summary}")
+        if files:
+            shown = files[:30]
+            lines.append(
+                "Files changed: " + ", ".join(shown) + (f" and {len(files) - 30} more" if len(files) > 30 else "")
+            )
+        lines.append(
+            f"Turns: {result.turns}, cost: ${result.cost_usd:.4f}, duration: {result.duration_s:.1f}s"
+            + (f", commit: {result.commit}" if result.commit else "")
+            + (f", backend session: {outcome.session_id}" if outcome.session_id else "")
+        )
+        note = self.runner.redactor.text("\n".join(lines))
+        result.message = head
+        try:
+            self.provider.release(
+                task.id, token, status=status, note=note, author=AUTHOR, cost_usd=result.cost_usd, turns=result.turns
+            )
+        except StaleClaim:
+            result.verdict = Result.LOST
+            result.message = f"lost the lease on {task.key} before recording; nothing recorded"
+            self.emit(EventKind.WARNING, task, message=result.message)
+            return result
+        self.emit(
+            EventKind.TASK_RECORDED,
+            task,
+            status=status.value,
+            verdict=result.verdict,
+            cost_usd=round(result.cost_usd, 6),
+            turns=result.turns,
+            commit=result.commit,
+            message=head,
+        )
+        return result
+
+
+# -- the runner -------------------------------------------------------------------------------
+
+
+class AutonomousRunner:
+    """``AutonomousRunner(config).start()``: run the loop; returns a :class:`RunResult`
+    (``.exit_code``). ``config`` is a loaded config (``load_config``/``RunnerConfig``);
+    ``provider``, ``backend``, ``emit`` and ``approver`` can be given for embedding and tests.
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        settings: Settings | None = None,
+        provider: StateProvider | None = None,
+        backend: Backend | None = None,
+        emit: Emit | None = None,
+        approver: cp.Approver | None = None,
+        out: Callable[[str], None] | None = None,
+        worker_id: str | None = None,
+    ):
+        if config is None and settings is None:
+            from autonomous.config import load_config
+
+            config = load_config(None)
+        self.config = _as_config(config) if config is not None else None
+        self.settings = settings or Settings.from_config(self.config)
+        self._provider = provider
+        self._backend = backend
+        self._emit = emit or _noop_emit
+        self.approver = approver or cp.TerminalApprover()
+        self.out = out or (lambda text: print(text, flush=True))
+        self.worker_id = worker_id or new_worker_id()
+        self.redactor = Redactor(self.settings.secrets)
+        self.budget = SessionBudget(self.settings)
+        self.state: RunnerState | None = None
+        self.workers: list[Worker] = []
+        self.context_requeues: dict[str, int] = {}
+        self.turn_counter = cp.TurnCounter(self.settings.turn_interval)
+        self.stopping = False
+        self._stop_reason: str | None = None
+        self._signals = 0
+        self._stop_event: asyncio.Event | None = None
+        self._pending_review: list[tuple[cp.Checkpoint, Task | None]] = []
+        self._reservations: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    # -- wiring -----------------------------------------------------------------------------
+    @property
+    def provider(self) -> StateProvider:
+        if self._provider is None:
+            from autonomous.providers import get_provider
+
+            self._provider = get_provider(self.config)
+        return self._provider
+
+    def backend(self, name: str | None = None) -> Backend:
+        if self._backend is None or (name and name != self._backend.name):
+            from autonomous.backends import get_backend
+
+            made = get_backend(name or self.settings.backend)
+            self._backend = made() if isinstance(made, type) else made
+        return self._backend
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._emit(self.redactor.event(event))
+        except Exception as exc:  # a broken sink must not stop the work; say so on stderr
+            print(f"autonomous: event sink failed: {exc}", file=sys.stderr)
+
+    def reserved_for(self, worker: Worker) -> float:
+        return self._reservations.get(id(worker), 0.0)
+
+    # -- state file ---------------------------------------------------------------------------
+    def save_state(self) -> None:
+        if self.state is None:
+            return
+        with self._lock:
+            self.state.updated_at = utcnow().isoformat()
+            self.state.cost_usd = round(self.budget.spent, 6)
+            self.state.current = [w.current for w in self.workers if w.current is not None]
+            runner_state.save(self.settings.state_dir, self.state)
+
+    def set_current(self, worker: Worker, current: CurrentTask) -> None:
+        worker.current = current
+        self.save_state()
+
+    def get_status(self) -> dict[str, Any]:
+        """The status dict (``state``, ``tasks_completed``, ``cost``, ``current_task``, ...).
+
+        From this runner while it runs; otherwise from the state file on disk."""
+        state = self.state or runner_state.load(self.settings.state_dir)
+        return status_dict(state)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, checkpoint: cp.Checkpoint, task: Task | None, worker: Worker | None = None) -> None:
+        """Record a checkpoint; in a mode that reviews it, the review happens between tasks."""
+        review = cp.requires_review(checkpoint.kind, self.settings.mode)
+        self.emit(
+            Event(
+                EventKind.CHECKPOINT,
+                {**checkpoint.to_dict(), "review": review, "mode": self.settings.mode.value},
+                task_id=task.id if task else None,
+            )
+        )
+        if review:
+            self._pending_review.append((checkpoint, task))
+
+    def _review(self) -> tuple[int, str] | None:
+        """Ask about pending checkpoints. Returns an exit (paused / aborted) or None."""
+        while self._pending_review:
+            checkpoint, _task = self._pending_review.pop(0)
+            decision = self.approver.ask(checkpoint)
+            self.emit(Event(EventKind.CHECKPOINT, {**checkpoint.to_dict(), "decision": decision.value}))
+            if decision is cp.Decision.PAUSE:
+                self._pending_review.clear()
+                return EXIT_PAUSED, f"paused at {checkpoint.describe()}"
+            if decision is cp.Decision.ABORT:
+                self._pending_review.clear()
+                return EXIT_INTERRUPTED, f"aborted at {checkpoint.describe()}"
+        return None
+
+    # -- signals -------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop taking tasks and interrupt the one in flight (it is checkpointed and
+        released to todo). Safe to call from a signal handler on the loop."""
+        self.stopping = True
+        self._stop_reason = self._stop_reason or reason
+        if self._stop_event is not None:
+            self._stop_event.set()
+        for worker in self.workers:
+            worker.interrupt(reason)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.emit(Event(EventKind.WARNING, {"message": f"{name}: finishing up (again to kill the agent at once)"}))
+            self.request_stop(f"interrupted by {name}")
+            return
+        self.emit(Event(EventKind.WARNING, {"message": f"second {name}: killing the agent now"}))
+        _kill_children()
+        if self.state is not None:
+            self.state.state = "stopped"
+            self.state.stop_reason = f"killed by a second {name}"
+            self.state.exit_code = EXIT_INTERRUPTED
+            with contextlib.suppress(Exception):
+                self.save_state()
+        os._exit(EXIT_INTERRUPTED)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        return installed
+
+    # -- entry points --------------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        resume: bool = False,
+        max_tasks: int | None = None,
+        dry_run: bool = False,
+        backend: str | None = None,
+    ) -> RunResult:
+        """Run the session to its end (sync). See the module docstring for exit codes."""
+        if dry_run:
+            self.out(self.dry_run())
+            return RunResult(EXIT_OK, "dry run: nothing claimed, nothing spent")
+        return asyncio.run(self.run(resume=resume, max_tasks=max_tasks, backend=backend))
+
+    def dry_run(self) -> str:
+        """The execution plan: order, what waits on what, and the first task's prompt."""
+        tasks = self.provider.list_tasks()
+        decisions = scheduler.plan(tasks, ordering=self.settings.ordering)
+        lines = [
+            f"Execution plan ({self.settings.ordering} ordering, backend {self.settings.backend}, "
+            f"model {self.settings.model}, mode {self.settings.mode.value}):",
+            "",
+        ]
+        for i, d in enumerate(decisions, 1):
+            lines.append(f"{i:>3}. {d.task.key:<16} {d.task.status.value:<11} {d.task.title}")
+            if not d.ready:
+                lines.append(f"       {d.explain()}")
+        if not decisions:
+            lines.append("  nothing to do: no open tasks")
+        limits = [
+            f"max_tasks_per_session={self.settings.max_tasks_per_session}",
+            f"max_turns_per_task={self.settings.max_turns_per_task}",
+            f"cost_limit_per_session={self.settings.cost_limit_per_session}",
+            f"max_session_minutes={self.settings.max_session_minutes}",
+            f"on_failure={self.settings.on_failure}",
+        ]
+        lines += ["", "Limits: " + ", ".join(limits)]
+        if self.settings.verify_commands or self.settings.require_changes:
+            lines.append(
+                "Verification: "
+                + ", ".join(self.settings.verify_commands or ["(no commands)"])
+                + (" + require changes" if self.settings.require_changes else "")
+            )
+        first = next((d.task for d in decisions if d.ready), None)
+        if first is not None:
+            lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
+        return "\n".join(lines)
+
+    async def run(self, *, resume: bool = False, max_tasks: int | None = None, backend: str | None = None) -> RunResult:
+        """The session, async (``AutonomousRunnerSDK`` and embedding use this)."""
+        if max_tasks is not None:
+            self.settings.max_tasks_per_session = max_tasks
+            self.budget.max_tasks = max_tasks
+        if backend:
+            self.settings.backend = backend
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        installed = self._install_signals(loop)
+        try:
+            return await self._session(resume)
+        finally:
+            for signum in installed:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+
+    # -- the session -----------------------------------------------------------------------------
+    async def _session(self, resume: bool) -> RunResult:
+        s = self.settings
+        previous = _load_previous(s.state_dir)
+        if (
+            previous is not None
+            and previous.state in ("running", "paused")
+            and previous.pid != os.getpid()
+            and runner_state.pid_alive(previous.pid)
+            and _same_host(previous.worker_id)
+        ):
+            raise RunnerBusy(
+                f"a runner is already running here (pid {previous.pid}, session {previous.session_id}); "
+                "stop it with `autonomous stop` first"
+            )
+        worker = Worker(self, self.worker_id, self.backend())
+        self.workers = [worker]
+        now = utcnow().isoformat()
+        continuing = resume and previous is not None
+        session_id = (
+            previous.session_id if continuing else f"s-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        )
+        self.state = RunnerState(
+            session_id=session_id,
+            worker_id=self.worker_id,
+            state="running",
+            started_at=previous.started_at if continuing and previous.started_at else now,
+            backend=worker.backend.name,
+        )
+        if continuing:
+            self.state.tasks_completed = list(previous.tasks_completed)
+            self.state.tasks_blocked = list(previous.tasks_blocked)
+            self.state.tasks_failed = list(previous.tasks_failed)
+            self.state.turns = previous.turns
+            self.budget.spent = previous.cost_usd
+            self.state.counters = dict(previous.counters)
+            self.budget.tasks_started = int(previous.counters.get("tasks_started", 0))
+        self.save_state()
+        record = SessionRecord(id=session_id, worker_id=self.worker_id, started_at=utcnow())
+        self.provider.record_session(record)
+        self._meta_note(
+            f"Session {session_id} {'resumed' if continuing else 'started'} by {self.worker_id}: "
+            f"backend {worker.backend.name}, model {s.model}, mode {s.mode.value}, "
+            f"max {s.max_tasks_per_session} tasks, cost limit {s.cost_limit_per_session}"
+        )
+        self.emit(
+            Event(
+                EventKind.SESSION_START,
+                {"session_id": session_id, "worker_id": self.worker_id, "resumed": continuing, "pid": os.getpid()},
+                backend=worker.backend.name,
+            )
+        )
+        resume_targets = self._recover(previous)
+        exit_code, reason = EXIT_OK, ""
+        try:
+            exit_code, reason = await self._loop(worker, resume_targets if resume else [])
+        except AutonomousError as exc:
+            exit_code, reason = exc.exit_code, str(exc)
+        except BaseException as exc:
+            exit_code, reason = EXIT_FAILED, f"runner error: {type(exc).__name__}: {exc}"
+            self._end(record, exit_code, reason)
+            raise
+        return self._end(record, exit_code, reason)
+
+    def _meta_note(self, text: str) -> None:
+        try:
+            meta = self.provider.meta_task()
+            if meta is not None:
+                self.provider.add_note(meta.id, self.redactor.text(text), AUTHOR)
+        except Exception as exc:  # the META note is a courtesy; the session record is the truth
+            self.emit(Event(EventKind.WARNING, {"message": f"could not note on META: {exc}"}))
+
+    def _recover(self, previous: RunnerState | None) -> list[CurrentTask]:
+        """Claims left by a runner of this project that died (kill -9, power cut) go back
+        to the pool now rather than when their lease expires. Only for a runner on this
+        host whose pid is gone: a live runner's claims are never touched. Returns what
+        that runner was working on, for ``--resume``."""
+        if previous is None or not previous.current:
+            return []
+        dead = previous.pid != os.getpid() and not runner_state.pid_alive(previous.pid)
+        targets = []
+        for cur in previous.current:
+            targets.append(cur)
+            if not dead or not _same_host(cur.worker_id or previous.worker_id):
+                continue
+            try:
+                task = self.provider.get_task(cur.id)
+            except TaskNotFound:
+                continue
+            holder = task.claim.worker_id if task.claim else None
+            if task.status is TaskStatus.IN_PROGRESS and holder in (cur.worker_id, previous.worker_id):
+                try:
+                    self.provider.update_task(task.id, force=True, status=TaskStatus.TODO)
+                    self.provider.add_note(
+                        task.id,
+                        f"Recovered: runner {holder} (pid {previous.pid}) died while working on this task; "
+                        "back to todo"
+                        + (f"; its conversation was {cur.backend_session_id}" if cur.backend_session_id else ""),
+                        AUTHOR,
+                    )
+                    self.emit(
+                        Event(
+                            EventKind.WARNING,
+                            {"message": f"recovered {task.key} from dead runner pid {previous.pid}"},
+                            task_id=task.id,
+                        )
+                    )
+                except (StaleClaim, ClaimConflict):
+                    pass
+        return targets
+
+    async def _loop(self, worker: Worker, resume_targets: list[CurrentTask]) -> tuple[int, str]:
+        s = self.settings
+        exclude: set[str] = set()
+        failures = 0
+        while True:
+            if self.stopping:
+                return EXIT_INTERRUPTED, self._stop_reason or "interrupted"
+            review = self._review()
+            if review is not None:
+                return review
+            refusal = self.budget.refuse()
+            if refusal is not None:
+                code, why = refusal
+                if code == EXIT_OK and failures:
+                    return EXIT_FAILED, f"{why}; {failures} task(s) failed or were blocked this session"
+                return code, why
+            resume_session, resume_note = None, ""
+            task: Task | None = None
+            while resume_targets and task is None:
+                target = resume_targets.pop(0)
+                task = self._claim_specific(target.id)
+                if task is not None:
+                    resume_session = target.backend_session_id
+                    resume_note = _last_note(task) or ""
+            if task is None:
+                if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, s.mode):
+                    upcoming = scheduler.next_ready(self.provider.list_tasks(), utcnow(), s.ordering, exclude)
+                    if upcoming is not None:
+                        self.checkpoint(
+                            cp.Checkpoint(cp.CheckpointKind.BEFORE_TASK, upcoming.key, upcoming.title), upcoming
+                        )
+                        review = self._review()
+                        if review is not None:
+                            return review
+                task = self.provider.claim_next(self.worker_id, s.lease_seconds, s.ordering, exclude)
+            if task is None:
+                waiting = self._nothing_ready_reason()
+                if failures:
+                    return EXIT_FAILED, f"no more tasks can run: {failures} task(s) failed or were blocked; {waiting}"
+                return EXIT_OK, waiting
+            reserved = self.budget.reserve()
+            self._reservations[id(worker)] = reserved
+            self.state.counters["tasks_started"] = self.budget.tasks_started
+            try:
+                result = await worker.run_task(task, resume_session=resume_session, resume_note=resume_note)
+            finally:
+                self._reservations.pop(id(worker), None)
+            self.budget.settle(reserved, result.cost_usd, result.verdict == Result.DONE)
+            self.state.turns += result.turns
+            for checkpoint in result.checkpoints:
+                self.checkpoint(checkpoint, task, worker)
+            verdict = result.verdict
+            if verdict == Result.DONE:
+                self.state.tasks_completed.append(task.key)
+            elif verdict == Result.BLOCKED:
+                self.state.tasks_blocked.append(task.key)
+            elif verdict in (Result.FAILED, Result.AUTH):
+                self.state.tasks_failed.append(task.key)
+            self.save_state()
+            if verdict == Result.INTERRUPTED:
+                self._keep_for_resume(worker, task)
+                return EXIT_INTERRUPTED, self._stop_reason or result.message
+            if verdict == Result.LOST:
+                exclude.add(task.id)
+                continue
+            if verdict == Result.AUTH:
+                return EXIT_USAGE, result.message
+            if verdict == Result.BUDGET:
+                return EXIT_BUDGET, result.message
+            if verdict == Result.RATE_LIMITED:
+                ok, why = await self._wait_rate_limit(result.retry_at, task)
+                if not ok:
+                    return EXIT_BUDGET, why
+                continue
+            if verdict in (Result.BLOCKED, Result.FAILED):
+                failures += 1
+                exclude.add(task.id)
+                if s.on_failure != "continue":
+                    review = self._review()
+                    if review is not None and review[0] == EXIT_PAUSED:
+                        return review
+                    return EXIT_FAILED, f"{task.key} {verdict}: {result.message} (stop-on-failure)"
+
+    def _claim_specific(self, task_id: str) -> Task | None:
+        try:
+            return self.provider.claim(task_id, self.worker_id, self.settings.lease_seconds)
+        except (ClaimConflict, TaskNotFound, StaleClaim):
+            return None
+
+    def _keep_for_resume(self, worker: Worker, task: Task) -> None:
+        """After an interruption the state file keeps what was running (and the agent's
+        conversation id), so ``start --resume`` continues it for real."""
+        if self.state is None:
+            return
+        last = worker.current
+        self.state.current = [
+            last
+            or CurrentTask(
+                id=task.id, key=task.key, title=task.title, started_at=utcnow().isoformat(), worker_id=self.worker_id
+            )
+        ]
+
+    def _nothing_ready_reason(self) -> str:
+        try:
+            decisions = scheduler.plan(self.provider.list_tasks(), ordering=self.settings.ordering)
+        except AutonomousError as exc:
+            return str(exc)
+        if not decisions:
+            return "no work left: every task is done"
+        waiting = [d.explain() for d in decisions if not d.ready][:5]
+        return f"nothing ready: {len(decisions)} open task(s) wait ({'; '.join(waiting)})"
+
+    async def _wait_rate_limit(self, retry_at: datetime | None, task: Task) -> tuple[bool, str]:
+        now = utcnow()
+        wait = (retry_at - now).total_seconds() if retry_at else 60.0
+        wait = max(0.0, wait)
+        if wait > self.budget.rate_limit_wait_left:
+            return False, (
+                f"rate limited until {(now + timedelta(seconds=wait)).isoformat()}: longer than the "
+                f"{self.budget.rate_limit_wait_left:.0f}s of max_rate_limit_wait left"
+            )
+        self.budget.rate_limit_wait_left -= wait
+        self.emit(
+            Event(
+                EventKind.RATE_LIMIT,
+                {"retry_at": (now + timedelta(seconds=wait)).isoformat(), "wait_s": round(wait, 1), "notify": True},
+                task_id=task.id,
+            )
+        )
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            assert self._stop_event is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), timeout=min(left, 30.0))
+            if self.stopping:
+                return True, "stop requested"
+            if deadline - time.monotonic() > 0:
+                self.emit(Event(EventKind.RATE_LIMIT, {"remaining_s": round(deadline - time.monotonic(), 1)}))
+        return True, ""
+
+    def _end(self, record: SessionRecord, exit_code: int, reason: str) -> RunResult:
+        state = self.state
+        assert state is not None
+        elapsed = self.budget.elapsed()
+        state_name = {EXIT_OK: "completed", EXIT_PAUSED: "paused", EXIT_INTERRUPTED: "stopped"}.get(exit_code, "error")
+        state.state = state_name
+        state.exit_code = exit_code
+        state.stop_reason = reason
+        state.pause_reason = reason if exit_code == EXIT_PAUSED else None
+        state.ended_at = utcnow().isoformat()
+        if exit_code != EXIT_INTERRUPTED:
+            state.current = []
+        with self._lock:
+            state.updated_at = utcnow().isoformat()
+            state.cost_usd = round(self.budget.spent, 6)
+            runner_state.save(self.settings.state_dir, state)
+        summary = {
+            "exit_code": exit_code,
+            "reason": reason,
+            "tasks_completed": list(state.tasks_completed),
+            "tasks_blocked": list(state.tasks_blocked),
+            "tasks_failed": list(state.tasks_failed),
+            "cost_usd": round(self.budget.spent, 6),
+            "turns": state.turns,
+            "duration_s": round(elapsed, 1),
+        }
+        self._meta_note(
+            f"Session summary {state.session_id}: done {len(state.tasks_completed)}"
+            + (f" ({', '.join(state.tasks_completed[-20:])})" if state.tasks_completed else "")
+            + f", blocked {len(state.tasks_blocked)}"
+            + (f" ({', '.join(state.tasks_blocked)})" if state.tasks_blocked else "")
+            + f", failed {len(state.tasks_failed)}"
+            + (f" ({', '.join(state.tasks_failed)})" if state.tasks_failed else "")
+            + f", cost ${self.budget.spent:.4f}, time {elapsed / 60:.1f} min; stopped: {reason} (exit {exit_code})"
+        )
+        record.ended_at = utcnow()
+        record.state = {"completed": "stopped"}.get(state_name, state_name)
+        record.summary = summary
+        try:
+            self.provider.record_session(record)
+        except Exception as exc:
+            self.emit(Event(EventKind.WARNING, {"message": f"could not record the session end: {exc}"}))
+        event_data = {"session_id": state.session_id, **summary}
+        if exit_code == EXIT_PAUSED:
+            event_data["notify"] = True
+        self.emit(Event(EventKind.SESSION_END, event_data))
+        return RunResult(
+            exit_code=exit_code,
+            reason=reason,
+            session_id=state.session_id,
+            tasks_completed=list(state.tasks_completed),
+            tasks_blocked=list(state.tasks_blocked),
+            tasks_failed=list(state.tasks_failed),
+            cost_usd=self.budget.spent,
+            duration_s=elapsed,
+        )
+
+
+class RunnerBusy(AutonomousError):
+    exit_code = EXIT_USAGE
+
+
+def _as_config(config: Any) -> Any:
+    """Accept a full config or a ``RunnerConfig`` that converts to one."""
+    for attr in ("to_config", "as_config"):
+        convert = getattr(config, attr, None)
+        if callable(convert):
+            return convert()
+    return config
+
+
+def _load_previous(state_dir: Path) -> RunnerState | None:
+    try:
+        return runner_state.load(state_dir)
+    except AutonomousError:
+        return None
+
+
+def _same_host(worker_id: str | None) -> bool:
+    return bool(worker_id) and worker_id.split(":", 1)[0] == socket.gethostname()
+
+
+def _kill_children() -> None:
+    """Kill every child process of this runner and their process groups (the agent and
+    anything it started). Linux: read from /proc; elsewhere nothing to find."""
+    me = os.getpid()
+    my_group = os.getpgrp()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != me:
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError):
+            group = os.getpgid(pid)
+            if group != my_group:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+# -- status, stop, recovery ---------------------------------------------------------------------
+
+
+def status_dict(state: RunnerState | None) -> dict[str, Any]:
+    if state is None:
+        return {"state": "never_run", "running": False, "tasks_completed": 0, "cost": 0.0, "current_task": None}
+    running = state.state == "running" and runner_state.pid_alive(state.pid) and _same_host(state.worker_id)
+    current = state.current[0] if state.current else None
+    shown_state = state.state
+    if state.state == "running" and not running:
+        shown_state = "crashed"  # said running, but its process is gone
+    return {
+        "state": shown_state,
+        "running": running,
+        "session_id": state.session_id,
+        "worker_id": state.worker_id,
+        "pid": state.pid,
+        "backend": state.backend,
+        "started_at": state.started_at,
+        "updated_at": state.updated_at,
+        "ended_at": state.ended_at,
+        "tasks_completed": len(state.tasks_completed),
+        "tasks_blocked": len(state.tasks_blocked),
+        "tasks_failed": len(state.tasks_failed),
+        "completed": list(state.tasks_completed),
+        "blocked": list(state.tasks_blocked),
+        "failed": list(state.tasks_failed),
+        "cost": state.cost_usd,
+        "turns": state.turns,
+        "current_task": (
+            {
+                "id": current.id,
+                "key": current.key,
+                "title": current.title,
+                "started_at": current.started_at,
+                "turns": current.turns,
+                "cost_usd": current.cost_usd,
+                "tool": current.tool,
+                "backend_session_id": current.backend_session_id,
+            }
+            if current
+            else None
+        ),
+        "pause_reason": state.pause_reason,
+        "stop_reason": state.stop_reason,
+        "exit_code": state.exit_code,
+    }
+
+
+def request_stop(state_dir: Path) -> tuple[bool, str]:
+    """``autonomous stop``: SIGTERM the runner recorded in ``runner_state.json``.
+    Returns (whether a runner was signalled, a sentence for the user)."""
+    try:
+        state = runner_state.load(Path(state_dir))
+    except AutonomousError as exc:
+        return False, str(exc)
+    if state is None:
+        return False, "no runner has run in this project"
+    if state.state != "running":
+        return False, f"no runner is running (last session {state.session_id} is {state.state})"
+    if not _same_host(state.worker_id):
+        return False, f"the runner runs on another host ({state.worker_id}); stop it there"
+    if not runner_state.pid_alive(state.pid):
+        return False, f"no runner is running (pid {state.pid} of session {state.session_id} is gone)"
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False, f"no runner is running (pid {state.pid} is gone)"
+    return True, f"sent SIGTERM to runner pid {state.pid} (session {state.session_id}); it finishes its current step"
+
+
+def recovery_context(config: Any, *, events: int = 20, provider: StateProvider | None = None) -> dict[str, Any]:
+    """``autonomous resume``: what was running, the last events, what ``--resume`` would do."""
+    settings = Settings.from_config(_as_config(config))
+    try:
+        state = runner_state.load(settings.state_dir)
+    except AutonomousError as exc:
+        return {"state": "unreadable", "error": str(exc), "would": "fix or remove the state file"}
+    info = status_dict(state)
+    log = settings.project_dir / ".ai-agents" / "logs" / "events.jsonl"
+    last: list[dict[str, Any]] = []
+    try:
+        with log.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            for line in fh.read().splitlines()[-events:]:
+                with contextlib.suppress(ValueError):
+                    last.append(json.loads(line))
+    except OSError:
+        pass
+    info["last_events"] = last
+    notes: dict[str, list[str]] = {}
+    if state is not None and state.current:
+        try:
+            own = provider is None
+            prov = provider
+            if prov is None:
+                from autonomous.providers import get_provider
+
+                prov = get_provider(_as_config(config))
+            try:
+                for cur in state.current:
+                    with contextlib.suppress(TaskNotFound):
+                        notes[cur.key] = [n.text for n in prov.get_task(cur.id).notes[-3:]]
+            finally:
+                if own:
+                    prov.close()
+        except AutonomousError:
+            pass
+    info["task_notes"] = notes
+    if state is None:
+        info["would"] = "start a new session: no runner has run here"
+    elif info["running"]:
+        info["would"] = f"nothing: a runner is running (pid {state.pid}); `autonomous stop` first"
+    elif state.current:
+        cur = state.current[0]
+        how = (
+            f"continuing its conversation {cur.backend_session_id}" if cur.backend_session_id else "in a fresh context"
+        )
+        info["would"] = (
+            f"continue session {state.session_id}: first {cur.key} ({cur.title}) {how}, then the next ready tasks"
+        )
+    elif state.state == "paused":
+        info["would"] = f"continue session {state.session_id} after the pause ({state.pause_reason})"
+    else:
+        info["would"] = f"continue session {state.session_id} with the next ready task"
+    return info
+
+
+# -- command-line entry (until cli.py wires `autonomous start`) --------------------------------------
+
+
+def run_start(
+    config_path: Path | str | None = None,
+    *,
+    resume: bool = False,
+    max_tasks: int | None = None,
+    backend: str | None = None,
+    dry_run: bool = False,
+    emit: Emit | None = None,
+) -> int:
+    """What ``autonomous start`` calls: load the config, run, return the exit code."""
+    from autonomous.config import load_config
+
+    try:
+        config = load_config(Path(config_path) if config_path else None)
+        runner = AutonomousRunner(config, emit=emit)
+        if backend:
+            runner.settings.backend = backend
+        with contextlib.closing(runner.provider):
+            result = runner.start(resume=resume, max_tasks=max_tasks, dry_run=dry_run, backend=backend)
+    except AutonomousError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if result.reason and not dry_run:
+        print(f"autonomous: {result.reason} (exit {result.exit_code})", file=sys.stderr)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="autonomous-runner")
+    parser.add_argument("--config")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-tasks", type=int)
+    parser.add_argument("--backend")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    return run_start(
+        args.config, resume=args.resume, max_tasks=args.max_tasks, backend=args.backend, dry_run=args.dry_run
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
