@@ -68,7 +68,13 @@ def head(path: Path) -> str | None:
         return None
 
 
-def _pathspec(excludes: Iterable[str]) -> list[str]:
+def _pathspec(excludes: Iterable[str], path: Path | None = None) -> list[str]:
+    """``.`` minus the excludes. An exclude that .gitignore already ignores is left out:
+    git refuses to ``add`` a pathspec naming an ignored path, even as an exclusion."""
+    excludes = list(excludes)
+    if path is not None and excludes:
+        ignored = set(_run(["check-ignore", "--", *excludes], path, check=False).split())
+        excludes = [e for e in excludes if e not in ignored]
     return [".", *(f":(exclude){e}" for e in excludes)]
 
 
@@ -133,7 +139,7 @@ def commit_all(path: Path, message: str, excludes: Iterable[str] = RUNTIME_EXCLU
     nothing to commit. Changes the user staged elsewhere in the repository stay staged
     and uncommitted."""
     path = Path(path)
-    spec = _pathspec(tuple(excludes))
+    spec = _pathspec(tuple(excludes), path)
     _run(["add", "-A", "--", *spec], path)
     staged = _run(["diff", "--cached", "--name-only", "--", *spec], path).strip()
     if not staged:

@@ -464,6 +464,7 @@ class Worker:
         self._run_task: asyncio.Task | None = None
         self._interrupt_reason: str | None = None
         self.current: CurrentTask | None = None
+        self.last_current: CurrentTask | None = None  # what the last task left, for --resume
 
     def emit(self, kind: EventKind, task: Task | None = None, **data: Any) -> None:
         if task is not None:
@@ -619,7 +620,8 @@ class Worker:
                 result.outcome = outcome
                 result.cost_usd += outcome.cost_usd
                 result.turns += outcome.turns
-                session_id = outcome.session_id or session_id
+                seen = self.current.backend_session_id if self.current else None
+                session_id = outcome.session_id or seen or session_id
                 if self.current is not None:
                     self.current.backend_session_id = session_id
                     self.current.turns = result.turns
@@ -660,7 +662,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
-            self.current = None
+            self.last_current, self.current = self.current, None
 
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
@@ -1226,7 +1228,7 @@ class AutonomousRunner:
         conversation id), so ``start --resume`` continues it for real."""
         if self.state is None:
             return
-        last = worker.current
+        last = worker.last_current
         self.state.current = [
             last
             or CurrentTask(

@@ -1,0 +1,692 @@
+"""The loop, with a scripted in-test backend (it tests the runner, not a backend).
+
+The provider is the real FileProvider when it is available, else a small in-memory store
+honouring the same contract (claims, fencing tokens, notes, sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from autonomous import checkpoints as cp
+from autonomous import runner_state
+from autonomous.backends.base import Backend, RunOptions
+from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.providers.base import CreateResult, SessionRecord, StateProvider
+from autonomous.runner import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_USAGE,
+    HANDOFF_CAP,
+    AutonomousRunner,
+    Settings,
+    build_prompt,
+    handoff_notes,
+    request_stop,
+    status_dict,
+)
+from autonomous.tasks import Claim, NewTask, Note, Task, TaskStatus, utcnow
+
+
+# -- an in-memory provider (the contract, minimal) --------------------------------------------
+class MemoryProvider(StateProvider):
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.sessions: dict[str, SessionRecord] = {}
+        self.tokens: dict[str, int] = {}
+        self.claims: list[str] = []  # task keys in claim order
+
+    def list_tasks(self, statuses=None):
+        wanted = set(statuses) if statuses else None
+        return [t.copy(notes=list(t.notes)) for t in self.tasks.values() if wanted is None or t.status in wanted]
+
+    def get_task(self, task_id):
+        if task_id not in self.tasks:
+            raise TaskNotFound(task_id)
+        t = self.tasks[task_id]
+        return t.copy(notes=list(t.notes))
+
+    def create_tasks(self, new_tasks):
+        result = CreateResult()
+        keys = {t.key: t.id for t in self.tasks.values()}
+        for nt in new_tasks:
+            if nt.key in keys:
+                result.existing.append(self.tasks[keys[nt.key]])
+                continue
+            tid = f"t{len(self.tasks) + 1}"
+            keys[nt.key] = tid
+            task = Task(
+                id=tid,
+                key=nt.key,
+                title=nt.title,
+                description=nt.description,
+                acceptance_criteria=list(nt.acceptance_criteria),
+                test_steps=list(nt.test_steps),
+                labels=list(nt.labels),
+                dependencies=[keys[d] for d in nt.dependencies],
+            )
+            self.tasks[tid] = task
+            result.created.append(task)
+        return result
+
+    def _check(self, task, token, force=False):
+        if token is not None:
+            if task.claim is None or task.claim.token != token:
+                raise StaleClaim(f"token {token} is stale for {task.key}")
+        elif task.claim and task.claim.live() and not force:
+            raise ClaimConflict(task.key)
+
+    def update_task(self, task_id, *, token=None, force=False, **changes):
+        task = self.tasks[task_id]
+        self._check(task, token, force)
+        for k, v in changes.items():
+            if not k.startswith("_") and v is not getattr(StateProvider, "_UNSET", object()):
+                setattr(task, k, v)
+        if force and token is None:
+            task.claim = None
+        return task.copy()
+
+    def add_note(self, task_id, text, author, *, token=None):
+        task = self.tasks[task_id]
+        if token is not None:
+            self._check(task, token)
+        note = Note(text, author)
+        task.notes.append(note)
+        return note
+
+    def claim(self, task_id, worker_id, lease_seconds):
+        task = self.tasks[task_id]
+        if task.status not in (TaskStatus.TODO, TaskStatus.IN_PROGRESS) or (task.claim and task.claim.live()):
+            raise ClaimConflict(task.key)
+        token = self.tokens.get(task_id, 0) + 1
+        self.tokens[task_id] = token
+        task.claim = Claim(worker_id, utcnow() + timedelta(seconds=lease_seconds), token)
+        task.status = TaskStatus.IN_PROGRESS
+        self.claims.append(task.key)
+        return task.copy()
+
+    def renew(self, task_id, token, lease_seconds):
+        task = self.tasks[task_id]
+        self._check(task, token)
+        task.claim = Claim(task.claim.worker_id, utcnow() + timedelta(seconds=lease_seconds), token)
+        return task.copy()
+
+    def release(self, task_id, token, *, status=TaskStatus.TODO, note=None, author="runner", cost_usd=0.0, turns=0):
+        task = self.tasks[task_id]
+        self._check(task, token)
+        task.claim = None
+        task.status = status
+        task.cost_usd += cost_usd
+        task.turns += turns
+        if note:
+            task.notes.append(Note(note, author))
+        return task.copy()
+
+    def record_session(self, session):
+        self.sessions[session.id] = session
+
+    def list_sessions(self, limit=20):
+        return list(self.sessions.values())[-limit:]
+
+    def steal(self, key: str) -> None:
+        """Another worker takes the task over (our token becomes stale)."""
+        task = next(t for t in self.tasks.values() if t.key == key)
+        self.tokens[task.id] += 1
+        task.claim = Claim("other:1:x", utcnow() + timedelta(seconds=600), self.tokens[task.id])
+
+    def by_key(self, key: str) -> Task:
+        return next(t for t in self.tasks.values() if t.key == key)
+
+
+# -- a scripted backend ---------------------------------------------------------------------
+Step = Callable[[str, RunOptions], Outcome]
+
+
+class ScriptedBackend(Backend):
+    """Each run pops the next step for the task key named in the prompt (or the
+    ``default`` step). A step may write files (it runs in the project) and returns the
+    Outcome; the backend yields a start event and turn usage before it."""
+
+    name = "scripted"
+
+    def __init__(self, steps: dict[str, list[Step]] | None = None, default: Step | None = None):
+        self.steps = steps or {}
+        self.default = default
+        self.runs: list[tuple[str | None, str, RunOptions]] = []  # (key, prompt, options)
+        self.provider: StateProvider | None = None  # set by make_runner: task id -> key
+        self.hold: dict[str, asyncio.Event] = {}  # key -> released when set
+        self.entered: list[str] = []
+
+    def _key_for(self, prompt: str, options: RunOptions) -> str | None:
+        task = self.provider.get_task(options.task_id)
+        for name in (task.key, task.title):
+            if name in self.steps or name in self.hold:
+                return name
+        return task.key
+
+    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
+        key = self._key_for(prompt, options)
+        self.runs.append((key, prompt, options))
+        sid = options.session_id or f"sess-{len(self.runs)}"
+        yield Event(EventKind.BACKEND_START, {"session_id": sid}, task_id=options.task_id, backend=self.name)
+        yield Event(EventKind.TOOL_USE, {"name": "Bash"}, task_id=options.task_id, backend=self.name)
+        if key in self.hold:
+            self.entered.append(key)
+            await self.hold[key].wait()
+        queue = self.steps.get(key) if key else None
+        step = queue.pop(0) if queue else self.default
+        outcome = step(prompt, options) if step else Outcome(OutcomeStatus.COMPLETED, summary="ok", turns=1)
+        outcome.session_id = outcome.session_id or sid
+        yield Event(EventKind.USAGE, {"turns": outcome.turns, "cost_usd": outcome.cost_usd}, task_id=options.task_id)
+        yield outcome
+
+
+def complete(filename: str | None = None, cost: float = 0.1, turns: int = 2, summary: str = "implemented") -> Step:
+    def step(prompt: str, options: RunOptions) -> Outcome:
+        if filename:
+            (options.cwd / filename).write_text(f"work for {filename}\n")
+        return Outcome(
+            OutcomeStatus.COMPLETED,
+            summary=summary,
+            cost_usd=cost,
+            turns=turns,
+            files_changed=[filename] if filename else [],
+        )
+
+    return step
+
+
+def outcome(status: OutcomeStatus, **kw) -> Step:
+    return lambda prompt, options: Outcome(status, **kw)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / ".gitignore").write_text(".ai-agents/\n")
+    (root / "README.md").write_text("demo\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def settings(project: Path, **kw) -> Settings:
+    kw.setdefault("lease_seconds", 60)
+    kw.setdefault("max_tasks_per_session", 50)
+    return Settings(project_dir=project, state_dir=project / ".ai-agents" / "state", **kw)
+
+
+def two_phase(provider: MemoryProvider) -> None:
+    provider.create_tasks(
+        [
+            NewTask("META: Demo project"),
+            NewTask("[DEMO-1.1] Create a", description="make a.txt", acceptance_criteria=["a.txt exists"]),
+            NewTask("[DEMO-1.2] Create b"),
+            NewTask("[DEMO-2.1] Create c"),
+        ]
+    )
+    provider.tasks["t1"].labels.append("meta")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind is kind]
+
+
+def make_runner(project: Path, provider: MemoryProvider, backend: Backend, **kw) -> tuple[AutonomousRunner, Recorder]:
+    rec = Recorder()
+    backend.provider = provider
+    approver = kw.pop("approver", cp.NoTerminal())
+    r = AutonomousRunner(
+        settings=settings(project, **kw),
+        provider=provider,
+        backend=backend,
+        emit=rec,
+        approver=approver,
+        out=lambda s: None,
+    )
+    return r, rec
+
+
+# -- the loop -------------------------------------------------------------------------------
+def test_two_phase_run_in_order_with_notes_commits_and_summary(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend(
+        {
+            "DEMO-1.1": [complete("a.txt", cost=0.1)],
+            "DEMO-1.2": [complete("b.txt", cost=0.2)],
+            "DEMO-2.1": [complete("c.txt", cost=0.3)],
+        }
+    )
+    runner, rec = make_runner(project, p, backend, verify_commands=["test -f a.txt"], require_changes=True)
+    result = runner.start()
+    assert result.exit_code == EXIT_OK, result.reason
+    assert "no work left" in result.reason
+    assert p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
+    assert all(p.by_key(k).status is TaskStatus.DONE for k in ("DEMO-1.1", "DEMO-1.2", "DEMO-2.1"))
+    assert result.cost_usd == pytest.approx(0.6)
+    log = git(project, "log", "--format=%s")
+    assert log.splitlines()[:3] == [
+        "DEMO-2.1: [DEMO-2.1] Create c",
+        "DEMO-1.2: [DEMO-1.2] Create b",
+        "DEMO-1.1: [DEMO-1.1] Create a",
+    ]
+    assert git(project, "show", "--name-only", "--format=", "HEAD").split() == ["c.txt"]
+    done_note = p.by_key("DEMO-1.1").notes[-1].text
+    sha = git(project, "rev-parse", "HEAD~2").strip()
+    assert done_note.startswith("Done (commit ") and sha in done_note
+    assert "a.txt" in done_note and "Turns: 2" in done_note
+    assert any(n.text.startswith("Verification passed") for n in p.by_key("DEMO-1.1").notes)
+    # every task ran in a fresh context
+    assert all(opts.session_id is None for _, _, opts in backend.runs)
+    # the handoff: task 1.2's prompt carries 1.1's note
+    prompt_12 = next(pr for k, pr, _ in backend.runs if k == "DEMO-1.2")
+    assert "from DEMO-1.1" in prompt_12 and "## When you finish" in prompt_12
+    meta_notes = [n.text for n in p.by_key("META").notes]
+    assert meta_notes[0].startswith("Session ") and "started" in meta_notes[0]
+    assert meta_notes[-1].startswith("Session summary") and "done 3" in meta_notes[-1]
+    (session,) = p.sessions.values()
+    assert session.ended_at is not None and session.summary["tasks_completed"] == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
+    state = runner_state.load(project / ".ai-agents" / "state")
+    assert state.state == "completed" and state.exit_code == 0 and state.current == []
+    assert runner.get_status()["tasks_completed"] == 3
+    kinds = [e.kind for e in rec.events]
+    assert kinds[0] is EventKind.SESSION_START and kinds[-1] is EventKind.SESSION_END
+    assert len(rec.kinds(EventKind.TASK_CLAIMED)) == 3 and len(rec.kinds(EventKind.TASK_RECORDED)) == 3
+
+
+def test_claimed_completion_with_failing_verification_goes_back_then_blocks(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete(None), complete(None)]})
+    runner, rec = make_runner(project, p, backend, verify_commands=["echo checking; test -f a.txt"], max_attempts=2)
+    result = runner.start()
+    assert result.exit_code == EXIT_FAILED and "stop-on-failure" in result.reason
+    task = p.by_key("DEMO-1.1")
+    assert task.status is TaskStatus.BLOCKED
+    assert [k for k, _, _ in backend.runs] == ["DEMO-1.1", "DEMO-1.1"]  # one follow-up, then stop
+    follow_up = backend.runs[1]
+    assert follow_up[2].session_id == "sess-1"  # same conversation
+    assert "verification FAILED" in follow_up[1] and "checking" in follow_up[1]
+    evidence = [n.text for n in task.notes if n.text.startswith("Verification FAILED")]
+    assert len(evidence) == 2 and "test -f a.txt" in evidence[0] and "exit 1" in evidence[0]
+    assert p.by_key("DEMO-1.2").status is TaskStatus.TODO  # never started
+    assert p.claims == ["DEMO-1.1"]
+    assert [e.data["checkpoint"] for e in rec.kinds(EventKind.CHECKPOINT)] == ["regression_failure"] * 2
+
+
+def test_verification_failure_fixed_on_follow_up_is_done(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete("a.txt")]})
+    runner, _ = make_runner(
+        project, p, backend, verify_commands=["test -f a.txt"], max_attempts=3, max_tasks_per_session=1
+    )
+    result = runner.start()
+    assert result.exit_code == EXIT_OK and "max_tasks_per_session" in result.reason
+    assert p.by_key("DEMO-1.1").status is TaskStatus.DONE
+
+
+def test_require_changes_refuses_a_task_that_changed_nothing(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend({"DEMO-1.1": [complete(None)]})
+    runner, _ = make_runner(project, p, backend, require_changes=True, max_attempts=1)
+    assert runner.start().exit_code == EXIT_FAILED
+    task = p.by_key("DEMO-1.1")
+    assert task.status is TaskStatus.BLOCKED and "changed nothing" in task.notes[-1].text
+
+
+def test_blocked_task_stops_the_run(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend(
+        {"DEMO-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no database credentials", turns=1)]}
+    )
+    runner, _ = make_runner(project, p, backend)
+    result = runner.start()
+    assert result.exit_code == EXIT_FAILED and result.tasks_blocked == ["DEMO-1.1"]
+    assert p.by_key("DEMO-1.1").status is TaskStatus.BLOCKED
+    assert "no database credentials" in p.by_key("DEMO-1.1").notes[-1].text
+    assert p.claims == ["DEMO-1.1"]
+
+
+def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
+    p = MemoryProvider()
+    p.create_tasks(
+        [
+            NewTask("Build the parser", key="parser"),
+            NewTask("Use the parser", key="user", dependencies=["parser"]),
+            NewTask("Write the docs", key="docs"),
+        ]
+    )
+    backend = ScriptedBackend(
+        {"Build the parser": [outcome(OutcomeStatus.FAILED, error="crashed")]}, default=complete()
+    )
+    runner, _ = make_runner(project, p, backend, on_failure="continue", ordering="dependencies")
+    result = runner.start()
+    assert p.claims == ["parser", "docs"]
+    assert p.by_key("parser").status is TaskStatus.TODO  # left for a retry
+    assert p.by_key("user").status is TaskStatus.TODO and p.by_key("docs").status is TaskStatus.DONE
+    assert result.exit_code == EXIT_FAILED and result.tasks_failed == ["parser"]
+
+
+def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend(default=complete(cost=0.4))
+    runner, _ = make_runner(project, p, backend, cost_limit_per_session=1.0)
+    result = runner.start()
+    # 0.4 + 0.4 spent; 0.2 left < 0.4 expected: the third task is never claimed
+    assert result.exit_code == EXIT_BUDGET and "cost limit" in result.reason
+    assert p.claims == ["DEMO-1.1", "DEMO-1.2"]
+    assert result.cost_usd == pytest.approx(0.8) and result.cost_usd <= 1.0
+    assert backend.runs[1][2].budget_usd == pytest.approx(0.6)  # the backend is told what is left
+
+
+def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    runner, _ = make_runner(project, p, ScriptedBackend(), cost_limit_per_session=0.5, first_task_cost=1.0)
+    result = runner.start()
+    assert result.exit_code == EXIT_BUDGET and p.claims == []
+
+
+def test_backend_budget_exceeded_and_auth_error(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    runner, _ = make_runner(project, p, ScriptedBackend({"DEMO-1.1": [outcome(OutcomeStatus.BUDGET_EXCEEDED)]}))
+    assert runner.start().exit_code == EXIT_BUDGET
+    assert p.by_key("DEMO-1.1").status is TaskStatus.TODO
+    runner, _ = make_runner(project, p, ScriptedBackend({"DEMO-1.1": [outcome(OutcomeStatus.AUTH_ERROR, error="401")]}))
+    assert runner.start().exit_code == EXIT_USAGE
+    assert p.by_key("DEMO-1.1").status is TaskStatus.TODO
+
+
+def test_failed_run_leaves_work_committed_as_wip_and_task_todo(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+
+    def partial(prompt: str, options: RunOptions) -> Outcome:
+        (options.cwd / "half.txt").write_text("half\n")
+        return Outcome(OutcomeStatus.MAX_TURNS, error="max turns", turns=50)
+
+    runner, _ = make_runner(project, p, ScriptedBackend({"DEMO-1.1": [partial]}))
+    assert runner.start().exit_code == EXIT_FAILED
+    assert git(project, "log", "-1", "--format=%s").startswith("WIP DEMO-1.1")
+    assert p.by_key("DEMO-1.1").status is TaskStatus.TODO
+    assert "max_turns" in p.by_key("DEMO-1.1").notes[-1].text
+
+
+def test_context_high_requeues_into_a_fresh_context(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    full = outcome(OutcomeStatus.MAX_TURNS, context_tokens=190_000, turns=30)
+    backend = ScriptedBackend({"DEMO-1.1": [full, complete("a.txt")]}, default=complete())
+    runner, rec = make_runner(
+        project, p, backend, context_window=200_000, context_threshold=0.8, max_tasks_per_session=2
+    )
+    result = runner.start()
+    assert p.claims[:2] == ["DEMO-1.1", "DEMO-1.1"]
+    assert backend.runs[1][2].session_id is None  # fresh context
+    assert "Context high" in backend.runs[1][1]  # the handoff note reaches the new context
+    assert p.by_key("DEMO-1.1").status is TaskStatus.DONE
+    assert result.exit_code == EXIT_OK
+    assert any(e.data.get("checkpoint") == "context_high" for e in rec.kinds(EventKind.CHECKPOINT))
+
+
+def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend({"DEMO-1.1": [complete("a.txt")]})
+    backend.hold["DEMO-1.1"] = asyncio.Event()  # never released: only losing the lease ends it
+    runner, rec = make_runner(project, p, backend, lease_seconds=0.3, max_tasks_per_session=1)
+    original_renew = p.renew
+
+    def renew(task_id, token, lease_seconds):
+        p.steal("DEMO-1.1")
+        return original_renew(task_id, token, lease_seconds)
+
+    p.renew = renew
+    result = runner.start()
+    task = p.by_key("DEMO-1.1")
+    assert task.claim.worker_id == "other:1:x"  # the new owner is untouched
+    assert not [n for n in task.notes if n.author == "runner"]
+    assert result.exit_code == EXIT_OK and result.tasks_completed == []
+    assert any("lost the lease" in e.data.get("message", "") for e in rec.kinds(EventKind.WARNING))
+
+
+def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+
+    def partial_then_wait(prompt: str, options: RunOptions) -> Outcome:
+        raise AssertionError("not reached")
+
+    backend = ScriptedBackend({"DEMO-1.1": [partial_then_wait]})
+    gate = backend.hold["DEMO-1.1"] = asyncio.Event()
+    runner, _ = make_runner(project, p, backend)
+
+    async def go():
+        task = asyncio.ensure_future(runner.run())
+        while not backend.entered:
+            await asyncio.sleep(0)
+        (project / "wip.txt").write_text("half done\n")
+        runner.request_stop("interrupted by SIGINT")
+        return await task
+
+    result = asyncio.run(go())
+    assert result.exit_code == EXIT_INTERRUPTED
+    task = p.by_key("DEMO-1.1")
+    assert task.status is TaskStatus.TODO and task.claim is None
+    assert "Interrupted" in task.notes[-1].text
+    assert git(project, "log", "-1", "--format=%s").startswith("WIP DEMO-1.1")
+    state = runner_state.load(project / ".ai-agents" / "state")
+    assert state.state == "stopped" and state.current[0].key == "DEMO-1.1"
+    assert state.current[0].backend_session_id == "sess-1"
+    assert status_dict(state)["current_task"]["key"] == "DEMO-1.1"
+
+    gate.set()
+    backend2 = ScriptedBackend(default=complete())
+    runner2, _ = make_runner(project, p, backend2)
+    result2 = runner2.start(resume=True)
+    assert result2.exit_code == EXIT_OK
+    _, first_prompt, first_opts = backend2.runs[0]
+    assert first_opts.session_id == "sess-1" and "You were interrupted" in first_prompt
+    assert result2.session_id == result.session_id  # the same session continues
+    assert all(p.by_key(k).status is TaskStatus.DONE for k in ("DEMO-1.1", "DEMO-1.2", "DEMO-2.1"))
+
+
+def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend(default=complete(turns=5))
+    runner, rec = make_runner(project, p, backend, mode=cp.ExecutionMode.SUPERVISED, turn_interval=3)
+    result = runner.start()
+    assert result.exit_code == EXIT_PAUSED and "turn_interval" in result.reason
+    state = runner_state.load(project / ".ai-agents" / "state")
+    assert state.state == "paused" and state.pause_reason
+    assert p.claims == ["DEMO-1.1"] and p.by_key("DEMO-1.1").status is TaskStatus.DONE
+    assert rec.kinds(EventKind.SESSION_END)[-1].data.get("notify") is True
+
+    answers = iter(["d", "c", "c", "c"])
+    approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
+    runner2, _ = make_runner(project, p, backend, mode=cp.ExecutionMode.SUPERVISED, turn_interval=3, approver=approver)
+    result2 = runner2.start(resume=True)
+    assert result2.exit_code == EXIT_OK
+    assert p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
+    approver.stdout.close()
+
+
+def test_autonomous_mode_never_pauses_on_turn_interval(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    runner, rec = make_runner(project, p, ScriptedBackend(default=complete(turns=5)), turn_interval=3)
+    assert runner.start().exit_code == EXIT_OK
+    assert [e.data["checkpoint"] for e in rec.kinds(EventKind.CHECKPOINT)] == ["turn_interval"] * 3
+
+
+def test_interactive_mode_asks_before_each_task(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    answers = iter(["c", "a"])
+    approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
+    runner, _ = make_runner(
+        project, p, ScriptedBackend(default=complete()), mode=cp.ExecutionMode.INTERACTIVE, approver=approver
+    )
+    result = runner.start()
+    approver.stdout.close()
+    assert result.exit_code == EXIT_INTERRUPTED and p.claims == ["DEMO-1.1"]
+
+
+def test_rate_limit_waits_then_continues_or_stops(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    soon = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow())
+    backend = ScriptedBackend({"DEMO-1.1": [soon, complete()]}, default=complete())
+    runner, rec = make_runner(project, p, backend)
+    assert runner.start().exit_code == EXIT_OK
+    assert p.claims[:2] == ["DEMO-1.1", "DEMO-1.1"] and rec.kinds(EventKind.RATE_LIMIT)
+
+    p2 = MemoryProvider()
+    two_phase(p2)
+    later = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow() + timedelta(hours=5))
+    runner2, _ = make_runner(project, p2, ScriptedBackend({"DEMO-1.1": [later]}), max_rate_limit_wait=60)
+    result = runner2.start()
+    assert result.exit_code == EXIT_BUDGET and "rate limited" in result.reason
+    assert p2.by_key("DEMO-1.1").status is TaskStatus.TODO
+
+
+def test_dead_runner_claims_are_recovered_at_start(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    host = os.uname().nodename
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ghost = f"{host}:{dead.pid}:abc"
+    task = p.claim("t2", ghost, 600)
+    state_dir = project / ".ai-agents" / "state"
+    runner_state.save(
+        state_dir,
+        runner_state.RunnerState(
+            session_id="s-old",
+            worker_id=ghost,
+            pid=dead.pid,
+            current=[
+                runner_state.CurrentTask(id=task.id, key=task.key, title=task.title, started_at="", worker_id=ghost)
+            ],
+        ),
+    )
+    runner, _ = make_runner(project, p, ScriptedBackend(default=complete()))
+    assert runner.start().exit_code == EXIT_OK
+    assert p.claims.count("DEMO-1.1") == 2  # the ghost's claim, then ours: done once
+    assert all(t.status is TaskStatus.DONE for t in p.tasks.values() if t.key != "META")
+    assert any(n.text.startswith("Recovered") for n in p.by_key("DEMO-1.1").notes)
+
+
+def test_a_live_runner_is_not_started_twice(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    state_dir = project / ".ai-agents" / "state"
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        runner_state.save(
+            state_dir,
+            runner_state.RunnerState(session_id="s", worker_id=f"{os.uname().nodename}:{live.pid}:x", pid=live.pid),
+        )
+        runner, _ = make_runner(project, p, ScriptedBackend())
+        with pytest.raises(Exception, match="already running"):
+            runner.start()
+        ok, message = request_stop(state_dir)
+        assert ok and "SIGTERM" in message
+        live.wait()
+    finally:
+        live.kill()
+    ok, message = request_stop(state_dir)
+    assert not ok and "no runner is running" in message
+
+
+def test_request_stop_without_any_runner(tmp_path: Path) -> None:
+    ok, message = request_stop(tmp_path)
+    assert not ok and "no runner" in message
+
+
+def test_dry_run_plans_and_spends_nothing(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend()
+    out: list[str] = []
+    backend.provider = p
+    runner = AutonomousRunner(settings=settings(project), provider=p, backend=backend, out=out.append)
+    result = runner.start(dry_run=True)
+    assert result.exit_code == EXIT_OK and backend.runs == [] and p.claims == []
+    text = out[0]
+    assert "DEMO-1.1" in text and "Skipping DEMO-2.1 - blocked by: DEMO-1.1 (todo)" in text
+    assert "# Task DEMO-1.1: [DEMO-1.1] Create a" in text
+    assert not (project / ".ai-agents" / "state" / "runner_state.json").exists()
+
+
+# -- prompts ---------------------------------------------------------------------------------
+def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    (project / "AGENTS.md").write_text("Use tabs.\n" + "x" * 50_000)
+    for i in range(30):
+        p.add_note("t2", f"note {i} " + "y" * 3000, "runner")
+    p.tasks["t2"].status = TaskStatus.DONE
+    tasks = p.list_tasks()
+    task = p.by_key("DEMO-1.2")
+    prompt = build_prompt(task, tasks, settings(project, verify_commands=["pytest -q"]))
+    assert "# Task DEMO-1.2: [DEMO-1.2] Create b" in prompt
+    assert "Use tabs." in prompt and "(truncated)" in prompt
+    assert "`pytest -q` must exit 0" in prompt
+    assert "from DEMO-1.1" in prompt and "note 29" in prompt
+    assert len(handoff_notes(task, tasks).encode()) <= HANDOFF_CAP
+    assert len(prompt) < 20_000
+    assert "$" not in prompt.split("## When you finish")[0]  # every placeholder filled
+
+
+def test_status_dict_for_a_project_that_never_ran() -> None:
+    assert status_dict(None)["state"] == "never_run"
+
+
+def test_events_are_redacted(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    runner, rec = make_runner(
+        project, p, ScriptedBackend(default=complete(summary="used sk-ant-abcdefghijkl1234")), max_tasks_per_session=1
+    )
+    runner.start()
+    dumped = json.dumps([e.to_dict() for e in rec.events], default=str)
+    assert "sk-ant-abcdefghijkl1234" not in dumped
+    assert "sk-ant-abcdefghijkl1234" not in p.by_key("DEMO-1.1").notes[-1].text
