@@ -690,3 +690,16 @@ def test_events_are_redacted(project: Path) -> None:
     dumped = json.dumps([e.to_dict() for e in rec.events], default=str)
     assert "sk-ant-abcdefghijkl1234" not in dumped
     assert "sk-ant-abcdefghijkl1234" not in p.by_key("DEMO-1.1").notes[-1].text
+
+
+def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
+    from autonomous.runner_sdk import AutonomousRunnerSDK
+
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend(default=complete())
+    backend.provider = p
+    runner = AutonomousRunnerSDK(settings=settings(project), provider=p, backend=backend, out=lambda s: None)
+    result = asyncio.run(runner.start())
+    assert result.exit_code == EXIT_OK and p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
+    assert AutonomousRunnerSDK(settings=settings(project), provider=p).settings.backend == "claude-code-sdk"

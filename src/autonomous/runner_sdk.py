@@ -1,0 +1,57 @@
+"""``AutonomousRunnerSDK``: the same loop, async, on the Agent SDK backend.
+
+    import asyncio
+    from autonomous.runner_sdk import AutonomousRunnerSDK, RunnerConfig
+
+    async def main():
+        runner = AutonomousRunnerSDK(RunnerConfig.from_yaml(".ai-agents/config.yml"))
+        result = await runner.start()
+        print(result.exit_code)
+
+    asyncio.run(main())
+
+Nothing about the loop differs from :class:`autonomous.runner.AutonomousRunner`: one place
+decides completion, limits and recording, whichever backend talks to the model. Only the
+default backend changes (``claude-code-sdk`` unless the config names another SDK-style one),
+and ``start`` is a coroutine for callers that already run an event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autonomous.runner import AutonomousRunner, RunResult
+
+SDK_BACKEND = "claude-code-sdk"
+
+__all__ = ["SDK_BACKEND", "AutonomousRunnerSDK", "RunResult"]  # and RunnerConfig, lazily
+
+
+class AutonomousRunnerSDK(AutonomousRunner):
+    def __init__(self, config: Any = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        if self._backend is None and self.settings.backend == "claude-code":
+            # The config's default names the CLI; this class exists to run on the SDK.
+            self.settings.backend = SDK_BACKEND
+
+    async def start(  # type: ignore[override]
+        self,
+        *,
+        resume: bool = False,
+        max_tasks: int | None = None,
+        dry_run: bool = False,
+        backend: str | None = None,
+    ) -> RunResult:
+        """Run the session in the caller's event loop; returns a RunResult (``.exit_code``)."""
+        if dry_run:
+            self.out(self.dry_run())
+            return RunResult(0, "dry run: nothing claimed, nothing spent")
+        return await self.run(resume=resume, max_tasks=max_tasks, backend=backend)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunnerConfig":  # the predecessor's README imports it from here
+        from autonomous.config import RunnerConfig
+
+        return RunnerConfig
+    raise AttributeError(name)
