@@ -1,0 +1,927 @@
+"""The ``claude-code`` backend: the Claude Code CLI (``claude -p``), the user's own subscription.
+
+One run is one or more CLI processes on the same conversation::
+
+    claude -p --output-format stream-json --verbose --max-turns N --model M
+           --permission-mode P --allowedTools ... --disallowedTools ... --settings {hook}
+           [--append-system-prompt S] [--mcp-config {...}] [--max-budget-usd B]
+           (--session-id <new uuid> | --resume <session id>)          prompt on stdin
+
+Every stdout line is one JSON message; :class:`StreamParser` turns them into events and,
+at the end, into one :class:`Outcome` built from structured signals only (``subtype``,
+``is_error``, ``terminal_reason``, ``api_error_status``, ``permission_denials``, the
+``api_retry`` and ``rate_limit_event`` lines), never from the exit code alone: the CLI
+exits 0 with no result line when it crashes late, and prints ``subtype: success`` with
+``is_error: true`` when authentication fails.
+
+A successful result is not yet a completed task: the final text must carry the completion
+report (:mod:`autonomous.backends.report`). When it does not, the backend *nudges*: it
+resumes the same session with :data:`NUDGE_PROMPT` (at most ``max_nudges`` times, within
+the run's turn budget) before giving up with ``failed``.
+
+The child runs in its own process group and is always reaped: on completion, on an early
+stop, on the inactivity watchdog and when the consumer closes or cancels the generator
+(the runner interrupts a task that way), the whole group gets SIGTERM, then SIGKILL after
+a grace period, and the process is waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.report import NUDGE_PROMPT, parse_report
+from autonomous.errors import AutonomousError, BackendError
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.policy import CommandPolicy
+
+INSTALL_HINT = (
+    "Claude Code CLI not found: install it with `npm install -g @anthropic-ai/claude-code`, "
+    "or `pip install 'autonomous-runner[sdk]'` (the Agent SDK bundles the CLI), "
+    "or set autonomous.claude_path"
+)
+
+_LINE_LIMIT = 64 * 1024 * 1024  # one stream-json line can carry a whole file read by a tool
+_EXCERPT = 500
+_AUTH_STATUSES = frozenset({401, 403})
+_THROTTLE_STATUSES = frozenset({429, 529})
+_DEFAULT_RETRY_AFTER = timedelta(seconds=60)
+# Message types the CLI prints that carry nothing for us; unknown ones get one warning.
+_QUIET_TYPES = frozenset(
+    {"stream_event", "control_request", "control_response", "control_cancel_request", "keep_alive", "tool_progress",
+     "auth_status", "prompt_suggestion", "conversation_reset", "hook_event"}
+)  # fmt: skip
+
+
+# -- binary discovery ---------------------------------------------------------------------------
+
+
+def bundled_claude() -> str | None:
+    """The CLI bundled in the ``claude-agent-sdk`` wheel, found without importing the SDK."""
+    try:
+        spec = importlib.util.find_spec("claude_agent_sdk")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    exe = "claude.exe" if os.name == "nt" else "claude"
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "_bundled" / exe
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def find_claude(explicit: str | None = None) -> str:
+    """``explicit`` (config ``claude_path``), else ``claude`` on PATH, else the SDK's bundled CLI."""
+    if explicit:
+        found = shutil.which(explicit)
+        if found:
+            return found
+        raise BackendError(f"claude_path {explicit!r} is not an executable file. {INSTALL_HINT}")
+    found = shutil.which("claude") or bundled_claude()
+    if found:
+        return found
+    raise BackendError(INSTALL_HINT)
+
+
+# -- the stream parser ----------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _clip(text: str, limit: int = _EXCERPT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def summarize_input(name: str, tool_input: Any) -> str:
+    """One line saying what a tool call does: the command, the path, the pattern ..."""
+    if isinstance(tool_input, dict):
+        for key in ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description"):
+            value = tool_input.get(key)
+            if isinstance(value, str) and value:
+                return _clip(" ".join(value.split()) if key == "command" else value, 300)
+    try:
+        return _clip(json.dumps(tool_input, default=str, ensure_ascii=False), 300)
+    except (TypeError, ValueError):
+        return _clip(str(tool_input), 300)
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif isinstance(block, dict):
+                parts.append(f"[{block.get('type', 'block')}]")
+        return "\n".join(parts)
+    return "" if content is None else str(content)
+
+
+def _usage_from(data: Any) -> Usage:
+    if not isinstance(data, dict):
+        return Usage()
+    return Usage(
+        input_tokens=_int(data.get("input_tokens")),
+        output_tokens=_int(data.get("output_tokens")),
+        cache_creation_input_tokens=_int(data.get("cache_creation_input_tokens")),
+        cache_read_input_tokens=_int(data.get("cache_read_input_tokens")),
+    )
+
+
+# "Claude AI usage limit reached|1700000000" (older CLIs), "You've hit your limit · resets 3pm (Europe/Paris)",
+# "5-hour limit reached ∙ resets 3:30pm", "... resets Nov 25, 3pm".
+_LIMIT_EPOCH = re.compile(r"usage limit reached\s*\|\s*(\d{9,13})", re.I)
+_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your limit|limit reached|limit will reset|rate limit)", re.I)
+_RESETS = re.compile(
+    r"resets?\s+(?:at\s+)?(?:(?P<month>[A-Z][a-z]{2,8})\.?\s+(?P<day>\d{1,2}),?\s+(?:at\s+)?)?"
+    r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?(?:\s*\((?P<tz>[^)]+)\))?",
+    re.I,
+)
+_MONTHS = {
+    m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
+}
+
+
+def parse_usage_limit(text: str, now: datetime | None = None) -> tuple[bool, datetime | None]:
+    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so."""
+    if not text:
+        return False, None
+    m = _LIMIT_EPOCH.search(text)
+    if m:
+        stamp = int(m.group(1))
+        if stamp > 10**11:  # milliseconds
+            stamp //= 1000
+        return True, datetime.fromtimestamp(stamp, UTC)
+    if not _LIMIT_TEXT.search(text):
+        return False, None
+    m = _RESETS.search(text)
+    if not m:
+        return True, None
+    return True, _reset_time(m, now or _now())
+
+
+def _reset_time(m: re.Match[str], now: datetime) -> datetime | None:
+    hour, minute = int(m.group("hour")), int(m.group("minute") or 0)
+    ampm = (m.group("ampm") or "").replace(".", "").lower()
+    if ampm == "pm" and hour < 12:
+        hour += 12
+    elif ampm == "am" and hour == 12:
+        hour = 0
+    if hour > 23 or minute > 59:
+        return None
+    tz: Any = None
+    if m.group("tz"):
+        try:
+            from zoneinfo import ZoneInfo
+
+            tz = ZoneInfo(m.group("tz").strip())
+        except Exception:
+            tz = None
+    local_now = now.astimezone(tz) if tz is not None else now.astimezone()
+    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    month = _MONTHS.get((m.group("month") or "")[:3].lower())
+    if month and m.group("day"):
+        try:
+            candidate = candidate.replace(month=month, day=int(m.group("day")))
+        except ValueError:
+            return None
+        if candidate < local_now - timedelta(days=1):
+            candidate = candidate.replace(year=candidate.year + 1)
+    elif candidate <= local_now:
+        candidate += timedelta(days=1)
+    return candidate.astimezone(UTC)
+
+
+class StreamParser:
+    """Turns the CLI's stream-json lines into events, then into an :class:`Outcome`.
+
+    Pure: no I/O, no clock except through ``clock``, so recorded transcripts replay exactly.
+    ``stop`` is set when a line shows that waiting longer cannot help (a 401/403 being
+    retried, a 429/529 retried more than ``max_api_retries`` times, a usage limit that
+    was rejected): the backend then kills the CLI and reports ``stop``.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "claude-code",
+        task_id: str | None = None,
+        max_api_retries: int = 3,
+        early_stop: bool = True,
+        clock: Callable[[], datetime] = _now,
+    ):
+        self.backend = backend
+        self.early_stop = early_stop
+        self.task_id = task_id
+        self.max_api_retries = max_api_retries
+        self.clock = clock
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.result: dict[str, Any] | None = None
+        self.final_text = ""  # text of the last top-level assistant message
+        self.context_tokens = 0
+        self.turns_seen = 0  # assistant messages (API responses) so far, for live progress
+        self.stop: Outcome | None = None
+        self.needs_nudge = False
+        self.denials: list[str] = []
+        self.api_error: dict[str, Any] | None = None
+        self.last_retry: dict[str, Any] | None = None
+        self.lines = 0
+        self._message_id: str | None = None
+        self._tools: dict[str, str] = {}
+        self._denied_ids: set[str] = set()
+        self._warned: set[str] = set()
+
+    # -- lines -------------------------------------------------------------------------------
+    def _ev(self, kind: EventKind, **data: Any) -> Event:
+        return Event(kind, data, task_id=self.task_id, backend=self.backend)
+
+    def feed(self, line: str | bytes) -> list[Event]:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", "replace")
+        line = line.strip()
+        if not line:
+            return []
+        self.lines += 1
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return [
+                self._ev(EventKind.WARNING, message="claude printed a line that is not JSON", line=_clip(line, 300))
+            ]
+        if not isinstance(msg, dict):
+            return [
+                self._ev(EventKind.WARNING, message="claude printed JSON that is not an object", line=_clip(line, 300))
+            ]
+        if isinstance(msg.get("session_id"), str) and msg["session_id"]:
+            self.session_id = msg["session_id"]
+        kind = msg.get("type")
+        handler = {
+            "system": self._system,
+            "assistant": self._assistant,
+            "user": self._user,
+            "result": self._result,
+            "rate_limit_event": self._rate_limit,
+        }.get(kind if isinstance(kind, str) else "")
+        if handler is None:
+            if kind in _QUIET_TYPES or kind in self._warned:
+                return []
+            self._warned.add(str(kind))
+            return [self._ev(EventKind.WARNING, message=f"unknown stream-json message type {kind!r} (ignored)")]
+        try:
+            return handler(msg)
+        except Exception as exc:  # a shape we did not expect must not end the run
+            return [self._ev(EventKind.WARNING, message=f"could not read a {kind!r} message: {exc}")]
+
+    def _system(self, msg: dict[str, Any]) -> list[Event]:
+        subtype = msg.get("subtype")
+        if subtype == "init":
+            self.model = msg.get("model") if isinstance(msg.get("model"), str) else self.model
+            tools = msg.get("tools") if isinstance(msg.get("tools"), list) else []
+            return [
+                self._ev(
+                    EventKind.BACKEND_START,
+                    session_id=self.session_id,
+                    model=self.model,
+                    tools=[str(t) for t in tools],
+                    mcp_servers=msg.get("mcp_servers") or [],
+                    permission_mode=msg.get("permissionMode"),
+                    cwd=msg.get("cwd"),
+                    version=msg.get("claude_code_version"),
+                )
+            ]
+        if subtype == "api_retry":
+            return self._api_retry(msg)
+        return []  # hook responses, compaction boundaries, status lines: informational
+
+    def _api_retry(self, msg: dict[str, Any]) -> list[Event]:
+        status = msg.get("error_status")
+        error = msg.get("error")
+        attempt = _int(msg.get("attempt"))
+        delay_ms = _int(msg.get("retry_delay_ms"))
+        self.last_retry = msg
+        events = [
+            self._ev(
+                EventKind.API_RETRY,
+                attempt=attempt,
+                max_retries=msg.get("max_retries"),
+                retry_delay_ms=delay_ms,
+                error_status=status,
+                error=error,
+            )
+        ]
+        if self.stop is not None or not self.early_stop:
+            return events
+        if status in _AUTH_STATUSES or error == "authentication_failed":
+            self.stop = Outcome(
+                OutcomeStatus.AUTH_ERROR,
+                error=f"the API refused the credentials (HTTP {status}, {error}); retrying cannot fix that",
+            )
+        elif (status in _THROTTLE_STATUSES or error in ("rate_limit", "overloaded")) and attempt > self.max_api_retries:
+            retry_at = self.clock() + max(timedelta(milliseconds=delay_ms), timedelta(seconds=1))
+            self.stop = Outcome(
+                OutcomeStatus.RATE_LIMITED,
+                error=f"the API is still refusing after {attempt} retries (HTTP {status}, {error})",
+                retry_at=retry_at,
+            )
+            events.append(self._ev(EventKind.RATE_LIMIT, status=status, retry_at=retry_at.isoformat()))
+        return events
+
+    def _assistant(self, msg: dict[str, Any]) -> list[Event]:
+        message = msg.get("message") if isinstance(msg.get("message"), dict) else {}
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list):
+            content = []
+        top_level = not msg.get("parent_tool_use_id")
+        synthetic = message.get("model") == "<synthetic>"
+        events: list[Event] = []
+        message_id = message.get("id")
+        new_message = message_id != self._message_id or message_id is None
+        if top_level and new_message:
+            self._message_id = message_id
+            self.final_text = ""
+            if not synthetic:
+                self.turns_seen += 1
+                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen))
+        texts: list[str] = []
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            btype = block.get("type")
+            if btype == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+                events.append(self._ev(EventKind.TEXT, text=block["text"], subagent=not top_level))
+            elif btype in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                name = str(block.get("name", "?"))
+                tool_id = str(block.get("id", ""))
+                self._tools[tool_id] = name
+                events.append(
+                    self._ev(
+                        EventKind.TOOL_USE,
+                        id=tool_id,
+                        name=name,
+                        input=summarize_input(name, block.get("input")),
+                        subagent=not top_level,
+                    )
+                )
+        if top_level and texts:
+            self.final_text = (self.final_text + "\n" + "\n".join(texts)).strip()
+        usage = message.get("usage")
+        if top_level and isinstance(usage, dict) and not synthetic:
+            u = _usage_from(usage)
+            self.context_tokens = u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
+        if msg.get("is_api_error_message") or (msg.get("error") and synthetic):
+            text = "\n".join(texts)
+            self.api_error = {
+                "status": msg.get("api_error_status"),
+                "type": msg.get("api_error_type"),
+                "error": msg.get("error"),
+                "text": text,
+            }
+            events.append(
+                self._ev(
+                    EventKind.ERROR, message=_clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
+                )
+            )
+        return events
+
+    def _user(self, msg: dict[str, Any]) -> list[Event]:
+        message = msg.get("message") if isinstance(msg.get("message"), dict) else {}
+        content = message.get("content")
+        if not isinstance(content, list):
+            return []
+        events: list[Event] = []
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            tool_id = str(block.get("tool_use_id", ""))
+            text = _tool_result_text(block.get("content"))
+            is_error = bool(block.get("is_error"))
+            name = self._tools.get(tool_id, "?")
+            events.append(
+                self._ev(EventKind.TOOL_RESULT, id=tool_id, name=name, is_error=is_error, excerpt=_clip(text))
+            )
+            if is_error and _looks_denied(text):
+                self._denied_ids.add(tool_id)
+                self.denials.append(f"{name}: {_clip(' '.join(text.split()), 200)}")
+                events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, reason=_clip(text, 300)))
+        return events
+
+    def _result(self, msg: dict[str, Any]) -> list[Event]:
+        self.result = msg
+        events = [
+            self._ev(
+                EventKind.USAGE,
+                turns=_int(msg.get("num_turns")),
+                cost_usd=float(msg.get("total_cost_usd") or 0.0),
+                usage=_usage_from(msg.get("usage")).to_dict(),
+            )
+        ]
+        denials = msg.get("permission_denials")
+        for denial in denials if isinstance(denials, list) else []:
+            if not isinstance(denial, dict):
+                continue
+            tool_id = str(denial.get("tool_use_id", ""))
+            if tool_id and tool_id in self._denied_ids:
+                continue
+            name = str(denial.get("tool_name", "?"))
+            what = summarize_input(name, denial.get("tool_input"))
+            self._denied_ids.add(tool_id)
+            self.denials.append(f"{name}: {what}")
+            events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, input=what))
+        return events
+
+    def _rate_limit(self, msg: dict[str, Any]) -> list[Event]:
+        info = msg.get("rate_limit_info") if isinstance(msg.get("rate_limit_info"), dict) else {}
+        status = info.get("status")
+        resets = info.get("resetsAt")
+        retry_at = datetime.fromtimestamp(resets, UTC) if isinstance(resets, int | float) and resets > 0 else None
+        events = [
+            self._ev(
+                EventKind.RATE_LIMIT,
+                status=status,
+                limit_type=info.get("rateLimitType"),
+                utilization=info.get("utilization"),
+                retry_at=retry_at.isoformat() if retry_at else None,
+            )
+        ]
+        overage = info.get("overageStatus")
+        rejected = status == "rejected" and overage not in ("allowed", "allowed_warning")
+        if rejected and self.stop is None and self.early_stop:
+            self.stop = Outcome(
+                OutcomeStatus.RATE_LIMITED,
+                error=f"usage limit reached ({info.get('rateLimitType') or 'unknown window'})",
+                retry_at=retry_at,
+            )
+        return events
+
+    # -- the outcome ----------------------------------------------------------------------
+    def outcome(self, returncode: int | None = None, stderr: str = "") -> Outcome:
+        """The outcome of this one CLI process (the backend adds nudges and totals)."""
+        self.needs_nudge = False
+        out = Outcome(OutcomeStatus.ERROR, session_id=self.session_id, context_tokens=self.context_tokens)
+        r = self.result
+        if r is not None:
+            out.cost_usd = float(r.get("total_cost_usd") or 0.0)
+            out.turns = _int(r.get("num_turns"))
+            out.usage = _usage_from(r.get("usage"))
+            out.duration_s = _int(r.get("duration_ms")) / 1000
+        if self.stop is not None:
+            out.status, out.error, out.retry_at = self.stop.status, self.stop.error, self.stop.retry_at
+        elif r is None:
+            self._no_result(out, returncode, stderr)
+        else:
+            self._from_result(out, r)
+        if self.denials:
+            note = "permission denied: " + "; ".join(self.denials)
+            out.error = f"{out.error}; {note}" if out.error else note
+        return out
+
+    def _no_result(self, out: Outcome, returncode: int | None, stderr: str) -> None:
+        if self.api_error is not None:
+            self._api_failure(out, self.api_error.get("status"), self.api_error.get("type"), self.api_error["text"])
+            return
+        limited, retry_at = parse_usage_limit(self.final_text, self.clock())
+        if limited:
+            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(self.final_text)
+            return
+        out.status = OutcomeStatus.ERROR
+        tail = _clip(" ".join(stderr.split()[-60:]), 400) if stderr else ""
+        out.error = f"claude exited with code {returncode} without a result" + (f": {tail}" if tail else "")
+
+    def _from_result(self, out: Outcome, r: dict[str, Any]) -> None:
+        subtype = str(r.get("subtype") or "")
+        terminal = str(r.get("terminal_reason") or "")
+        is_error = r.get("is_error") is True
+        text = r.get("result") if isinstance(r.get("result"), str) else ""
+        errors = [str(e) for e in r.get("errors") or [] if e] if isinstance(r.get("errors"), list) else []
+        detail = "; ".join(errors) or text
+        if subtype == "error_max_turns" or terminal == "max_turns":
+            out.status, out.error = OutcomeStatus.MAX_TURNS, detail or "reached the turn limit"
+            return
+        if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
+            out.status, out.error = OutcomeStatus.BUDGET_EXCEEDED, detail or "reached the budget"
+            return
+        limited, retry_at = parse_usage_limit(text or (self.final_text if is_error else ""), self.clock())
+        if limited and (is_error or len(text) < 300):
+            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(text or self.final_text)
+            return
+        if terminal.startswith("aborted"):
+            out.status, out.error = OutcomeStatus.INTERRUPTED, f"the CLI stopped the turn ({terminal})"
+            return
+        if is_error or subtype != "success":
+            status = r.get("api_error_status")
+            if status is None and self.api_error is not None:
+                status = self.api_error.get("status")
+            err_type = r.get("api_error_type") or (self.api_error or {}).get("type")
+            if status is not None or err_type or terminal == "api_error":
+                self._api_failure(out, status, err_type, detail)
+            else:
+                out.status = OutcomeStatus.ERROR
+                out.error = _clip(detail) or f"the CLI reported an error (subtype {subtype or '?'})"
+            return
+        report = parse_report(text) or (parse_report(self.final_text) if self.final_text != text else None)
+        if report is None:
+            out.status, out.error = OutcomeStatus.FAILED, "no completion report"
+            self.needs_nudge = True
+        elif report.blocked:
+            out.status, out.blocker, out.summary = OutcomeStatus.BLOCKED, report.blocker, report.summary
+            out.files_changed = list(report.files_changed)
+        else:
+            out.status, out.summary = OutcomeStatus.COMPLETED, report.summary
+            out.files_changed = list(report.files_changed)
+
+    def _api_failure(self, out: Outcome, status: Any, err_type: Any, detail: str) -> None:
+        if status in _AUTH_STATUSES or err_type in ("authentication_error", "permission_error"):
+            out.status = OutcomeStatus.AUTH_ERROR
+        elif status in _THROTTLE_STATUSES or err_type in ("rate_limit_error", "overloaded_error"):
+            out.status = OutcomeStatus.RATE_LIMITED
+            out.retry_at = self.clock() + _DEFAULT_RETRY_AFTER
+        else:
+            out.status = OutcomeStatus.ERROR
+        label = f"HTTP {status}" if status is not None else str(err_type or "API error")
+        out.error = _clip(f"{label}: {detail}" if detail else label)
+
+
+_DENIAL_MARKERS = (
+    "denied by command policy",
+    "not in the command allow list",
+    "command policy hook failed",
+    "permission to use",
+    "has been denied",
+    "requested permissions",
+    "haven't granted",
+)
+
+
+def _looks_denied(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in _DENIAL_MARKERS)
+
+
+def parse_stream(
+    lines: Iterable[str | bytes], *, returncode: int | None = 0, **kwargs: Any
+) -> tuple[list[Event], Outcome]:
+    """Replay a whole transcript (tests, post-mortems): every event and the single-process outcome."""
+    parser = StreamParser(**kwargs)
+    events: list[Event] = []
+    for line in lines:
+        events.extend(parser.feed(line))
+        if parser.stop is not None:
+            break
+    return events, parser.outcome(returncode)
+
+
+# -- the backend --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Control:
+    """One run in flight, so :meth:`ClaudeCodeBackend.interrupt` can reach it from anywhere."""
+
+    loop: asyncio.AbstractEventLoop
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def interrupt(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.interrupted.set)
+
+
+@dataclass(slots=True)
+class _Invocation:
+    """One CLI process: its parser and, once it has ended, its outcome."""
+
+    parser: StreamParser
+    control: _Control
+    outcome: Outcome | None = None
+    pid: int | None = None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class ClaudeCodeBackend(Backend):
+    """Runs tasks through ``claude -p`` (see the module docstring)."""
+
+    name = "claude-code"
+
+    def __init__(
+        self,
+        *,
+        max_api_retries: int = 3,
+        max_nudges: int = 2,
+        kill_grace: float = 5.0,
+        extra_args: Iterable[str] = (),
+    ):
+        self.max_api_retries = max_api_retries
+        self.max_nudges = max_nudges
+        self.kill_grace = kill_grace
+        self.extra_args = list(extra_args)
+        self._active: set[_Control] = set()
+
+    # -- control --------------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Stop every run in flight: each ends with ``Outcome(interrupted)``.
+
+        Safe to call from a signal handler or another thread. Cancelling the task that
+        consumes :meth:`run` (or closing the generator) stops the run too, without an
+        outcome.
+        """
+        for control in list(self._active):
+            control.interrupt()
+
+    # -- the command line ---------------------------------------------------------------------------
+    def build_args(
+        self,
+        binary: str,
+        options: RunOptions,
+        *,
+        policy: CommandPolicy,
+        session_id: str,
+        resume: bool,
+        max_turns: int,
+        budget_usd: float | None = None,
+    ) -> list[str]:
+        args = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        args += ["--max-turns", str(max(1, max_turns)), "--model", options.model]
+        args += ["--permission-mode", options.permission_mode]
+        if options.allowed_tools:
+            args += ["--allowedTools", *options.allowed_tools]
+        disallowed = policy.to_cli_disallowed_tools()
+        if disallowed:
+            args += ["--disallowedTools", *disallowed]
+        args += ["--settings", json.dumps(policy.to_cli_settings())]
+        if options.append_system_prompt:
+            args += ["--append-system-prompt", options.append_system_prompt]
+        if options.mcp_servers:
+            args += ["--mcp-config", json.dumps({"mcpServers": options.mcp_servers})]
+        if budget_usd is not None:
+            args += ["--max-budget-usd", f"{max(budget_usd, 0.0):.4f}"]
+        args += self.extra_args
+        args += ["--resume", session_id] if resume else ["--session-id", session_id]
+        return args
+
+    @staticmethod
+    def child_env(options: RunOptions, policy: CommandPolicy) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("CLAUDECODE", None)  # set inside a Claude Code session; a nested CLI would refuse to start
+        env.update(options.env)
+        env.update(policy.to_env())
+        return env
+
+    # -- a run ---------------------------------------------------------------------------------------
+    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
+        def ev(kind: EventKind, **data: Any) -> Event:
+            return Event(kind, data, task_id=options.task_id, backend=self.name)
+
+        try:
+            policy = CommandPolicy(options.command_allow, options.command_deny)
+            binary = find_claude(options.claude_path)
+        except AutonomousError as exc:
+            yield ev(EventKind.ERROR, message=str(exc))
+            yield Outcome(OutcomeStatus.ERROR, error=str(exc), session_id=options.session_id)
+            return
+
+        control = _Control(asyncio.get_running_loop())
+        self._active.add(control)
+        try:
+            async with contextlib.aclosing(self._run(prompt, options, binary, policy, control, ev)) as stream:
+                async for item in stream:
+                    yield item
+        finally:
+            self._active.discard(control)
+
+    async def _run(
+        self,
+        prompt: str,
+        options: RunOptions,
+        binary: str,
+        policy: CommandPolicy,
+        control: _Control,
+        ev: Callable[..., Event],
+    ) -> AsyncIterator[Event | Outcome]:
+        started = time.monotonic()
+        resume = options.session_id is not None
+        session_id = options.session_id or str(uuid.uuid4())
+        total = Outcome(OutcomeStatus.ERROR, session_id=session_id)
+        text = prompt
+        nudges = 0
+        while True:
+            turns_left = options.max_turns - total.turns
+            budget_left = None if options.budget_usd is None else options.budget_usd - total.cost_usd
+            if budget_left is not None and budget_left <= 0:
+                final = Outcome(OutcomeStatus.BUDGET_EXCEEDED, error="no budget left for this run")
+                break
+            inv = _Invocation(StreamParser(task_id=options.task_id, max_api_retries=self.max_api_retries), control)
+            invocation = self._invoke(
+                binary, text, options, inv, policy=policy, session_id=session_id, resume=resume,
+                max_turns=turns_left, budget_usd=budget_left,
+            )  # fmt: skip
+            async with contextlib.aclosing(invocation) as stream:
+                async for event in stream:
+                    if event.kind is EventKind.USAGE and "turns" in event.data:
+                        event.data["turns"] += total.turns
+                        if "cost_usd" in event.data:
+                            event.data["cost_usd"] += total.cost_usd
+                    yield event
+            out = inv.outcome or Outcome(OutcomeStatus.ERROR, error="the CLI run ended without an outcome")
+            total.cost_usd += out.cost_usd
+            total.turns += out.turns
+            total.usage.add(out.usage)
+            total.context_tokens = out.context_tokens or total.context_tokens
+            session_id = out.session_id or session_id
+            final = out
+            if not inv.parser.needs_nudge or control.interrupted.is_set():
+                break
+            if nudges >= self.max_nudges or options.max_turns - total.turns <= 0:
+                final.error = f"no completion report (after {nudges} nudge{'s' if nudges != 1 else ''})"
+                break
+            nudges += 1
+            yield ev(EventKind.NUDGE, attempt=nudges, session_id=session_id, turns_left=options.max_turns - total.turns)
+            text = NUDGE_PROMPT
+            resume = True
+        final.cost_usd, final.turns, final.usage = total.cost_usd, total.turns, total.usage
+        final.context_tokens = total.context_tokens
+        final.session_id = final.session_id or session_id
+        final.duration_s = time.monotonic() - started
+        yield final
+
+    async def _invoke(
+        self,
+        binary: str,
+        prompt: str,
+        options: RunOptions,
+        inv: _Invocation,
+        *,
+        policy: CommandPolicy,
+        session_id: str,
+        resume: bool,
+        max_turns: int,
+        budget_usd: float | None,
+    ) -> AsyncIterator[Event]:
+        """One CLI process. Yields its events and leaves the outcome in ``inv.outcome``."""
+        parser = inv.parser
+        args = self.build_args(
+            binary, options, policy=policy, session_id=session_id, resume=resume, max_turns=max_turns,
+            budget_usd=budget_usd,
+        )  # fmt: skip
+        if inv.control.interrupted.is_set():
+            inv.outcome = Outcome(OutcomeStatus.INTERRUPTED, error="interrupted", session_id=session_id)
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(options.cwd),
+                env=self.child_env(options, policy),
+                start_new_session=True,
+                limit=_LINE_LIMIT,
+            )
+        except OSError as exc:
+            message = f"could not start {binary}: {exc}"
+            yield parser._ev(EventKind.ERROR, message=message)
+            inv.outcome = Outcome(OutcomeStatus.ERROR, error=message, session_id=session_id)
+            return
+        inv.pid = proc.pid
+        stderr_tail: deque[str] = deque(maxlen=50)
+        tasks = [
+            asyncio.ensure_future(_feed_stdin(proc, prompt)),
+            asyncio.ensure_future(_drain(proc.stderr, stderr_tail)),
+        ]
+        interrupted = asyncio.ensure_future(inv.control.interrupted.wait())
+        read: asyncio.Future[bytes] | None = None
+        ended: Outcome | None = None
+        first = True
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(proc.stdout.readline())  # type: ignore[union-attr]
+                done, _ = await asyncio.wait(
+                    {read, interrupted}, timeout=options.inactivity_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if interrupted in done:
+                    ended = Outcome(OutcomeStatus.INTERRUPTED, error="interrupted")
+                    break
+                if not done:
+                    n = options.inactivity_timeout
+                    ended = Outcome(OutcomeStatus.ERROR, error=f"no output for {n:g} s: the CLI was stopped")
+                    yield parser._ev(EventKind.ERROR, message=ended.error, pid=proc.pid)
+                    break
+                try:
+                    line = read.result()
+                except ValueError as exc:  # a line longer than the limit: skip it, keep reading
+                    read = None
+                    yield parser._ev(EventKind.WARNING, message=f"skipped an oversized stream line: {exc}")
+                    continue
+                read = None
+                if not line:
+                    break
+                for event in parser.feed(line):
+                    if first and event.kind is EventKind.BACKEND_START:
+                        event.data["pid"] = proc.pid
+                        first = False
+                    yield event
+                if parser.stop is not None:
+                    break
+        finally:
+            for pending in (read, interrupted, *tasks):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+            await self._reap(proc, natural=ended is None and parser.stop is None)
+            for pending in (read, interrupted, *tasks):
+                if pending is not None:
+                    with contextlib.suppress(BaseException):
+                        await pending
+        if ended is not None:
+            ended.session_id = parser.session_id or session_id
+            if parser.result is not None:  # the result line came before the stop: keep its totals
+                done_outcome = parser.outcome(proc.returncode)
+                ended.cost_usd, ended.turns, ended.usage = done_outcome.cost_usd, done_outcome.turns, done_outcome.usage
+            ended.context_tokens = parser.context_tokens
+            inv.outcome = ended
+        else:
+            inv.outcome = parser.outcome(proc.returncode, "".join(stderr_tail))
+            inv.outcome.session_id = inv.outcome.session_id or session_id
+
+    async def _reap(self, proc: asyncio.subprocess.Process, *, natural: bool = False) -> None:
+        """End the process group (SIGTERM, then SIGKILL after the grace) and wait for the child.
+
+        ``natural``: the CLI closed its output by itself, so it gets the grace period to
+        exit on its own (it saves the session after the result line) before any signal.
+        """
+        pgid = proc.pid  # start_new_session: the child leads its own group
+        try:
+            if proc.returncode is None and natural:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), self.kill_grace)
+            if proc.returncode is None:
+                _killpg(pgid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), self.kill_grace)
+                except TimeoutError:
+                    _killpg(pgid, signal.SIGKILL)
+                    await proc.wait()
+        finally:
+            # Whatever the agent left running in the group (background jobs) goes too.
+            _killpg(pgid, signal.SIGKILL)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+async def _feed_stdin(proc: asyncio.subprocess.Process, prompt: str) -> None:
+    stdin = proc.stdin
+    if stdin is None:
+        return
+    try:
+        stdin.write(prompt.encode("utf-8"))
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stdin.close()
+            await stdin.wait_closed()
+
+
+async def _drain(stream: asyncio.StreamReader | None, tail: deque[str]) -> None:
+    if stream is None:
+        return
+    while True:
+        chunk = await stream.readline()
+        if not chunk:
+            return
+        tail.append(chunk.decode("utf-8", "replace"))
