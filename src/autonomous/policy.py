@@ -16,7 +16,7 @@ every *simple command* in it is checked on its own:
 
 Each simple command is normalised to ``program arg arg ...`` (quotes removed, tokens
 joined by single spaces) and the deny rules are matched against it, against each
-pipeline (its normalised commands joined by `` | ``) and, for the few rules that need the
+pipeline (its normalised commands, one a line) and, for the few rules that need the
 shell text itself (fork bombs, ``sh <(curl ...)``), against the raw command.
 
 This is a seat belt against an agent's mistakes, not a sandbox against an adversary: a
@@ -120,7 +120,7 @@ DEFAULT_DENY: tuple[DenyRule, ...] = (
     ),
     DenyRule(
         "download-to-shell",
-        r"(?:^|\s)(?:curl|wget)(?:\s.*)?\s\|\s(?:sudo\s+)?(?:" + _SHELLS + r")(?:\s|$)",
+        r"(?m)^(?:curl|wget)(?:\s.*)?(?:\n.*)*\n(?:sudo\s+)?" + _SHELLS + r"(?:\s|$)",
         "downloaded code piped into a shell",
         scope="pipeline",
     ),
@@ -190,7 +190,7 @@ SUBST = "$(...)"
 @dataclass(slots=True)
 class _Parsed:
     commands: list[str] = field(default_factory=list)  # normalised simple commands
-    pipelines: list[str] = field(default_factory=list)  # normalised commands joined by " | "
+    pipelines: list[str] = field(default_factory=list)  # normalised commands, one a line
     too_deep: bool = False
 
 
@@ -289,6 +289,7 @@ def _compile(pattern: str, key: str) -> re.Pattern[str]:
 
 
 def _short(text: str, limit: int = 200) -> str:
+    text = text.replace("\n", " | ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -308,12 +309,14 @@ def _parse(command: str, out: _Parsed, depth: int) -> None:
             tokens = _normalise(_tokens(segment))
             if not tokens:
                 continue
-            normalised.append(" ".join(tokens))
+            # Whitespace inside a quoted word becomes one space, so a newline only ever
+            # separates the commands of a pipeline (its view is the commands, one a line).
+            normalised.append(" ".join(" ".join(t.split()) for t in tokens))
             for inner in _inner_commands(tokens):
                 _parse(inner, out, depth + 1)
         out.commands.extend(normalised)
         if normalised:
-            out.pipelines.append(" | ".join(normalised))
+            out.pipelines.append("\n".join(normalised))
 
 
 def _split(cmd: str) -> tuple[list[list[str]], list[str]]:

@@ -66,7 +66,11 @@ _STATUS_ALIASES = {
     "blocked": "blocked",
 }
 
-_MARKER = re.compile(r"^[ \t]*#{1,6}[ \t]*task[ \t]+(complete|completed|blocked)\b[ \t:.!-]*", re.I | re.M)
+# "## Task Complete", "### Task Blocked: reason" (not "## Task Completed-ish").
+_MARKER = re.compile(
+    r"^[ \t]*#{1,6}[ \t]*task[ \t]+(complete|completed|blocked)(?:[ \t]*[:.!]?[ \t]*$|[ \t]*[:\u2014\u2013-][ \t]+)",
+    re.I | re.M,
+)
 _FILES_LINE = re.compile(r"^[ \t*-]*files?[ \t]+(?:modified|changed)[ \t]*:[ \t]*(.+)$", re.I | re.M)
 _FILES_INLINE = re.compile(r"files?[ \t]+(?:modified|changed)[ \t]*:[ \t]*([^\n]+?)(?:\.[ \t]|\.$|$)", re.I | re.M)
 
