@@ -1,0 +1,719 @@
+"""Specs: reading the file, extracting tasks from a structured one exactly, and cutting a
+free-form one into sections a model can decompose one at a time.
+
+Everything here is pure except :func:`read_spec`. A structured spec is a Markdown plan
+that already names its tasks::
+
+    # Todo API
+
+    ## Phase 1: Core
+    - [TODO-1.1] Create the data model
+      - Priority: high
+      - Acceptance criteria:
+        - a Todo has id, title, done
+      - Test steps:
+        - pytest tests/test_model.py
+    - [TODO-1.2] Add the store
+      - Depends on: TODO-1.1
+
+A task line is a list item or a heading whose text starts with a title key the scheduler
+understands (``[PREFIX-X.Y]`` with an optional letter, ``X.Y:``, ``Task X.Y``,
+``Phase X.Y``; see :func:`autonomous.tasks.parse_title`). Whatever follows it, up to the
+next task or the next heading at its level, belongs to it: nested items or sub-headings
+labelled *acceptance criteria*, *test steps*, *priority*, *depends on*, *labels* or
+*description* fill those fields, anything else is description. Parsing the plan
+ourselves costs nothing and gives the same tasks every time, which a model cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autonomous.errors import SpecError
+from autonomous.tasks import NewTask, Priority, TitleKind, parse_title
+
+MAX_SPEC_BYTES = 64 * 1024 * 1024
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFile:
+    path: Path
+    text: str
+    sha256: str
+    size: int
+
+
+def read_spec(path: str | Path) -> SpecFile:
+    """The spec's text, or a :class:`SpecError` that says plainly what is wrong with it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SpecError(f"spec file not found: {p}")
+    if p.is_dir():
+        raise SpecError(f"spec path is a directory, not a file: {p}")
+    try:
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"spec file is too large ({size} bytes; the limit is {MAX_SPEC_BYTES}): {p}")
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {p}: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise SpecError(f"spec file looks binary (it contains NUL bytes; a spec is UTF-8 Markdown or text): {p}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file is not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"save it as UTF-8: {p}"
+        ) from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise SpecError(f"spec file is empty: {p}")
+    return SpecFile(path=p, text=text, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+# -- structured specs -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SpecTask:
+    """A task as the spec states it: the provider's :class:`NewTask` plus where it came from."""
+
+    task: NewTask
+    phase: str = ""  # the heading it sits under, e.g. "Phase 1: Core Authentication"
+    line: int = 0  # 1-based line of the task in the spec (0 for model output)
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+    def to_dict(self) -> dict:
+        t = self.task
+        return {
+            "key": t.key,
+            "title": t.title,
+            "description": t.description,
+            "acceptance_criteria": list(t.acceptance_criteria),
+            "test_steps": list(t.test_steps),
+            "priority": t.priority.value,
+            "labels": list(t.labels),
+            "dependencies": list(t.dependencies),
+            "phase": self.phase,
+        }
+
+
+@dataclass(slots=True)
+class ParsedSpec:
+    title: str | None  # the first "# Heading"
+    tasks: list[SpecTask] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    bracketed: int = 0  # how many task lines used the [PREFIX-X.Y] form
+
+    @property
+    def phases(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for t in self.tasks:
+            if t.phase:
+                seen.setdefault(t.phase)
+        return list(seen)
+
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_BULLET = re.compile(r"^(\s*)(?:[-*+]|\d{1,3}[.)])\s+(.*)$")
+_CHECKBOX = re.compile(r"^\[[ xX]\]\s+")
+_LEAD_EMPH = re.compile(r"^(\*\*|__)(.+?)\1")
+_PHASE_HEADING = re.compile(r"\b(?:phase|milestone|stage|part)\s+(\d+)\b(?!\.\d)", re.IGNORECASE)
+
+# Field labels, as a list item, a heading or a line of their own: "Acceptance criteria:".
+_FIELDS = {
+    "acceptance criteria": "acceptance_criteria",
+    "acceptance": "acceptance_criteria",
+    "criteria": "acceptance_criteria",
+    "done when": "acceptance_criteria",
+    "definition of done": "acceptance_criteria",
+    "test steps": "test_steps",
+    "tests": "test_steps",
+    "test": "test_steps",
+    "testing": "test_steps",
+    "how to test": "test_steps",
+    "verification": "test_steps",
+    "verify": "test_steps",
+    "priority": "priority",
+    "depends on": "dependencies",
+    "dependencies": "dependencies",
+    "depends": "dependencies",
+    "requires": "dependencies",
+    "blocked by": "dependencies",
+    "labels": "labels",
+    "label": "labels",
+    "tags": "labels",
+    "description": "description",
+    "details": "description",
+    "notes": "description",
+}
+_LABEL = re.compile(
+    r"^(?:\*\*|__)?(?P<label>" + "|".join(sorted(map(re.escape, _FIELDS), key=len, reverse=True)) + r")"
+    r"(?:(?:\*\*|__)?\s*(?::|\uff1a)(?:\*\*|__)?\s*(?P<value>.*)|(?:\*\*|__)?\s*)$",
+    re.IGNORECASE,
+)
+_LIST_FIELDS = {"acceptance_criteria", "test_steps", "dependencies", "labels", "description"}
+
+_PRIORITY_WORDS = {
+    "urgent": Priority.URGENT,
+    "critical": Priority.URGENT,
+    "highest": Priority.URGENT,
+    "blocker": Priority.URGENT,
+    "p0": Priority.URGENT,
+    "high": Priority.HIGH,
+    "p1": Priority.HIGH,
+    "important": Priority.HIGH,
+    "normal": Priority.NORMAL,
+    "medium": Priority.NORMAL,
+    "default": Priority.NORMAL,
+    "p2": Priority.NORMAL,
+    "low": Priority.LOW,
+    "lowest": Priority.LOW,
+    "minor": Priority.LOW,
+    "p3": Priority.LOW,
+    "p4": Priority.LOW,
+}
+_DEP_KEY = re.compile(r"\[?\b([A-Za-z][A-Za-z0-9_]*-\d+(?:\.\d+[a-z]?)?(?!\.?\d)|\d+\.\d+[a-z]?)\]?")
+_NO_DEPS = re.compile(r"^\s*(none|n/?a|-+|nothing|no)\s*\.?\s*$", re.IGNORECASE)
+
+
+def parse_priority(value: str) -> Priority | None:
+    """``high``, ``P1``, ``Medium`` ... as a Priority; None when it is not one."""
+    word = re.sub(r"[^a-z0-9]+", " ", value.lower()).strip().split(" ")[0] if value.strip() else ""
+    return _PRIORITY_WORDS.get(word)
+
+
+def dependency_keys(value: str, *, first_only: bool = False) -> list[str]:
+    """Task keys named in ``value`` (``AUTH-1.1, [AUTH-1.2] and 1.3``)."""
+    if _NO_DEPS.match(value):
+        return []
+    keys = [m.group(1) for m in _DEP_KEY.finditer(value)]
+    return keys[:1] if first_only else keys
+
+
+def _strip_item(text: str) -> str:
+    """A list item's text without checkbox and a leading emphasis pair around the key."""
+    text = _CHECKBOX.sub("", text.strip())
+    m = _LEAD_EMPH.match(text)
+    if m:
+        text = (m.group(2) + text[m.end() :]).strip()
+    return text
+
+
+def _task_title(text: str) -> str | None:
+    """The title if ``text`` starts with a phased title key and has words after it."""
+    text = _strip_item(text)
+    tk = parse_title(text)
+    if tk.kind is not TitleKind.PHASED:
+        return None
+    rest = re.sub(r"^\s*(\[[^\]]*\]|(?:task|phase)\s+\S+|\d+\.\d+[a-z]?\s*:)", "", text, count=1, flags=re.I)
+    if not rest.strip(" :-\u2013\u2014.)*_"):
+        return None
+    return text
+
+
+class _Builder:
+    """One task being read: its fields, and which field the following lines fill."""
+
+    def __init__(self, title: str, phase: str, line: int, indent: int, heading_level: int):
+        self.title = title
+        self.phase = phase
+        self.line = line
+        self.indent = indent  # the task item's indent (-1 for a heading task)
+        self.heading_level = heading_level  # 0 for a list-item task
+        self.fields: dict[str, list[str]] = {k: [] for k in _LIST_FIELDS}
+        self.priority: Priority | None = None
+        self.field: str | None = None  # field the following lines fill
+        self.field_indent = -1  # indent of the label item; deeper items belong to it
+        self.field_heading = False  # label came from a heading: everything until the next heading
+        self.child_indent: int | None = None  # indent of a list-item task's first nested line
+
+    def description_line(self, raw: str, body: str, indent: int, bullet: bool) -> str:
+        """A line of free text under the task. Under a list-item task, its direct child
+        items are prose (the bullet is only how the spec nests them), so the marker goes."""
+        if self.heading_level:
+            return raw.rstrip()
+        if self.child_indent is None:
+            self.child_indent = indent
+        if bullet and indent <= self.child_indent:
+            return " " * indent + body.strip()
+        if not bullet and indent >= self.child_indent:
+            return " " * self.child_indent + body.strip()
+        return raw.rstrip()
+
+    def build(self, warnings: list[str]) -> SpecTask:
+        deps: list[str] = []
+        for item in self.fields["dependencies"]:
+            for key in dependency_keys(item):
+                if key not in deps:
+                    deps.append(key)
+        labels: list[str] = []
+        for item in self.fields["labels"]:
+            for label in re.split(r"[,;]", item):
+                label = label.strip(" `'\"")
+                if label and label not in labels:
+                    labels.append(label)
+        description = "\n".join(self.fields["description"]).strip("\n")
+        task = NewTask(
+            title=self.title,
+            description=_dedent(description),
+            acceptance_criteria=[c for c in self.fields["acceptance_criteria"] if c],
+            test_steps=[s for s in self.fields["test_steps"] if s],
+            priority=self.priority or Priority.NORMAL,
+            labels=labels,
+            dependencies=deps,
+        )
+        return SpecTask(task=task, phase=self.phase, line=self.line)
+
+    def set_field(self, name: str, value: str, line_no: int, indent: int, heading: bool, warnings: list[str]) -> None:
+        self.field_indent = indent
+        self.field_heading = heading
+        if name == "priority":
+            self.field = "priority" if not value else None
+            if value:
+                self._priority(value, line_no, warnings)
+            return
+        self.field = name
+        if value:
+            self.add(value, line_no, warnings, item=False)
+
+    def add(self, text: str, line_no: int, warnings: list[str], *, item: bool) -> None:
+        name = self.field or "description"
+        if name == "priority":
+            self._priority(text, line_no, warnings)
+        elif name == "description":
+            self.fields["description"].append(text)
+        elif name == "dependencies":
+            keys = dependency_keys(text, first_only=item)
+            if not keys and not _NO_DEPS.match(text):
+                warnings.append(f"line {line_no}: no task key in dependency {text.strip()!r} (ignored)")
+            self.fields["dependencies"].append(" ".join(keys))
+        else:
+            self.fields[name].append(_strip_item(re.sub(r"^\d{1,3}[.)]\s+", "", text.strip())))
+
+    def _priority(self, value: str, line_no: int, warnings: list[str]) -> None:
+        p = parse_priority(value)
+        if p is None:
+            warnings.append(f"line {line_no}: unknown priority {value.strip()!r} (kept normal)")
+        else:
+            self.priority = p
+
+
+def _dedent(text: str) -> str:
+    lines = text.split("\n")
+    widths = [len(x) - len(x.lstrip(" ")) for x in lines if x.strip()]
+    cut = min(widths, default=0)
+    return "\n".join(x[cut:] for x in lines).strip()
+
+
+def parse_structured(text: str) -> ParsedSpec:
+    """Every task the spec names, in spec order, with its fields. Never calls a model.
+
+    Duplicate keys are a :class:`SpecError` (two tasks cannot share an identity); other
+    oddities (an unknown priority word) are warnings. Dependencies are returned as
+    written; :func:`resolve_dependencies` checks them against the known keys.
+    """
+    result = ParsedSpec(title=None)
+    warnings = result.warnings
+    headings: list[tuple[int, str]] = []  # enclosing non-task headings: (level, text)
+    current: _Builder | None = None
+    builders: list[_Builder] = []
+    in_fence = False
+
+    def phase_name() -> str:
+        for _level, text in reversed(headings):
+            if _PHASE_HEADING.search(text):
+                return text
+        for level, text in reversed(headings):
+            if level > 1:
+                return text
+        return ""
+
+    def close() -> None:
+        nonlocal current
+        if current is not None:
+            builders.append(current)
+            current = None
+
+    for line_no, raw in enumerate(text.split("\n"), 1):
+        if _FENCE.match(raw):
+            in_fence = not in_fence
+            if current is not None:
+                current.fields["description"].append(raw)
+            continue
+        if in_fence:
+            if current is not None:
+                current.fields["description"].append(raw)
+            continue
+        if not raw.strip():
+            if current is not None and current.fields["description"] and current.field in (None, "description"):
+                current.fields["description"].append("")
+            continue
+
+        h = _HEADING.match(raw)
+        if h:
+            level, htext = len(h.group(1)), h.group(2)
+            title = _task_title(htext)
+            if title is not None:
+                close()
+                while headings and headings[-1][0] >= level:
+                    headings.pop()
+                current = _Builder(title, phase_name(), line_no, -1, level)
+                continue
+            label = _LABEL.match(_strip_item(htext))
+            if current is not None and label and (current.heading_level == 0 or level > current.heading_level):
+                current.set_field(_FIELDS[label["label"].lower()], label["value"] or "", line_no, -1, True, warnings)
+                continue
+            if current is not None and current.heading_level and level > current.heading_level:
+                current.field = "description"
+                current.field_heading = True
+                current.fields["description"].append(raw.strip())
+                continue
+            close()
+            if level == 1 and result.title is None:
+                result.title = re.sub(r"[*_`]", "", htext).strip() or None
+            while headings and headings[-1][0] >= level:
+                headings.pop()
+            headings.append((level, htext))
+            continue
+
+        b = _BULLET.match(raw)
+        indent = len(raw) - len(raw.lstrip(" \t"))
+        body = b.group(2) if b else raw.strip()
+        in_field_item = (
+            current is not None
+            and current.field is not None
+            and (current.field_heading or (b is not None and indent > current.field_indent))
+        )
+        title = _task_title(body) if (b or indent == 0) else None
+        if title is not None and not (in_field_item and current is not None and current.field == "dependencies"):
+            close()
+            current = _Builder(title, phase_name(), line_no, indent, 0)
+            continue
+        if current is None:
+            continue  # prose outside any task: context for people, not a task
+        if current.heading_level == 0 and indent <= current.indent:
+            close()  # a sibling item that is not a task ends the task
+            continue
+        label = _LABEL.match(_strip_item(body))
+        if label and (b is not None or indent <= max(current.indent, 0) + 4):
+            current.set_field(_FIELDS[label["label"].lower()], label["value"] or "", line_no, indent, False, warnings)
+            continue
+        if (
+            b is None
+            and current.field in ("acceptance_criteria", "test_steps")
+            and indent > max(current.field_indent, 0)
+            and current.fields[current.field]
+        ):
+            items = current.fields[current.field]
+            items[-1] = f"{items[-1]} {body}"  # a wrapped item continues on the next line
+            continue
+        if in_field_item:
+            assert current.field is not None
+            if current.field == "description":
+                current.fields["description"].append(raw.rstrip())
+            else:
+                current.add(body, line_no, warnings, item=b is not None)
+            continue
+        current.field = None
+        current.fields["description"].append(current.description_line(raw, body, indent, b is not None))
+    close()
+
+    seen: dict[str, int] = {}
+    for builder in builders:
+        spec_task = builder.build(warnings)
+        key = spec_task.key
+        if key in seen:
+            raise SpecError(f"duplicate task key {key} on lines {seen[key]} and {spec_task.line}")
+        seen[key] = spec_task.line
+        if spec_task.task.title.lstrip().startswith("["):
+            result.bracketed += 1
+        result.tasks.append(spec_task)
+        m = _PHASE_HEADING.search(spec_task.phase)
+        tk = parse_title(spec_task.task.title)
+        if m and tk.phase is not None and int(m.group(1)) != tk.phase:
+            warnings.append(
+                f"line {spec_task.line}: {key} is phase {tk.phase} by its key but sits under {spec_task.phase!r}; "
+                "the key decides the order"
+            )
+    return result
+
+
+def is_structured(parsed: ParsedSpec) -> bool:
+    """Whether a spec names its own tasks: one ``[PREFIX-X.Y]`` line, or two of the other
+    forms (a single ``1.2: ...`` line in prose is more likely a coincidence)."""
+    return parsed.bracketed > 0 or len(parsed.tasks) >= 2
+
+
+# -- dependencies ---------------------------------------------------------------------------
+
+
+def resolve_dependencies(
+    tasks: Sequence[SpecTask], known_keys: Iterable[str] = (), ordering: str = "strict"
+) -> list[str]:
+    """Point every dependency at a real key, in place; return warnings for what was dropped.
+
+    A dependency may be written as a full key (``AUTH-1.1``), a bare number when the
+    prefix is unambiguous (``1.1``) or in a different case. One that names nothing, names
+    the task itself, or closes a cycle is dropped with a warning: such a task could never
+    start. Under the ``strict`` and ``phases`` orderings a dependency on a task that the
+    ordering already puts *after* this one is a cycle too (the scheduler would deadlock),
+    so it is dropped the same way.
+    """
+    warnings: list[str] = []
+    spec_keys = [t.key for t in tasks]
+    all_keys = list(dict.fromkeys([*spec_keys, *known_keys]))
+    exact = set(all_keys)
+    lower = {}
+    for k in all_keys:
+        lower.setdefault(k.lower(), []).append(k)
+    suffix: dict[str, list[str]] = {}
+    for k in all_keys:
+        if "-" in k:
+            suffix.setdefault(k.rsplit("-", 1)[1].lower(), []).append(k)
+
+    def resolve(dep: str) -> str | None:
+        if dep in exact:
+            return dep
+        hits = lower.get(dep.lower(), [])
+        if len(hits) == 1:
+            return hits[0]
+        hits = suffix.get(dep.lower(), [])
+        if len(hits) == 1:
+            return hits[0]
+        return None
+
+    for t in tasks:
+        resolved: list[str] = []
+        for dep in t.task.dependencies:
+            key = resolve(dep)
+            if key is None:
+                warnings.append(f"{t.key}: dependency {dep!r} names no task; dropped")
+            elif key == t.key:
+                warnings.append(f"{t.key}: depends on itself; dropped")
+            elif key not in resolved:
+                resolved.append(key)
+        t.task.dependencies = resolved
+    warnings += _break_cycles(tasks, ordering)
+    return warnings
+
+
+def _break_cycles(tasks: Sequence[SpecTask], ordering: str) -> list[str]:
+    """Drop explicit dependencies that close a cycle, counting the ordering's implicit
+    edges (each phased task waits for the one before it under ``strict``; for every task
+    of the previous phase under ``phases``)."""
+    warnings: list[str] = []
+    by_key = {t.key: t for t in tasks}
+    implicit: dict[str, list[str]] = {k: [] for k in by_key}
+    if ordering in ("strict", "phases"):
+        phased = []
+        for i, t in enumerate(tasks):
+            tk = parse_title(t.task.title)
+            if tk.kind is TitleKind.PHASED:
+                phased.append((tk.position, t.task.priority.rank, i, t.key, tk.phase or 0))
+        phased.sort()
+        if ordering == "strict":
+            for before, after in itertools.pairwise(phased):
+                implicit[after[3]].append(before[3])
+        else:
+            groups: dict[int, list[str]] = {}
+            for entry in phased:
+                groups.setdefault(entry[4], []).append(entry[3])
+            previous: str | None = None
+            for phase, members in groups.items():
+                gate = f"\0phase-{phase}"
+                implicit[gate] = list(members)
+                if previous is not None:
+                    for m in members:
+                        implicit[m].append(previous)
+                previous = gate
+
+    def edges(node: str) -> list[tuple[str, bool]]:
+        out = [(d, False) for d in implicit.get(node, ())]
+        t = by_key.get(node)
+        if t is not None:
+            out += [(d, True) for d in t.task.dependencies if d in by_key]
+        return out
+
+    while True:
+        cycle = _find_cycle(list(implicit), edges)
+        if cycle is None:
+            return warnings
+        # drop the last explicit edge of the cycle (there is one: implicit edges are acyclic)
+        for src, dst, explicit in reversed(cycle):
+            if explicit:
+                by_key[src].task.dependencies.remove(dst)
+                names = [e[0] for e in cycle if not e[0].startswith("\0")] + [cycle[0][0]]
+                under = "" if ordering == "dependencies" else f" under {ordering} ordering"
+                warnings.append(
+                    f"{src}: dependency on {dst} would never be satisfied (cycle {' -> '.join(names)}{under}); dropped"
+                )
+                break
+        else:  # pragma: no cover - implicit edges alone never form a cycle
+            return warnings
+
+
+def _find_cycle(nodes: list[str], edges) -> list[tuple[str, str, bool]] | None:
+    """One cycle as a list of (src, dst, explicit) edges, or None. Iterative DFS."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(nodes, WHITE)
+    for root in nodes:
+        if colour[root] != WHITE:
+            continue
+        colour[root] = GREY
+        stack: list[tuple[str, list[tuple[str, bool]], int]] = [(root, edges(root), 0)]
+        path_edges: list[tuple[str, str, bool]] = []
+        while stack:
+            node, out, i = stack[-1]
+            if i < len(out):
+                stack[-1] = (node, out, i + 1)
+                nxt, explicit = out[i]
+                if nxt not in colour:
+                    continue
+                if colour[nxt] == GREY:
+                    cycle = [*path_edges, (node, nxt, explicit)]
+                    start = next(j for j, e in enumerate(cycle) if e[0] == nxt)
+                    return cycle[start:]
+                if colour[nxt] == WHITE:
+                    colour[nxt] = GREY
+                    path_edges.append((node, nxt, explicit))
+                    stack.append((nxt, edges(nxt), 0))
+            else:
+                colour[node] = BLACK
+                stack.pop()
+                if path_edges:
+                    path_edges.pop()
+    return None
+
+
+# -- free-form specs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    title: str  # the heading(s) of what it holds, for progress messages
+    text: str
+
+
+def split_sections(text: str, max_chars: int = 30_000) -> tuple[str, list[Section]]:
+    """The preamble (text before the first top-level section, the project's overview) and
+    the spec cut into chunks of whole top-level sections of at most ``max_chars`` each.
+
+    A spec that fits is one chunk. Sections are kept whole where they fit, so a model
+    sees each feature in one piece; an oversized section is cut at its sub-headings, and
+    as a last resort at paragraph breaks.
+    """
+    if len(text) <= max_chars:
+        return "", [Section(_first_heading(text) or "spec", text)]
+    preamble, sections = _cut(text, _top_level(text))
+    chunks: list[Section] = []
+    pending: list[Section] = []
+
+    def flush() -> None:
+        if pending:
+            title = pending[0].title if len(pending) == 1 else f"{pending[0].title} .. {pending[-1].title}"
+            chunks.append(Section(title, "\n".join(s.text for s in pending)))
+            pending.clear()
+
+    for section in sections:
+        pieces = [section] if len(section.text) <= max_chars else _split_big(section, max_chars)
+        for piece in pieces:
+            if pending and sum(len(s.text) + 1 for s in pending) + len(piece.text) > max_chars:
+                flush()
+            pending.append(piece)
+    flush()
+    if not chunks:
+        chunks = [Section("spec", preamble)]
+        preamble = ""
+    return preamble, chunks
+
+
+def _headings(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, text) of every Markdown heading outside code fences."""
+    out: list[tuple[int, int, str]] = []
+    offset = 0
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            h = _HEADING.match(line)
+            if h:
+                out.append((offset, len(h.group(1)), h.group(2)))
+        offset += len(line) + 1
+    return out
+
+
+def _first_heading(text: str) -> str | None:
+    for _offset, _level, htext in _headings(text):
+        return htext
+    return None
+
+
+def _top_level(text: str) -> int:
+    levels = [level for _o, level, _t in _headings(text)]
+    if not levels:
+        return 0
+    top = min(levels)
+    if levels.count(top) == 1 and any(lv > top for lv in levels):
+        return min(lv for lv in levels if lv > top)  # a single "# Title" is the document's name
+    return top
+
+
+def _cut(text: str, level: int) -> tuple[str, list[Section]]:
+    marks = [(o, t) for o, lv, t in _headings(text) if lv == level] if level else []
+    if not marks:
+        return "", _paragraphs(text)
+    preamble = text[: marks[0][0]].strip("\n")
+    sections = []
+    for (start, title), nxt in zip(marks, [*marks[1:], (len(text), "")], strict=True):
+        sections.append(Section(title, text[start : nxt[0]].strip("\n")))
+    return preamble, sections
+
+
+def _split_big(section: Section, max_chars: int) -> list[Section]:
+    body_levels = [lv for _o, lv, _t in _headings(section.text)[1:]]
+    if body_levels:
+        head, subs = _cut(section.text, min(body_levels))
+        out: list[Section] = []
+        for sub in subs:
+            piece = Section(f"{section.title} / {sub.title}", f"{head}\n\n{sub.text}" if head else sub.text)
+            out += [piece] if len(piece.text) <= max_chars else _paragraphs(piece.text, max_chars, section.title)
+        return out
+    return _paragraphs(section.text, max_chars, section.title)
+
+
+def _paragraphs(text: str, max_chars: int | None = None, title: str = "spec") -> list[Section]:
+    if max_chars is None:
+        return [Section(title, text)]
+    out: list[Section] = []
+    buf = ""
+    for para in re.split(r"\n\s*\n", text):
+        while len(para) > max_chars:  # one enormous paragraph: hard cut
+            if buf:
+                out.append(Section(f"{title} (part {len(out) + 1})", buf))
+                buf = ""
+            out.append(Section(f"{title} (part {len(out) + 1})", para[:max_chars]))
+            para = para[max_chars:]
+        if buf and len(buf) + len(para) + 2 > max_chars:
+            out.append(Section(f"{title} (part {len(out) + 1})", buf))
+            buf = ""
+        buf = f"{buf}\n\n{para}" if buf else para
+    if buf.strip():
+        out.append(Section(f"{title} (part {len(out) + 1})", buf))
+    return out
