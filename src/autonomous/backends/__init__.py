@@ -14,6 +14,8 @@ from autonomous.errors import BackendError, ConfigError
 
 BACKENDS: dict[str, str] = {
     "claude-code": "autonomous.backends.claude_cli:ClaudeCodeBackend",
+    "claude-code-sdk": "autonomous.backends.agent_sdk:AgentSDKBackend",
+    "anthropic-sdk": "autonomous.backends.anthropic_api:AnthropicBackend",
 }
 
 # The extra that provides a backend's third-party package, for the install hint.

@@ -38,10 +38,19 @@ class _Policy(Protocol):
 class ToolResult:
     content: str
     is_error: bool = False
+    denied: bool = False  # refused by policy: a command denied, a path outside the project
 
 
 class ToolError(Exception):
     """A tool refused or failed; the message goes back to the model as an error result."""
+
+    denied = False
+
+
+class PathRefused(ToolError):
+    """A path resolves outside the project directory."""
+
+    denied = True
 
 
 # Directories nobody wants searched or listed recursively.
@@ -179,7 +188,7 @@ class LocalTools:
                 result = await result
             return result if isinstance(result, ToolResult) else ToolResult(str(result))
         except ToolError as exc:
-            return ToolResult(str(exc), is_error=True)
+            return ToolResult(str(exc), is_error=True, denied=exc.denied)
         except (OSError, UnicodeError, ValueError) as exc:
             return ToolResult(f"{name} failed: {exc}", is_error=True)
 
@@ -197,7 +206,7 @@ class LocalTools:
             raise ToolError("invalid path")
         resolved = (self.root / os.path.expanduser(path)).resolve()
         if resolved != self.root and not resolved.is_relative_to(self.root):
-            raise ToolError(f"path {path!r} is outside the project directory ({self.root}); refused")
+            raise PathRefused(f"path {path!r} is outside the project directory ({self.root}); refused")
         return resolved
 
     def _rel(self, path: Path) -> str:
@@ -336,7 +345,7 @@ class LocalTools:
         if self.policy is not None:
             ok, reason = self.policy.check(command)
             if not ok:
-                return ToolResult(f"command refused by policy: {reason}", is_error=True)
+                return ToolResult(f"command refused by policy: {reason}", is_error=True, denied=True)
         timeout = self.bash_timeout
         if isinstance(args.get("timeout"), int | float) and args["timeout"] > 0:
             timeout = min(float(args["timeout"]), self.max_bash_timeout)
