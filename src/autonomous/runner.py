@@ -602,7 +602,7 @@ class Worker:
         result = TaskResult(Result.FAILED, task)
         try:
             baseline = await asyncio.to_thread(verify.baseline, s.project_dir, s.git_excludes)
-            all_tasks = self.provider.list_tasks()
+            all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
             session_id = resume_session
             attempt = 0
@@ -840,6 +840,8 @@ class AutonomousRunner:
         self._stop_event: asyncio.Event | None = None
         self._pending_review: list[tuple[cp.Checkpoint, Task | None]] = []
         self._reservations: dict[int, float] = {}
+        self._meta_id: str | None = None
+        self._last_done_id: str | None = None
         self._lock = threading.Lock()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -864,6 +866,33 @@ class AutonomousRunner:
             self._emit(self.redactor.event(event))
         except Exception as exc:  # a broken sink must not stop the work; say so on stderr
             print(f"autonomous: event sink failed: {exc}", file=sys.stderr)
+
+    def prompt_context(self, task: Task) -> list[Task]:
+        """The tasks a prompt's handoff notes come from: the task, its dependencies, the
+        META task and the task done last. Read one by one, so building a prompt costs
+        the same with 10 or 10,000 tasks (only the very first prompt of a session
+        looks through the whole list, to find the task done last)."""
+        related: dict[str, Task] = {task.id: task}
+        for dep in task.dependencies:
+            with contextlib.suppress(TaskNotFound):
+                related[dep] = self.provider.get_task(dep)
+        if self._meta_id is None:
+            meta = self.provider.meta_task()
+            self._meta_id = meta.id if meta else ""
+        if self._meta_id:
+            with contextlib.suppress(TaskNotFound):
+                related[self._meta_id] = self.provider.get_task(self._meta_id)
+        if self._last_done_id is None and not task.dependencies:
+            ordered = scheduler.order(
+                self.provider.list_tasks([TaskStatus.DONE, TaskStatus.IN_PROGRESS, TaskStatus.TODO])
+            )
+            mine = next((i for i, t in enumerate(ordered) if t.id == task.id), len(ordered))
+            done = [t for t in ordered[:mine] if t.status is TaskStatus.DONE and not scheduler.is_meta(t)]
+            self._last_done_id = done[-1].id if done else ""
+        if self._last_done_id and self._last_done_id not in related:
+            with contextlib.suppress(TaskNotFound):
+                related[self._last_done_id] = self.provider.get_task(self._last_done_id)
+        return list(related.values())
 
     def reserved_for(self, worker: Worker) -> float:
         return self._reservations.get(id(worker), 0.0)
@@ -1187,6 +1216,7 @@ class AutonomousRunner:
                 self.checkpoint(checkpoint, task, worker)
             verdict = result.verdict
             if verdict == Result.DONE:
+                self._last_done_id = task.id
                 self.state.tasks_completed.append(task.key)
             elif verdict == Result.BLOCKED:
                 self.state.tasks_blocked.append(task.key)
