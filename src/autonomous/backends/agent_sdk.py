@@ -246,8 +246,9 @@ class AgentSDKBackend(Backend):
                     return
 
                 session_id = result.session_id or session_id
-                # total_cost_usd, usage and num_turns of a result cover its query only.
-                cost += result.total_cost_usd or 0.0
+                # usage and num_turns of a result cover its query only; total_cost_usd is the
+                # running total of the CLI process (observed with CLI 2.1.330).
+                cost = max(cost, result.total_cost_usd or 0.0)
                 turns += result.num_turns or 0
                 usage.add(_usage(result.usage))
                 yield ev(
