@@ -478,7 +478,7 @@ class Worker:
         if self._interrupt_reason is None:
             self._interrupt_reason = reason
         if self._run_task is not None and not self._run_task.done():
-            self._run_task.cancel()
+            self._run_task.cancel()  # closes the run's generator, which ends the agent's process
 
     # -- heartbeat ------------------------------------------------------------------------
     async def _heartbeat(self, task: Task, token: int) -> None:
