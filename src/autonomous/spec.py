@@ -215,13 +215,20 @@ def _strip_item(text: str) -> str:
     return text
 
 
+# Cheap first look: could this text start with a title key at all? Most lines cannot.
+_MAYBE_TASK = re.compile(r"^\s*(?:\[[ xX]\]\s+)?(?:\*\*|__)?\s*(?:\[[A-Za-z]|\d|task\s|phase\s)", re.IGNORECASE)
+_KEY_PART = re.compile(r"^\s*(\[[^\]]*\]|(?:task|phase)\s+\S+|\d+\.\d+[a-z]?\s*:)", re.IGNORECASE)
+
+
 def _task_title(text: str) -> str | None:
     """The title if ``text`` starts with a phased title key and has words after it."""
+    if not _MAYBE_TASK.match(text):
+        return None
     text = _strip_item(text)
     tk = parse_title(text)
     if tk.kind is not TitleKind.PHASED:
         return None
-    rest = re.sub(r"^\s*(\[[^\]]*\]|(?:task|phase)\s+\S+|\d+\.\d+[a-z]?\s*:)", "", text, count=1, flags=re.I)
+    rest = _KEY_PART.sub("", text, count=1)
     if not rest.strip(" :-\u2013\u2014.)*_"):
         return None
     return text
@@ -410,7 +417,9 @@ def parse_structured(text: str) -> ParsedSpec:
         if current.heading_level == 0 and indent <= current.indent:
             close()  # a sibling item that is not a task ends the task
             continue
-        label = _LABEL.match(_strip_item(body))
+        # a label has a colon, or is the whole (short) line: "Acceptance criteria"
+        maybe_label = ":" in body or "\uff1a" in body or len(body) <= 40
+        label = _LABEL.match(_strip_item(body)) if maybe_label else None
         if label and (b is not None or indent <= max(current.indent, 0) + 4):
             current.set_field(_FIELDS[label["label"].lower()], label["value"] or "", line_no, indent, False, warnings)
             continue

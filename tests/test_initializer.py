@@ -1,0 +1,538 @@
+"""initializer.py: spec -> tasks, META, marker; --force, --prune, --dry-run; crash safety;
+model decomposition (scripted backend for the logic, the real claude-code backend against
+the scripted model server for the whole path)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from autonomous import initializer as init_mod
+from autonomous.backends.base import Backend, RunOptions
+from autonomous.errors import SpecError
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.initializer import (
+    MARKER_NAME,
+    AlreadyInitialized,
+    DecompositionError,
+    ProjectInitializer,
+    extract_decomposition,
+    run_init,
+)
+from autonomous.providers.file import FileProvider
+from autonomous.tasks import Priority, TaskStatus
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+SPEC = """\
+# Shop
+
+## Phase 1: Catalogue
+- [SHOP-1.1] Create the product model
+  - Priority: high
+  - Acceptance criteria:
+    - a product has a name and a price in cents
+  - Test steps:
+    - pytest tests/test_product.py
+- [SHOP-1.2] List products
+  - Depends on: SHOP-1.1
+- [SHOP-1.2a] Paginate the list
+
+## Phase 2: Checkout
+- [SHOP-2.1] Add a cart
+  - Depends on: SHOP-1.2
+- [SHOP-2.2] Pay with a card
+"""
+
+CONFIG = {"backend": "claude-code", "model": "opus"}
+
+
+def state_dir(project: Path) -> Path:
+    return project / ".ai-agents" / "state"
+
+
+def open_store(project: Path) -> FileProvider:
+    return FileProvider(state_dir(project))
+
+
+def keys_in_store(project: Path) -> list[str]:
+    with open_store(project) as p:
+        return sorted(t.key for t in p.list_tasks())
+
+
+def initialize(project: Path, spec: Path, **kw):
+    name = kw.pop("project_name", None)
+    return ProjectInitializer(CONFIG, project_dir=project, backend=kw.pop("backend", None)).initialize(spec, name, **kw)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    p = tmp_path / "proj"
+    p.mkdir()
+    return p
+
+
+@pytest.fixture
+def spec(project: Path) -> Path:
+    path = project / "spec.md"
+    path.write_text(SPEC)
+    return path
+
+
+# -- structured specs --------------------------------------------------------------------------
+
+
+def test_structured_spec_creates_tasks_meta_and_marker(project: Path, spec: Path):
+    result = initialize(project, spec)
+
+    assert result.method == "structured" and result.model_calls == 0 and result.cost_usd == 0
+    assert result.tasks_created == 5
+    assert [t.key for t in result.tasks] == ["SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
+    with open_store(project) as store:
+        tasks = {t.key: t for t in store.list_tasks()}
+        meta = store.meta_task()
+    assert set(tasks) == {"META", "SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"}
+    assert tasks["SHOP-1.1"].title == "[SHOP-1.1] Create the product model"
+    assert tasks["SHOP-1.1"].priority is Priority.HIGH
+    assert tasks["SHOP-1.1"].acceptance_criteria == ["a product has a name and a price in cents"]
+    assert tasks["SHOP-1.1"].test_steps == ["pytest tests/test_product.py"]
+    assert tasks["SHOP-2.1"].dependencies == [tasks["SHOP-1.2"].id]
+
+    assert meta is not None and meta.title == "META: Shop" and "meta" in meta.labels
+    assert str(spec) in meta.description and "Tasks: 5" in meta.description and "Created: " in meta.description
+    assert "Phase 1: Catalogue: 3 tasks" in meta.description
+
+    marker = json.loads((project / MARKER_NAME).read_text())
+    assert marker["initialized"] is True
+    assert marker["project_name"] == "Shop"
+    assert marker["provider"]["type"] == "file"
+    assert marker["provider"]["meta_task_id"] == meta.id
+    assert {"team_id", "project_id", "repo"} <= set(marker["provider"])
+    assert marker["spec"]["path"] == "spec.md"  # relative to the project
+    assert len(marker["spec"]["sha256"]) == 64
+    assert marker["task_count"] == 5
+    assert marker["created_at"]
+    assert not [p for p in project.iterdir() if p.name.startswith(f".{MARKER_NAME}.")]  # no temp file left
+
+
+def test_project_name_argument_wins_and_directory_name_is_the_fallback(project: Path):
+    spec = project / "plain.md"
+    spec.write_text("- [A-1.1] One\n- [A-1.2] Two\n")
+    result = initialize(project, spec)
+    assert result.project_name == "proj"
+    other = project.parent / "other"
+    other.mkdir()
+    assert initialize(other, spec, project_name="My App").project_name == "My App"
+
+
+def test_second_init_without_force_refuses_and_changes_nothing(project: Path, spec: Path):
+    initialize(project, spec)
+    marker_before = (project / MARKER_NAME).read_bytes()
+    spec.write_text(SPEC + "- [SHOP-2.3] Send a receipt\n")
+    with pytest.raises(AlreadyInitialized, match=MARKER_NAME):
+        initialize(project, spec)
+    err = io.StringIO()
+    code = run_init(spec, config=CONFIG, project_dir=project, out=io.StringIO(), err=err)
+    assert code == 2
+    assert err.getvalue().startswith("error: project already initialized") and MARKER_NAME in err.getvalue()
+    assert err.getvalue().count("\n") == 1
+    assert (project / MARKER_NAME).read_bytes() == marker_before
+    assert "SHOP-2.3" not in keys_in_store(project)
+
+
+def test_force_applies_the_edited_spec_by_key(project: Path, spec: Path):
+    initialize(project, spec)
+    with open_store(project) as store:
+        t11 = store.find_task("SHOP-1.1")
+        store.update_task(t11.id, status=TaskStatus.DONE)
+        store.add_note(t11.id, "implemented in models.py", "runner")
+        t12 = store.find_task("SHOP-1.2")
+        store.update_task(t12.id, status=TaskStatus.BLOCKED)
+        before = {t.key: t for t in store.list_tasks()}
+
+    edited = (
+        SPEC.replace("- [SHOP-1.2] List products", "- [SHOP-1.2] List products with prices\n  - Priority: urgent")
+        .replace("- [SHOP-2.2] Pay with a card\n", "")
+        .replace(
+            "- [SHOP-2.1] Add a cart\n  - Depends on: SHOP-1.2", "- [SHOP-2.1] Add a cart\n  - Depends on: SHOP-1.2a"
+        )
+        + "- [SHOP-2.3] Send a receipt\n  - Depends on: SHOP-2.1\n"
+    )
+    spec.write_text(edited)
+    result = initialize(project, spec, force=True)
+
+    assert [t.key for t in result.created] == ["SHOP-2.3"]
+    assert sorted(t.key for t in result.updated) == ["SHOP-1.2", "SHOP-2.1"]
+    assert sorted(t.key for t in result.unchanged) == ["SHOP-1.1", "SHOP-1.2a"]
+    assert [t.key for t in result.not_in_spec] == ["SHOP-2.2"]
+    assert result.canceled == []
+    assert any("SHOP-2.2 is no longer in the spec" in w for w in result.warnings)
+
+    with open_store(project) as store:
+        after = {t.key: t for t in store.list_tasks()}
+    assert sorted(after) == sorted([*before, "SHOP-2.3"])  # nothing duplicated, nothing deleted
+    assert after["SHOP-1.1"].status is TaskStatus.DONE
+    assert [n.text for n in after["SHOP-1.1"].notes] == ["implemented in models.py"]
+    assert after["SHOP-1.1"].updated_at == before["SHOP-1.1"].updated_at  # untouched
+    assert after["SHOP-1.2"].title == "[SHOP-1.2] List products with prices"
+    assert after["SHOP-1.2"].priority is Priority.URGENT
+    assert after["SHOP-1.2"].status is TaskStatus.BLOCKED  # never status
+    assert after["SHOP-2.1"].dependencies == [after["SHOP-1.2a"].id]
+    assert after["SHOP-2.3"].dependencies == [after["SHOP-2.1"].id]
+    assert after["SHOP-2.2"].status is TaskStatus.TODO
+    marker = json.loads((project / MARKER_NAME).read_text())
+    assert marker["task_count"] == 5
+    meta = after["META"]
+    assert "Tasks: 5" in meta.description
+    assert len(meta.notes) == 2  # one note per init run
+
+    # --prune cancels what left the spec, with a note; running again changes nothing more
+    pruned = initialize(project, spec, force=True, prune=True)
+    assert [t.key for t in pruned.canceled] == ["SHOP-2.2"]
+    assert pruned.tasks_created == 0 and pruned.updated == []
+    with open_store(project) as store:
+        t22 = store.find_task("SHOP-2.2")
+        total = len(store.list_tasks())
+    assert t22.status is TaskStatus.CANCELED and "--prune" in t22.notes[-1].text
+    assert total == 7
+
+
+def test_force_does_not_take_a_claimed_task_from_its_worker(project: Path, spec: Path):
+    initialize(project, spec)
+    with open_store(project) as store:
+        claimed = store.claim(store.find_task("SHOP-1.1").id, "worker-1", 600)
+    spec.write_text(SPEC.replace("Create the product model", "Create the product model v2"))
+    result = initialize(project, spec, force=True)
+    assert any("SHOP-1.1 is claimed" in w for w in result.warnings)
+    with open_store(project) as store:
+        task = store.find_task("SHOP-1.1")
+    assert task.title == "[SHOP-1.1] Create the product model"
+    assert task.claim is not None and task.claim.token == claimed.claim.token
+
+
+def test_dry_run_touches_nothing(project: Path, spec: Path):
+    out = io.StringIO()
+    assert run_init(spec, dry_run=True, config=CONFIG, project_dir=project, out=out, err=io.StringIO()) == 0
+    text = out.getvalue()
+    assert "create  SHOP-1.2a" in text and "Would create 5 task(s)" in text and "nothing was written" in text
+    assert sorted(p.name for p in project.iterdir()) == ["spec.md"]
+
+    out = io.StringIO()
+    assert run_init(spec, dry_run=True, as_json=True, config=CONFIG, project_dir=project, out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["schema_version"] == 1 and data["dry_run"] is True and data["tasks_created"] == 5
+    assert [t["key"] for t in data["created"]] == ["SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
+    assert data["created"][0]["phase"] == "Phase 1: Catalogue"
+    assert sorted(p.name for p in project.iterdir()) == ["spec.md"]
+
+
+def test_dry_run_with_force_shows_the_changes_and_writes_nothing(project: Path, spec: Path):
+    initialize(project, spec)
+    marker = (project / MARKER_NAME).read_bytes()
+    spec.write_text(SPEC.replace("Pay with a card", "Pay by card") + "- [SHOP-2.3] Send a receipt\n")
+    result = initialize(project, spec, force=True, dry_run=True)
+    assert [t.key for t in result.to_create] == ["SHOP-2.3"]
+    assert [t.key for t in result.to_update] == ["SHOP-2.2"]
+    assert (project / MARKER_NAME).read_bytes() == marker
+    assert "SHOP-2.3" not in keys_in_store(project)
+    with open_store(project) as store:
+        assert store.find_task("SHOP-2.2").title == "[SHOP-2.2] Pay with a card"
+
+
+def test_json_output_of_a_real_run(project: Path, spec: Path):
+    out = io.StringIO()
+    assert run_init(spec, as_json=True, config=CONFIG, project_dir=project, out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["tasks_created"] == 5 and data["method"] == "structured"
+    assert data["created"][0]["status"] == "todo" and data["created"][0]["id"]
+    assert data["meta"]["title"] == "META: Shop"
+    assert data["marker"] == str(project / MARKER_NAME)
+
+
+# -- crash safety ------------------------------------------------------------------------------
+
+CRASH_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from autonomous import initializer
+    from autonomous.providers import file as file_provider
+
+    where = sys.argv[3]
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "before-marker":
+        initializer.write_marker = die  # tasks are committed; the marker is never written
+    else:  # inside the batch's transaction, after the INSERTs, before COMMIT
+        file_provider.FileProvider._bump_graph = staticmethod(die)
+    initializer.ProjectInitializer({"backend": "claude-code"}, project_dir=sys.argv[1]).initialize(sys.argv[2])
+    """
+)
+
+
+def crash_child(project: Path, spec: Path, where: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CRASH_CHILD, str(project), str(spec), where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_killed_between_tasks_and_marker_then_rerun_creates_no_duplicates(project: Path, spec: Path):
+    proc = crash_child(project, spec, "before-marker")
+    assert proc.returncode == -9, proc.stderr
+    assert not (project / MARKER_NAME).exists()
+    assert keys_in_store(project) == ["META", "SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
+
+    result = initialize(project, spec)  # no marker: no --force needed
+    assert result.tasks_created == 0 and len(result.unchanged) == 5
+    assert keys_in_store(project) == ["META", "SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
+    assert json.loads((project / MARKER_NAME).read_text())["provider"]["meta_task_id"] == result.meta.id
+
+
+def test_killed_inside_the_batch_write_leaves_nothing_then_rerun_creates_everything(project: Path, spec: Path):
+    proc = crash_child(project, spec, "inside-batch")
+    assert proc.returncode == -9, proc.stderr
+    assert keys_in_store(project) == []  # the batch is one transaction: all or nothing
+    result = initialize(project, spec)
+    assert result.tasks_created == 5
+    assert keys_in_store(project) == ["META", "SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
+
+
+def test_injected_failure_before_marker_then_rerun(project: Path, spec: Path, monkeypatch: pytest.MonkeyPatch):
+    def boom(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(init_mod, "write_marker", boom)
+    with pytest.raises(OSError, match="disk full"):
+        initialize(project, spec)
+    monkeypatch.undo()
+    assert initialize(project, spec).tasks_created == 0
+    assert len(keys_in_store(project)) == 6
+
+
+# -- bad input and exit codes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.md", "not found"),
+        (lambda d: _write(d / "empty.md", b""), "empty"),
+        (lambda d: _write(d / "logo.png", b"\x89PNG\r\n\x1a\n\x00\x00"), "binary"),
+        (lambda d: d, "directory"),
+        (lambda d: _write(d / "latin.md", "# Caf\u00e9\n".encode("latin-1")), "not UTF-8"),
+    ],
+    ids=["missing", "empty", "binary", "directory", "non-utf8"],
+)
+def test_bad_specs_exit_2_with_one_line(project: Path, make, message: str):
+    path = make(project)
+    err = io.StringIO()
+    assert run_init(path, config=CONFIG, project_dir=project, out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("error: ") and message in err.getvalue() and err.getvalue().count("\n") == 1
+    assert not (project / MARKER_NAME).exists() and not (project / ".ai-agents").exists()
+    with pytest.raises(SpecError):
+        initialize(project, path)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_no_model_refuses_free_form_specs(project: Path):
+    err = io.StringIO()
+    code = run_init(EXAMPLES / "freeform-spec.md", no_model=True, config=CONFIG, project_dir=project, err=err)
+    assert code == 2 and "free-form" in err.getvalue() and "--no-model" in err.getvalue()
+    assert list(project.iterdir()) == []
+
+
+def test_no_model_and_model_only_exclude_each_other(project: Path, spec: Path):
+    err = io.StringIO()
+    assert run_init(spec, no_model=True, model_only=True, config=CONFIG, project_dir=project, err=err) == 2
+    assert "exclude each other" in err.getvalue()
+
+
+def test_example_spec_initializes_offline(project: Path):
+    result = initialize(project, EXAMPLES / "todo-api" / "spec.md")
+    assert result.project_name == "Todo API" and result.method == "structured"
+    assert 8 <= result.tasks_created <= 12 and result.warnings == []
+
+
+# -- model decomposition: the logic, with a scripted backend ---------------------------------------
+
+
+class ScriptedBackend(Backend):
+    """Answers each run with the next scripted text."""
+
+    name = "scripted"
+
+    def __init__(self, *answers: str, status: OutcomeStatus = OutcomeStatus.COMPLETED):
+        self.answers = list(answers)
+        self.prompts: list[str] = []
+        self.options: list[RunOptions] = []
+        self.status = status
+
+    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
+        self.prompts.append(prompt)
+        self.options.append(options)
+        text = self.answers.pop(0) if self.answers else "I have nothing more."
+        yield Event(EventKind.TEXT, {"text": text})
+        yield Outcome(self.status, cost_usd=0.01, turns=1, error="" if self.status.value == "completed" else "x")
+
+
+def answer(tasks: list[dict], **extra) -> str:
+    return "Here is the plan.\n```json\n" + json.dumps({"tasks": tasks, "status": "complete", **extra}) + "\n```"
+
+
+FREEFORM_TASKS = [
+    {
+        "key": "RECIPE-1.1",
+        "title": "[RECIPE-1.1] Create the recipe model",
+        "description": "Recipes with ingredients and steps.",
+        "acceptance_criteria": ["a recipe has a title", "servings is positive"],
+        "test_steps": ["pytest tests/test_recipe.py"],
+        "priority": "high",
+        "dependencies": [],
+        "phase": 1,
+    },
+    {
+        "title": "Import recipes from text",  # no key in the title: the key is put in front
+        "key": "RECIPE-1.2",
+        "acceptance_criteria": "one ingredient per line",  # a string where a list belongs
+        "priority": "medium",
+        "dependencies": ["RECIPE-1.1", "RECIPE-9.9"],  # one dangling
+        "phase": 1,
+    },
+    {"title": "Search recipes", "phase": 2, "dependencies": ["RECIPE-2.2"]},  # no key at all
+    {"title": "[RECIPE-2.2] Rank results", "dependencies": ["RECIPE-2.1"], "phase": 2},  # a cycle
+]
+
+
+def test_free_form_spec_is_decomposed_validated_and_keyed(project: Path):
+    truncated = answer(FREEFORM_TASKS)[:300]
+    backend = ScriptedBackend(truncated, answer(FREEFORM_TASKS))
+    result = initialize(project, EXAMPLES / "freeform-spec.md", backend=backend)
+
+    assert result.method == "model" and result.model_calls == 2
+    assert result.cost_usd == pytest.approx(0.02)
+    assert "Your previous answer was rejected" not in backend.prompts[0]
+    assert "Your previous answer was rejected" in backend.prompts[1] and "incomplete" in backend.prompts[1]
+    assert "Recipe Box" in backend.prompts[0] and "[RECIPE-X.Y]" in backend.prompts[0]
+    assert backend.options[0].allowed_tools == ["Read", "Glob", "Grep"]
+
+    by = {t.key: t for t in result.tasks}
+    assert list(by) == ["RECIPE-1.1", "RECIPE-1.2", "RECIPE-2.1", "RECIPE-2.2"]
+    assert by["RECIPE-1.2"].title == "[RECIPE-1.2] Import recipes from text"
+    assert by["RECIPE-1.2"].acceptance_criteria == ["one ingredient per line"]
+    assert by["RECIPE-1.2"].priority is Priority.NORMAL
+    assert by["RECIPE-1.2"].dependencies == [by["RECIPE-1.1"].id]
+    assert by["RECIPE-2.1"].title == "[RECIPE-2.1] Search recipes"
+    assert by["RECIPE-1.1"].priority is Priority.HIGH
+    warnings = "\n".join(result.warnings)
+    assert "answer 1 rejected" in warnings
+    assert "'RECIPE-9.9' names no task" in warnings
+    assert "cycle" in warnings
+    assert sum(len(t.dependencies) for t in (by["RECIPE-2.1"], by["RECIPE-2.2"])) == 1
+    assert json.loads((project / MARKER_NAME).read_text())["method"] == "model"
+
+
+def test_attempts_are_bounded_and_the_error_is_exit_1(project: Path):
+    backend = ScriptedBackend("not json", '{"tasks": []}', '{"tasks": [{"title": ""}]}')
+    err = io.StringIO()
+    code = run_init(
+        EXAMPLES / "freeform-spec.md", config=CONFIG, project_dir=project, backend=backend, err=err, as_json=True
+    )
+    assert code == 1 and len(backend.prompts) == 3
+    assert "no valid task list" in err.getvalue() and "tasks.0.title" in err.getvalue()
+    assert not (project / MARKER_NAME).exists()
+
+
+def test_backend_failure_is_reported_not_retried(project: Path):
+    backend = ScriptedBackend("", status=OutcomeStatus.AUTH_ERROR)
+    with pytest.raises(DecompositionError, match="backend failed"):
+        initialize(project, EXAMPLES / "freeform-spec.md", backend=backend)
+    assert len(backend.prompts) == 1
+
+
+def test_model_only_decomposes_even_a_structured_spec(project: Path, spec: Path):
+    backend = ScriptedBackend(answer([{"title": "[SHOP-1.1] Create the product model"}]))
+    result = initialize(project, spec, backend=backend, use_model="always")
+    assert result.method == "model" and [t.key for t in result.tasks] == ["SHOP-1.1"]
+    assert "[SHOP-X.Y]" in backend.prompts[0]  # the spec's own prefix is kept
+
+
+def test_long_free_form_spec_is_decomposed_section_by_section(project: Path):
+    sections = "\n\n".join(f"## Feature {i}\n\n" + f"Feature {i} needs work. " * 60 for i in range(6))
+    spec = project / "long.md"
+    spec.write_text("# Big\n\nAn overview.\n\n" + sections)
+    answers = [answer([{"key": "BIG-1.1", "title": "Do a part"}, {"title": "Do another part"}]) for _ in range(6)]
+    backend = ScriptedBackend(*answers)
+    init = ProjectInitializer({**CONFIG, "section_chars": 3000}, project_dir=project, backend=backend)
+    result = init.initialize(spec)
+    assert len(backend.prompts) == len(result.planned) // 2 > 1
+    assert all("An overview." in p for p in backend.prompts)
+    assert "part 2 of" in backend.prompts[1] and "BIG-1.1: [BIG-1.1] Do a part" in backend.prompts[1]
+    keys = [t.key for t in result.tasks]
+    assert len(keys) == len(set(keys)) == len(result.planned)  # renumbered, never merged
+    assert any("already taken; renumbered" in w for w in result.warnings)
+
+
+def test_extract_decomposition_messages():
+    with pytest.raises(ValueError, match="incomplete"):
+        extract_decomposition('{"tasks": [{"title": "a"}')
+    with pytest.raises(ValueError, match=r'no JSON object with a "tasks" list'):
+        extract_decomposition("I think we should build it.")
+    with pytest.raises(ValueError, match="tasks: List should have at least 1 item"):
+        extract_decomposition('{"tasks": []}')
+    # the last complete task list wins (an example quoted earlier does not)
+    got = extract_decomposition('e.g. {"tasks": [{"title": "x"}]} real: {"tasks": [{"title": "y"}]}')
+    assert [t.title for t in got.tasks] == ["y"]
+
+
+# -- model decomposition: the whole path, real CLI against the scripted model server ---------------
+
+
+def test_free_form_spec_through_the_real_claude_cli(project: Path, tmp_path: Path):
+    pytest.importorskip("claude_agent_sdk")
+    from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
+    from autonomous.testing.model_server import Match, Response, Rule, ScriptedModelServer
+
+    if bundled_claude_path() is None:
+        pytest.skip("the bundled Claude Code CLI is missing")
+    valid = answer(FREEFORM_TASKS[:2], summary="2 tasks in 1 phase")
+    rules = [
+        Rule(
+            name="valid after feedback",
+            match=Match(has_tools=True, last_user_contains="Your previous answer was rejected"),
+            response=Response(text=valid),
+        ),
+        Rule(
+            name="truncated",
+            times=1,
+            match=Match(has_tools=True, contains="Decompose a specification into tasks"),
+            response=Response(text=valid[: len(valid) // 2]),
+        ),
+    ]
+    with ScriptedModelServer(rules) as server:
+        config = {**CONFIG, "env": claude_cli_env(server.url, tmp_path / "home")}
+        result = ProjectInitializer(config, project_dir=project).initialize(EXAMPLES / "freeform-spec.md")
+        used = [r.rule for r in server.message_requests() if r.rule]
+
+    assert used == ["truncated", "valid after feedback"]  # no nudges in between
+    assert result.method == "model" and result.model_calls == 2
+    assert [t.key for t in result.tasks] == ["RECIPE-1.1", "RECIPE-1.2"]
+    assert result.tasks[1].dependencies == [result.tasks[0].id]
+    assert any("answer 1 rejected" in w and "incomplete" in w for w in result.warnings)
+    assert keys_in_store(project) == ["META", "RECIPE-1.1", "RECIPE-1.2"]
+    assert (project / MARKER_NAME).exists()
