@@ -1,5 +1,4 @@
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -191,25 +190,18 @@ def test_bash_timeout_kills_the_process_group(project):
     assert result.is_error
     assert "timed out" in result.content
     child = int(pidfile.read_text())
-    # The grandchild is gone (killed and reaped by init), not left sleeping.
-    with pytest.raises(ProcessLookupError):
-        _wait_gone(child)
+    # The tool returned only after the output pipe closed, which the child held open: it is
+    # dead by now (gone, or a zombie waiting for init to reap it), not left sleeping.
+    assert _dead(child)
     assert not (project / "late").exists()
 
 
-def _wait_gone(pid: int) -> None:
-    # killpg delivered SIGKILL before returning; the process may take a moment to be reaped
-    # by init. os.kill(pid, 0) raises ProcessLookupError once it is gone.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        os.kill(pid, 0)
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split()[2] == "Z":
-                    raise ProcessLookupError
-        except FileNotFoundError:
-            raise ProcessLookupError from None
-        time.sleep(0.01)
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 def test_background_child_does_not_hold_the_tool_open(project):
