@@ -536,3 +536,38 @@ def test_free_form_spec_through_the_real_claude_cli(project: Path, tmp_path: Pat
     assert any("answer 1 rejected" in w and "incomplete" in w for w in result.warnings)
     assert keys_in_store(project) == ["META", "RECIPE-1.1", "RECIPE-1.2"]
     assert (project / MARKER_NAME).exists()
+
+
+# -- configuration -----------------------------------------------------------------------------------
+
+
+def test_public_api_with_initializer_config(project: Path, spec: Path):
+    from autonomous import InitializerConfig
+    from autonomous import ProjectInitializer as Public
+
+    config = InitializerConfig(model="opus", backend="claude-code", project_dir=project)
+    result = Public(config).initialize(spec, project_name="My App")
+    assert result.tasks_created == 5
+    assert (project / MARKER_NAME).exists() and state_dir(project).is_dir()
+    assert json.loads((project / MARKER_NAME).read_text())["project_name"] == "My App"
+
+
+def test_run_init_reads_the_config_file(project: Path, spec: Path):
+    (project / ".ai-agents").mkdir()
+    (project / ".ai-agents" / "config.yml").write_text('state_provider:\n  type: file\n  state_dir: "store"\n')
+    out = io.StringIO()
+    assert run_init(spec, config_path=project / ".ai-agents" / "config.yml", out=out, err=io.StringIO()) == 0
+    assert "Created 5 task(s) for 'Shop'" in out.getvalue()
+    marker = json.loads((project / MARKER_NAME).read_text())
+    assert marker["provider"]["state_dir"] == str(project / "store")
+    with FileProvider(project / "store") as store:
+        assert len(store.list_tasks()) == 6
+
+
+def test_bad_config_file_is_exit_2(project: Path, spec: Path):
+    (project / ".ai-agents").mkdir()
+    (project / ".ai-agents" / "config.yml").write_text("autonomous:\n  backend: gpt\n")
+    err = io.StringIO()
+    assert run_init(spec, config_path=project / ".ai-agents" / "config.yml", err=err) == 2
+    assert "autonomous.backend" in err.getvalue()
+    assert not (project / MARKER_NAME).exists()

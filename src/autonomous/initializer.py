@@ -1024,7 +1024,7 @@ def run_init(
         if config is None:
             from autonomous.config import load_config
 
-            config = load_config(Path(config_path) if config_path else None)
+            config = load_config(Path(config_path) if config_path else None, project_dir=project_dir)
         use_model: ModelUse = "never" if no_model else "always" if model_only else "auto"
         progress = None if as_json else (lambda message: print(message, file=err, flush=True))
         initializer = ProjectInitializer(
@@ -1048,11 +1048,8 @@ def run_init(
 
 def _initializer_config(config: Any) -> Any:
     """The initializer's view of a loaded config file (InitializerConfig when available)."""
-    try:
-        from autonomous.config import InitializerConfig
-    except ImportError:  # pragma: no cover
-        return config
-    if isinstance(config, InitializerConfig):
-        return config
-    builder = getattr(InitializerConfig, "from_config", None)
-    return builder(config) if builder else config
+    from autonomous.config import Config, InitializerConfig
+
+    if isinstance(config, Config) and not isinstance(config, InitializerConfig):
+        return InitializerConfig.from_config(config)
+    return config  # an InitializerConfig already, or a plain mapping (tests, embedding)
