@@ -5,26 +5,34 @@ well enough for the real Claude Code CLI and the real ``anthropic`` client;
 :mod:`autonomous.testing.cli_env` builds a throwaway environment to run the bundled CLI
 against it. The scenario format is documented in :mod:`autonomous.testing.model_server`
 and docs/testing.md.
+
+Names are imported lazily so ``python -m autonomous.testing.model_server`` does not find
+its own module already imported by the package (runpy warns about that).
 """
 
 from __future__ import annotations
 
-from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
-from autonomous.testing.model_server import (
-    Conversation,
-    ErrorSpec,
-    Match,
-    RecordedRequest,
-    Response,
-    Rule,
-    Scenario,
-    ScenarioError,
-    ScriptedModelServer,
-    ToolCall,
-    blocked_rules,
-    complete_task_rules,
-    load_scenario,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC = {
+    "Conversation": "autonomous.testing.model_server",
+    "ErrorSpec": "autonomous.testing.model_server",
+    "Match": "autonomous.testing.model_server",
+    "RecordedRequest": "autonomous.testing.model_server",
+    "Response": "autonomous.testing.model_server",
+    "Rule": "autonomous.testing.model_server",
+    "Scenario": "autonomous.testing.model_server",
+    "ScenarioError": "autonomous.testing.model_server",
+    "ScriptedModelServer": "autonomous.testing.model_server",
+    "ToolCall": "autonomous.testing.model_server",
+    "blocked_rules": "autonomous.testing.model_server",
+    "complete_task_rules": "autonomous.testing.model_server",
+    "load_scenario": "autonomous.testing.model_server",
+    "bundled_claude_path": "autonomous.testing.cli_env",
+    "claude_cli_env": "autonomous.testing.cli_env",
+    "run_bundled_claude": "autonomous.testing.cli_env",
+}
 
 __all__ = [
     "Conversation",
@@ -42,4 +50,32 @@ __all__ = [
     "claude_cli_env",
     "complete_task_rules",
     "load_scenario",
+    "run_bundled_claude",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env, run_bundled_claude
+    from autonomous.testing.model_server import (
+        Conversation,
+        ErrorSpec,
+        Match,
+        RecordedRequest,
+        Response,
+        Rule,
+        Scenario,
+        ScenarioError,
+        ScriptedModelServer,
+        ToolCall,
+        blocked_rules,
+        complete_task_rules,
+        load_scenario,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -134,7 +134,7 @@ _ERROR_STATUS = {
     "overloaded_error": 529,
 }
 _SECRET_HEADERS = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
-_MODELS = ("claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5")
+_MODELS = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5")
 _CHUNK = 40  # characters per text / input_json delta: small enough that streams have several
 
 
@@ -685,9 +685,10 @@ class _Handler(BaseHTTPRequestHandler):
                     400, _error_body(ErrorSpec(400, message="body must be JSON with 'messages'"), self._request_id)
                 )
                 return
-            name, resp = owner._choose(Conversation(body))
+            conv = Conversation(body)
+            name, resp = owner._choose(conv)
             record(name, resp.error.status if resp.error and resp.error.after_events is None else 200)
-            log.info("POST /v1/messages turn %s -> %s", Conversation(body).turn, name or "default")
+            log.info("POST /v1/messages model=%s turn=%s -> %s", conv.model, conv.turn, name or "default")
             self._answer(resp, body)
         elif self.command == "POST" and path == "/v1/messages/count_tokens":
             record()
