@@ -225,6 +225,9 @@ def test_error_mid_stream_arrives_as_sse_error_event():
             c.messages.stream(model=MODEL, max_tokens=5, messages=USER_X) as s,
         ):
             s.until_done()
+        with client(server) as c, pytest.raises(anthropic.OverloadedError):
+            ask(c)  # a non-streaming request cannot fail mid-way: it gets the plain error
+        assert [r.status for r in server.message_requests()] == [200, 200, 529]
 
 
 def test_truncated_stream_cuts_the_connection():

@@ -92,8 +92,13 @@ def run_bundled_claude(
     home: str | os.PathLike[str],
     args: Sequence[str] = ("--allowedTools", "Write", "Bash", "--max-turns", "5"),
     timeout: float = 120,
+    env: Mapping[str, str] | None = None,
 ) -> ClaudeRun:
-    """Run ``claude -p`` (stream-json) once with the prompt on stdin; for tests and rehearsals."""
+    """Run ``claude -p`` (stream-json) once with the prompt on stdin; for tests and rehearsals.
+
+    ``env`` adds to (or overrides) :func:`claude_cli_env`, e.g. the CLI's stream watchdog
+    settings. A run that outlives ``timeout`` is killed and raises ``subprocess.TimeoutExpired``.
+    """
     binary = bundled_claude_path()
     if binary is None:
         raise FileNotFoundError("the bundled Claude Code CLI is missing; install autonomous-runner[sdk]")
@@ -104,7 +109,7 @@ def run_bundled_claude(
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=claude_cli_env(server_url, home),
+        env=claude_cli_env(server_url, home, extra=env),
         timeout=timeout,
         check=False,
     )

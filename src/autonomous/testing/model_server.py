@@ -687,7 +687,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             conv = Conversation(body)
             name, resp = owner._choose(conv)
-            record(name, resp.error.status if resp.error and resp.error.after_events is None else 200)
+            mid_stream = conv.stream and resp.error is not None and resp.error.after_events is not None
+            record(name, resp.error.status if resp.error and not mid_stream else 200)
             log.info("POST /v1/messages model=%s turn=%s -> %s", conv.model, conv.turn, name or "default")
             self._answer(resp, body)
         elif self.command == "POST" and path == "/v1/messages/count_tokens":
