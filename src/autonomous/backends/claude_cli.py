@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -807,6 +808,7 @@ class ClaudeCodeBackend(Backend):
                 cwd=str(options.cwd),
                 env=self.child_env(options, policy),
                 start_new_session=True,
+                preexec_fn=_parent_death_signal(),
                 limit=_LINE_LIMIT,
             )
         except OSError as exc:
@@ -823,6 +825,7 @@ class ClaudeCodeBackend(Backend):
         interrupted = asyncio.ensure_future(inv.control.interrupted.wait())
         read: asyncio.Future[bytes] | None = None
         ended: Outcome | None = None
+        eof = False
         first = True
         try:
             while True:
@@ -847,6 +850,7 @@ class ClaudeCodeBackend(Backend):
                     continue
                 read = None
                 if not line:
+                    eof = True
                     break
                 for event in parser.feed(line):
                     if first and event.kind is EventKind.BACKEND_START:
@@ -859,7 +863,7 @@ class ClaudeCodeBackend(Backend):
             for pending in (read, interrupted, *tasks):
                 if pending is not None and not pending.done():
                     pending.cancel()
-            await self._reap(proc, natural=ended is None and parser.stop is None)
+            await self._reap(proc, natural=eof)
             for pending in (read, interrupted, *tasks):
                 if pending is not None:
                     with contextlib.suppress(BaseException):
@@ -876,12 +880,17 @@ class ClaudeCodeBackend(Backend):
             inv.outcome.session_id = inv.outcome.session_id or session_id
 
     async def _reap(self, proc: asyncio.subprocess.Process, *, natural: bool = False) -> None:
-        """End the process group (SIGTERM, then SIGKILL after the grace) and wait for the child.
+        """End the CLI and everything it started, and wait for the CLI.
 
-        ``natural``: the CLI closed its output by itself, so it gets the grace period to
-        exit on its own (it saves the session after the result line) before any signal.
+        The CLI leads its own process group (``start_new_session``), but it starts each Bash
+        tool command in a *new session* of its own, so killing the group is not enough:
+        the CLI's descendants are listed first (while they are still its descendants) and
+        their groups are killed after it. ``natural``: the CLI closed its output by itself,
+        so it gets the grace period to exit on its own (it saves the session after the
+        result line) before any signal.
         """
-        pgid = proc.pid  # start_new_session: the child leads its own group
+        pgid = proc.pid
+        family = _descendants(proc.pid) if proc.returncode is None else []
         try:
             if proc.returncode is None and natural:
                 with contextlib.suppress(TimeoutError):
@@ -894,12 +903,72 @@ class ClaudeCodeBackend(Backend):
                     _killpg(pgid, signal.SIGKILL)
                     await proc.wait()
         finally:
-            # Whatever the agent left running in the group (background jobs) goes too.
-            _killpg(pgid, signal.SIGKILL)
+            _killpg(pgid, signal.SIGKILL)  # background jobs left in the CLI's own group
+            own = os.getpgrp()
+            for pid in family:
+                try:
+                    group = os.getpgid(pid)
+                except (ProcessLookupError, PermissionError):
+                    continue
+                if group != own:
+                    _killpg(group, signal.SIGKILL)
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (Linux ``/proc``; elsewhere only the group kill applies)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("utf-8", "replace")
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` asking the kernel to SIGKILL the CLI if the runner dies.
+
+    Without it a runner killed with SIGKILL leaves the CLI working on the task,
+    unsupervised, while the next runner resumes the same task. libc is loaded here, in
+    the parent, so the child only makes one foreign call between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: nobody will reap us
+            os._exit(1)
+
+    return preexec
 
 
 async def _feed_stdin(proc: asyncio.subprocess.Process, prompt: str) -> None:
