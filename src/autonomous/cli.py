@@ -359,5 +359,168 @@ def next_cmd(explain: bool, config_path: Path | None, as_json: bool) -> None:
             click.echo(d.explain())
 
 
+# -- phase 1: the initializer --------------------------------------------------------------
+
+
+@main.command("init")
+@click.option("--spec", "spec", required=True, type=click.Path(path_type=Path), help="The requirements/spec file.")
+@click.option("--project-name", default=None, help="Default: the spec's first heading, else the folder name.")
+@click.option("--force", is_flag=True, help="Apply the spec again: update tasks by key, add new ones, never duplicate.")
+@click.option("--prune", is_flag=True, help="With --force: cancel tasks no longer in the spec.")
+@click.option("--dry-run", is_flag=True, help="Print the tasks that would be created; touch nothing.")
+@click.option("--no-model", is_flag=True, help="Never call a model (free-form specs are refused).")
+@click.option("--model-only", is_flag=True, help="Use the model even for a structured spec.")
+@config_option
+@json_option
+def init_cmd(
+    spec: Path,
+    project_name: str | None,
+    force: bool,
+    prune: bool,
+    dry_run: bool,
+    no_model: bool,
+    model_only: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Turn a spec into tasks, a META tracking task and a .project_state.json marker."""
+    from autonomous.initializer import run_init
+
+    sys.exit(
+        run_init(
+            spec,
+            project_name=project_name,
+            force=force,
+            prune=prune,
+            dry_run=dry_run,
+            as_json=as_json,
+            no_model=no_model,
+            model_only=model_only,
+            config_path=config_path,
+        )
+    )
+
+
+# -- the coding loop -------------------------------------------------------------------------
+
+
+@main.command("start")
+@click.option("--resume", is_flag=True, help="Continue the last session, its own in-progress task first.")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Override max_tasks_per_session.")
+@click.option(
+    "--backend",
+    type=click.Choice(["claude-code", "claude-code-sdk", "anthropic-sdk"]),
+    default=None,
+    help="Override autonomous.backend.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the execution plan and the first prompt; spend nothing.")
+@config_option
+@handle_errors
+def start_cmd(
+    resume: bool, max_tasks: int | None, backend: str | None, dry_run: bool, config_path: Path | None
+) -> None:
+    """Run coding agents on the ready tasks until the work is done or a limit is reached."""
+    from autonomous.runner import AutonomousRunner
+    from autonomous.sinks import build_bus
+
+    config = load(config_path)
+    if dry_run:
+        runner = AutonomousRunner(config)
+        try:
+            result = runner.start(dry_run=True, backend=backend, max_tasks=max_tasks)
+        finally:
+            runner.provider.close()
+        sys.exit(result.exit_code)
+    with build_bus(config) as bus:
+        runner = AutonomousRunner(config, emit=bus.emit)
+        try:
+            result = runner.start(resume=resume, max_tasks=max_tasks, backend=backend)
+        finally:
+            runner.provider.close()
+    if result.reason:
+        click.echo(f"autonomous: {result.reason} (exit {result.exit_code})", err=True)
+    sys.exit(result.exit_code)
+
+
+@main.command("stop")
+@config_option
+@handle_errors
+def stop_cmd(config_path: Path | None) -> None:
+    """Ask the running runner to stop gracefully (finish the step, save, release)."""
+    from autonomous.runner import request_stop
+
+    stopped, message = request_stop(load(config_path).state_dir)
+    click.echo(message)
+    sys.exit(0 if stopped else 1)
+
+
+@main.command("resume")
+@config_option
+@json_option
+@handle_errors
+def resume_cmd(config_path: Path | None, as_json: bool) -> None:
+    """Print the recovery context: what was running, last events, what --resume would do."""
+    from autonomous.progress import render_event
+    from autonomous.runner import recovery_context
+
+    info = recovery_context(load(config_path))
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"State: {info.get('state')}")
+    current = info.get("current_task")
+    if current:
+        click.echo(f"Was working on: {current['key']} {current['title']} ({current['turns']} turns)")
+    for key, notes in (info.get("task_notes") or {}).items():
+        for note in notes:
+            click.echo(f"  note on {key}: {note}")
+    events = info.get("last_events") or []
+    if events:
+        click.echo("Last events:")
+        for event in events:
+            click.echo(f"  {render_event(event)}")
+    click.echo(f"`autonomous start --resume` would: {info['would']}")
+
+
+# -- monitoring --------------------------------------------------------------------------------
+
+
+@main.command("status")
+@config_option
+@json_option
+@handle_errors
+def status_cmd(config_path: Path | None, as_json: bool) -> None:
+    """Runner state, current task, progress, cost and recent events."""
+    from autonomous.progress import build_status, render_status
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        status = build_status(config, provider)
+    if as_json:
+        emit_json(status)
+    else:
+        click.echo(render_status(status), nl=False)
+
+
+@main.command("logs")
+@click.option("--tail", "tail", type=click.IntRange(min=0), default=50, show_default=True, help="Last N events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they arrive.")
+@click.option("--task", "task_ref", default=None, help="Only events of this task (id or key).")
+@config_option
+@json_option
+@handle_errors
+def logs_cmd(tail: int, follow: bool, task_ref: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Read the event log (.ai-agents/logs/events.jsonl)."""
+    from autonomous.progress import read_events, render_event, task_refs
+
+    config = load(config_path)
+    refs = None
+    if task_ref:
+        with open_provider(config) as provider:
+            refs = task_refs(provider, task_ref)
+    for event in read_events(config.log_dir, tail=tail, task=refs, follow=follow):
+        click.echo(json.dumps(event) if as_json else render_event(event))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

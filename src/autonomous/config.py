@@ -329,9 +329,20 @@ class Config(_Section):
 
     def resolve_path(self, value: str | Path) -> Path:
         """A path setting (``state_provider.state_dir``, ``logging.dir``), relative ones
-        against :attr:`project_dir`."""
+        against :attr:`root`: the tool's own files stay beside ``.ai-agents/`` even when
+        the agent works in a sub-folder (``autonomous.project_dir``)."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else self.project_dir / path
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the local store and ``runner_state.json`` live."""
+        return self.resolve_path(self.state_provider.state_dir)
+
+    @property
+    def log_dir(self) -> Path:
+        """Where ``autonomous.log`` and ``events.jsonl`` are written."""
+        return self.resolve_path(self.logging.dir)
 
     def redacted(self) -> dict[str, Any]:
         """The configuration as plain JSON-able data with every secret shown as ``***``."""
