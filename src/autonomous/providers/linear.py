@@ -177,13 +177,17 @@ query IssueLabelsPage($id: String!, $first: Int!, $after: String) {{
 
 ISSUE_RELATIONS_PAGE_QUERY = f"""
 query IssueRelationsPage($id: String!, $first: Int!, $after: String) {{
-  issue(id: $id) {{ inverseRelations(first: $first, after: $after) {{ nodes {{ id type issue {{ id }} }} {_PAGE_INFO} }} }}
+  issue(id: $id) {{
+    inverseRelations(first: $first, after: $after) {{ nodes {{ id type issue {{ id }} }} {_PAGE_INFO} }}
+  }}
 }}
 """
 
 ISSUE_COMMENTS_PAGE_QUERY = f"""
 query IssueCommentsPage($id: String!, $first: Int!, $after: String) {{
-  issue(id: $id) {{ comments(first: $first, after: $after) {{ nodes {{ id body createdAt user {{ name }} }} {_PAGE_INFO} }} }}
+  issue(id: $id) {{
+    comments(first: $first, after: $after) {{ nodes {{ id body createdAt user {{ name }} }} {_PAGE_INFO} }}
+  }}
 }}
 """
 
@@ -468,7 +472,7 @@ class LinearGraphQLError(ProviderError):
         self.errors = errors or []
 
 
-class _Retry(Exception):  # noqa: N818 - internal control flow
+class _Retry(Exception):
     def __init__(self, why: str, wait: float | None = None) -> None:
         super().__init__(why)
         self.wait = wait
@@ -587,7 +591,10 @@ class LinearProvider(StateProvider):
     def _wait_for_budget(self) -> None:
         """Honour an exhausted budget before sending, rather than spending a request to learn it."""
         rl = self.rate_limit
-        for remaining, reset in ((rl.requests_remaining, rl.requests_reset), (rl.complexity_remaining, rl.complexity_reset)):
+        for remaining, reset in (
+            (rl.requests_remaining, rl.requests_reset),
+            (rl.complexity_remaining, rl.complexity_reset),
+        ):
             if remaining is not None and remaining <= 0 and reset is not None:
                 wait = reset - self._wall()
                 if wait > 0:
@@ -704,7 +711,9 @@ class LinearProvider(StateProvider):
         try:
             data = self._request(TEAM_SETUP_QUERY, {"teamId": team_id, "first": PAGE_SIZE})
         except LinearGraphQLError as exc:
-            raise ConfigError(f"state_provider.team_id: Linear has no team {team_id!r} this key can see ({exc})") from exc
+            raise ConfigError(
+                f"state_provider.team_id: Linear has no team {team_id!r} this key can see ({exc})"
+            ) from exc
         raw = data["team"]
         team = _Team(raw["id"], raw["name"], raw["key"])
         states = list(raw["states"]["nodes"])

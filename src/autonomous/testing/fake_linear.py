@@ -242,8 +242,8 @@ class FakeTeam:
 class FakeComment:
     id: str
     body: str
-    createdAt: str  # noqa: N815 - the GraphQL field name
-    updatedAt: str  # noqa: N815
+    createdAt: str
+    updatedAt: str
     user: FakeUser
     issue: FakeIssue
 
@@ -253,7 +253,7 @@ class FakeRelation:
     id: str
     type: str
     issue: FakeIssue
-    relatedIssue: FakeIssue  # noqa: N815
+    relatedIssue: FakeIssue
     created_seq: int
 
 
@@ -264,14 +264,14 @@ class FakeIssue:
     title: str
     description: str | None
     priority: float
-    createdAt: str  # noqa: N815
-    updatedAt: str  # noqa: N815
+    createdAt: str
+    updatedAt: str
     state: FakeState
     team: FakeTeam
     project: FakeProject | None
     ws: Workspace
     label_ids: list[str] = field(default_factory=list)
-    archivedAt: str | None = None  # noqa: N815
+    archivedAt: str | None = None
     trashed: bool | None = None
 
     def labels(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
@@ -280,7 +280,7 @@ class FakeIssue:
     def relations(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
         return _connection([r for r in self.ws.relation_list() if r.issue is self], first, after)
 
-    def inverseRelations(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:  # noqa: N802
+    def inverseRelations(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
         return _connection([r for r in self.ws.relation_list() if r.relatedIssue is self], first, after)
 
     def comments(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
@@ -462,46 +462,46 @@ class _Root:
     def teams(self, info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
         return _connection(list(self.ws.teams.values()), first, after)
 
-    def team(self, info: Any, id: str) -> FakeTeam:  # noqa: A002 - the GraphQL argument name
+    def team(self, info: Any, id: str) -> FakeTeam:
         team = self.ws.teams.get(id)
         if team is None:
             raise GraphQLFault(f"Entity not found: Team - Could not find referenced Team {id}.")
         return team
 
-    def issue(self, info: Any, id: str) -> FakeIssue:  # noqa: A002
+    def issue(self, info: Any, id: str) -> FakeIssue:
         return self.ws.find_issue(id)
 
     def issues(
         self,
         info: Any,
-        filter: dict[str, Any] | None = None,  # noqa: A002
+        filter: dict[str, Any] | None = None,
         first: int | None = None,
         after: str | None = None,
-        includeArchived: bool | None = None,  # noqa: N803
+        includeArchived: bool | None = None,
     ) -> dict[str, Any]:
         found = [i for i in self.ws.issues.values() if self.ws.matches(i, filter, bool(includeArchived))]
         return _connection(found, first, after)
 
     # mutations
-    def issueCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def issueCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return {"success": True, "issue": self.ws.create_issue(input)}
 
-    def issueBatchCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def issueBatchCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         if len(input["issues"]) > 50:
             raise GraphQLFault("issueBatchCreate takes at most 50 issues")
         return {"success": True, "issues": [self.ws.create_issue(item) for item in input["issues"]]}
 
-    def issueUpdate(self, info: Any, id: str, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def issueUpdate(self, info: Any, id: str, input: dict[str, Any]) -> dict[str, Any]:
         return {"success": True, "issue": self.ws.update_issue(id, input)}
 
-    def issueDelete(self, info: Any, id: str) -> dict[str, Any]:  # noqa: A002, N802
+    def issueDelete(self, info: Any, id: str) -> dict[str, Any]:
         self.ws.delete_issue(id)
         return {"success": True, "entity": self.ws.find_issue(id)}
 
-    def commentCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def commentCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return {"success": True, "comment": self.ws.add_comment(input)}
 
-    def commentUpdate(self, info: Any, id: str, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def commentUpdate(self, info: Any, id: str, input: dict[str, Any]) -> dict[str, Any]:
         comment = self.ws.comments.get(id)
         if comment is None:
             raise GraphQLFault("Entity not found: Comment")
@@ -510,7 +510,7 @@ class _Root:
         comment.updatedAt = self.ws.tick()
         return {"success": True, "comment": comment}
 
-    def issueRelationCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def issueRelationCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         issue, related = self.ws.find_issue(input["issueId"]), self.ws.find_issue(input["relatedIssueId"])
         relation_id = input.get("id") or str(uuid.uuid4())
         if relation_id in self.ws.relations:
@@ -520,12 +520,12 @@ class _Root:
         self.ws.relations[relation.id] = relation
         return {"success": True, "issueRelation": relation}
 
-    def issueRelationDelete(self, info: Any, id: str) -> dict[str, Any]:  # noqa: A002, N802
+    def issueRelationDelete(self, info: Any, id: str) -> dict[str, Any]:
         if self.ws.relations.pop(id, None) is None:
             raise GraphQLFault("Entity not found: IssueRelation")
         return {"success": True, "entityId": id}
 
-    def issueLabelCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def issueLabelCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         team = self.ws.teams.get(input.get("teamId") or "")
         if any(lb.name == input["name"] and lb.team is team for lb in self.ws.labels.values()):
             raise GraphQLFault(f"Duplicate label name {input['name']!r}")
@@ -533,7 +533,7 @@ class _Root:
         self.ws.labels[label.id] = label
         return {"success": True, "issueLabel": label}
 
-    def projectCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+    def projectCreate(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:
         project = FakeProject(input.get("id") or str(uuid.uuid4()), input["name"], list(input["teamIds"]))
         self.ws.projects[project.id] = project
         return {"success": True, "project": project}
@@ -556,7 +556,6 @@ class _Fault:
     kind: str
     times: int
     options: dict[str, Any]
-
 
 
 class FakeLinear:
@@ -624,7 +623,7 @@ class FakeLinear:
                 # the client's delayed ACK add 40 ms to every answer
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, body, headers = server._handle(self.headers.get("Authorization") or "", raw)
@@ -643,7 +642,7 @@ class FakeLinear:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
