@@ -504,15 +504,15 @@ class PostgresProvider(StateProvider):
         on a fresh one: reads and idempotent writes directly, other writes only after
         ``recover(conn)`` (run once the old backend is gone) found they did not commit."""
         pool = self._get_pool()
-        lost: list[Any] = []
+        lost: list[tuple[Any, int]] = []  # the connection, and its backend's pid
         try:
             with pool.connection() as conn:
-                lost.append(conn)
+                lost.append((conn, conn.info.backend_pid))
                 return work(conn)
         except psycopg.OperationalError as exc:
-            if not lost or not (lost[0].broken or lost[0].closed):
+            if not lost or not (lost[0][0].broken or lost[0][0].closed):
                 raise self._error(exc, doing) from None
-            old_pid = lost[0].info.backend_pid if lost[0].info else 0
+            old_pid = lost[0][1]
         except PoolTimeout as exc:
             raise self._error(exc, doing) from None
         # The connection dropped: discard the pool's other dead connections, then retry once.
