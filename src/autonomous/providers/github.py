@@ -1,0 +1,932 @@
+"""Tasks as GitHub issues (``state_provider.type: github``, ``repo: owner/name``).
+
+The mapping (docs/providers.md has the table):
+
+* a task is an issue; its id is the issue number (``"12"``). Pull requests, which
+  GitHub lists among issues, are ignored, and so is every issue without our key marker
+  except those a person labels ``meta`` or files by hand (read with a key derived from
+  the title).
+* the body holds the description, a visible rendering of acceptance criteria, test
+  steps and "Blocked by" task list (``- [ ] #12``), and two hidden markers:
+  ``<!-- autonomous:key=AUTH-1.2 -->`` (what makes ``init`` idempotent) and
+  ``<!-- autonomous:state {...} -->`` (exact criteria, steps, label order, timestamps,
+  cost, turns, and the claim: worker, lease expiry, fencing token).
+* status: open + ``status:todo`` / ``status:in-progress`` / ``status:blocked``;
+  closed as ``completed`` is done, closed as ``not_planned`` (or ``duplicate``) is
+  canceled. Priority: ``priority:urgent`` / ``high`` / ``low`` (no label: normal).
+  META tasks carry the ``meta`` label. Labels are created on first use, then cached.
+* dependencies: the body's "Blocked by" task list is what the provider reads; it is
+  mirrored to GitHub's issue dependencies (``/issues/{n}/dependencies/blocked_by``)
+  when the repository has them, and a blocker added in GitHub's UI is picked up when
+  the issue's ``issue_dependencies_summary`` counts more blockers than the body lists.
+* notes are comments (a hidden marker keeps the author and the exact time); a person's
+  comment is a note by its GitHub login. Sessions are marker comments on one issue
+  labelled ``autonomous:sessions``.
+
+**What this provider guarantees, and what it can only approximate.** GitHub has no
+transactions and no conditional writes (no ``If-Match`` on issues), so ``atomic_claims``
+is False. A claim is:
+
+1. read the issue; refuse (ClaimConflict) unless the scheduler calls it takeable;
+2. post a *claim comment* carrying token = fence + 1, the worker id and the lease;
+3. re-read the issue's comments: comment ids are assigned by GitHub in one order that
+   every reader sees, so among claim comments with that token the lowest id wins. A
+   worker that is not first (or sees a higher token) backs off with ClaimConflict and
+   ``claim_next`` moves to the next task; a first comment whose lease lapsed without
+   ever reaching the body (its worker died mid-claim) is skipped with a higher token;
+4. write the body marker (fence, worker, expiry) and ``status:in-progress`` in one PATCH,
+   and build the result from GitHub's answer.
+
+So two workers racing for one task agree on a single winner, as long as both finish
+step 3. What stays approximate: every later write under a token (renew, release, a
+tokened note or update) is *read, check, write*; a write whose check passed can still
+land after a takeover that started between its read and its write (a window of one
+round trip, typically under a second). Renewing well before the lease ends (the runner
+renews at a third of the lease) keeps a live holder from ever being taken over, which
+closes that window in practice; a holder that stalls past its lease can overwrite the
+body once before its next check fails. Fencing tokens never repeat: they only grow in
+the body marker and every claim takes max + 1.
+
+HTTP: REST over httpx (a core dependency) with a transport seam; ``Link`` pagination at
+100 per page; ETags on every GET (a ``304`` is served from the cache and costs no rate
+limit); the primary rate limit (``x-ratelimit-remaining``/``-reset``) and secondary limits
+(403/429 with ``retry-after``) are waited out up to ``max_wait``; mutating requests are
+spaced ``write_interval`` apart (1 s, GitHub's advice); network errors and 5xx are retried
+with exponential backoff. ``request_count`` counts every request sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from autonomous import scheduler
+from autonomous.errors import ClaimConflict, ProviderAuthError, ProviderError, StaleClaim, TaskNotFound
+from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
+from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, derive_key, utcnow
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
+API_VERSION = "2022-11-28"
+PER_PAGE = 100
+
+STATUS_LABELS = {
+    TaskStatus.TODO: "status:todo",
+    TaskStatus.IN_PROGRESS: "status:in-progress",
+    TaskStatus.BLOCKED: "status:blocked",
+}
+PRIORITY_LABELS = {Priority.URGENT: "priority:urgent", Priority.HIGH: "priority:high", Priority.LOW: "priority:low"}
+META_LABEL = "meta"
+SESSIONS_LABEL = "autonomous:sessions"
+LABEL_COLORS = {
+    "status:todo": "ededed", "status:in-progress": "fbca04", "status:blocked": "d93f0b",
+    "priority:urgent": "b60205", "priority:high": "d93f0b", "priority:low": "c5def5",
+    META_LABEL: "5319e7", SESSIONS_LABEL: "bfdadc",
+}  # fmt: skip
+_OURS = {*STATUS_LABELS.values(), *PRIORITY_LABELS.values(), "priority:normal"}
+
+DIVIDER = "<!-- autonomous:generated (below this line is written by autonomous) -->"
+_KEY = re.compile(r"<!-- autonomous:key=(.+?) -->")
+_STATE = re.compile(r"<!-- autonomous:state (\{.*?\}) -->", re.S)
+_NOTE = re.compile(r"\n*<!-- autonomous:note (\{.*?\}) -->\s*$", re.S)
+_CLAIM = re.compile(r"<!-- autonomous:claim (\{.*?\}) -->")
+_SESSION = re.compile(r"<!-- autonomous:session (\{.*?\}) -->", re.S)
+_BLOCKED_BY = re.compile(r"^- \[[ xX]\] #(\d+)\s*$", re.M)
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+_RETRY_STATUSES = {500, 502, 503, 504}
+
+
+class GitHubAPIError(ProviderError):
+    """GitHub answered with an error status (``status``) the provider does not handle itself."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _marker(kind: str, data: dict[str, Any]) -> str:
+    # "--" cannot appear inside an HTML comment; JSON escapes keep it out of strings.
+    text = json.dumps(data, separators=(",", ":")).replace("--", "-\\u002d")
+    return f"<!-- autonomous:{kind} {text} -->"
+
+
+class GitHubProvider(StateProvider):
+    """Tasks as issues of one repository (see the module docstring for the guarantees).
+
+    ``now`` is the clock of leases and timestamps; ``sleep``/``monotonic``/``wall`` are
+    the waits (rate limits, backoff, write spacing), injectable so tests never sleep.
+    """
+
+    kind = "github"
+    atomic_claims = False  # claims are decided by comment order; writes after them are read-check-write
+
+    def __init__(
+        self,
+        repo: str,
+        *,
+        api_key_env: str | None = None,
+        api_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        env: dict[str, str] | None = None,
+        now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        write_interval: float = 1.0,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        max_wait: float = 900.0,
+    ) -> None:
+        env = os.environ if env is None else env
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo or ""):
+            raise ProviderError(f"state_provider.repo: expected owner/name, got {repo!r}")
+        self.repo = repo
+        self.token_env = api_key_env or DEFAULT_TOKEN_ENV
+        token = env.get(self.token_env)
+        if not token:
+            raise ProviderAuthError(
+                f"{self.token_env} is not set: the github provider needs a token with Issues read and write "
+                f"access to {repo} (see docs/providers.md)"
+            )
+        self.api_url = (api_url or env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.api_url,
+            transport=transport,
+            timeout=timeout,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": "autonomous-runner",
+            },
+        )
+        self._now, self._sleep, self._monotonic, self._wall = now, sleep, monotonic, wall
+        self.write_interval, self.max_retries = write_interval, max_retries
+        self.backoff, self.max_wait = backoff, max_wait
+        self.request_count = 0  # every HTTP request sent (304s included)
+        self.not_modified_count = 0  # of which answered 304 from the cache
+        self.waited = 0.0  # seconds spent waiting for rate limits, backoff and write spacing
+        self._lock = threading.RLock()
+        self._etags: dict[str, tuple[str, Any, str | None]] = {}  # url -> (etag, json, next link)
+        self._last_write = -1e18
+        self._rate_remaining: int | None = None
+        self._rate_reset = 0.0
+        self._labels: set[str] | None = None
+        self._db_ids: dict[int, int] = {}  # issue number -> GitHub's issue id (dependencies need it)
+        self._comments: dict[int, list[dict[str, Any]]] = {}  # latest comments read per issue
+        self._deps_api: bool | None = None  # None: not seen an issue yet
+        self._sessions_issue: int | None = None
+
+    @property
+    def _repo_path(self) -> str:
+        return f"/repos/{self.repo}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- HTTP --------------------------------------------------------------------------
+    def _wait(self, seconds: float, why: str) -> None:
+        if seconds <= 0:
+            return
+        if seconds > self.max_wait:
+            raise ProviderError(
+                f"GitHub {why}: waiting {seconds:.0f}s is longer than the allowed {self.max_wait:.0f}s; try again later"
+            )
+        self.waited += seconds
+        self._sleep(seconds)
+
+    def _send(self, method: str, url: str, params: dict[str, Any] | None, body: Any) -> tuple[Any, str | None]:
+        """One call with GitHub's etiquette; returns (json, next page url)."""
+        conditional = method == "GET"
+        key = url + ("?" + "&".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
+        attempt = 0
+        while True:
+            headers = {}
+            cached = self._etags.get(key) if conditional else None
+            if cached:
+                headers["If-None-Match"] = cached[0]
+            if self._rate_remaining == 0 and self._rate_reset > self._wall():
+                self._wait(self._rate_reset - self._wall() + 1, "primary rate limit exhausted")
+                self._rate_remaining = None
+            if method != "GET" and self.write_interval > 0:
+                gap = self._last_write + self.write_interval - self._monotonic()
+                if gap > 0:
+                    self.waited += gap
+                    self._sleep(gap)
+            try:
+                self.request_count += 1
+                resp = self._client.request(method, url, params=params, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                # A write that timed out may have happened; retrying a read is always safe, a
+                # write only when the connection was never made.
+                safe = method == "GET" or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if safe and attempt < self.max_retries:
+                    self._wait(self.backoff * 2**attempt, "did not answer")
+                    attempt += 1
+                    continue
+                raise ProviderError(f"GitHub {method} {url}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                if method != "GET":
+                    self._last_write = self._monotonic()
+            self._note_rate(resp)
+            status = resp.status_code
+            if status == 304 and cached:
+                self.not_modified_count += 1
+                return cached[1], cached[2]
+            if 200 <= status < 300:
+                data = resp.json() if resp.content else None
+                nxt = _NEXT.search(resp.headers.get("link", ""))
+                next_url = nxt.group(1) if nxt else None
+                etag = resp.headers.get("etag")
+                if conditional and etag:
+                    self._etags[key] = (etag, data, next_url)
+                return data, next_url
+            delay = self._retry_delay(resp)
+            if delay is not None and attempt < self.max_retries:
+                self._wait(delay if delay > 0 else self.backoff * 2**attempt, f"rate limit ({status})")
+                attempt += 1
+                continue
+            if status in _RETRY_STATUSES and attempt < self.max_retries:
+                self._wait(self.backoff * 2**attempt, f"server error {status}")
+                attempt += 1
+                continue
+            raise self._error(method, url, resp)
+
+    def _note_rate(self, resp: httpx.Response) -> None:
+        remaining, reset = resp.headers.get("x-ratelimit-remaining"), resp.headers.get("x-ratelimit-reset")
+        if remaining is not None and remaining.isdigit():
+            self._rate_remaining = int(remaining)
+        if reset is not None and reset.isdigit():
+            self._rate_reset = float(reset)
+
+    def _retry_delay(self, resp: httpx.Response) -> float | None:
+        """Seconds to wait before retrying a rate-limited answer (0: use backoff), or None."""
+        if resp.status_code not in (403, 429):
+            return None
+        retry_after = resp.headers.get("retry-after")
+        if retry_after and retry_after.isdigit():
+            return float(retry_after)  # secondary rate limit
+        if resp.headers.get("x-ratelimit-remaining") == "0":
+            return max(1.0, self._rate_reset - self._wall() + 1)  # primary rate limit
+        if resp.status_code == 429 or "rate limit" in _message(resp).lower():
+            return 60.0  # GitHub: without headers, wait at least a minute
+        return None
+
+    def _error(self, method: str, url: str, resp: httpx.Response) -> ProviderError:
+        status, message = resp.status_code, _message(resp)
+        where = f"GitHub {method} {url.removeprefix(self.api_url)}"
+        if status == 401:
+            return ProviderAuthError(
+                f"GitHub refused the token in {self.token_env} (401 {message}): it is wrong, expired or revoked"
+            )
+        if status in (403, 404) and self._is_repo_level(url):
+            accepted = resp.headers.get("x-accepted-github-permissions")
+            scopes = resp.headers.get("x-accepted-oauth-scopes")
+            if accepted or scopes or status == 403:
+                need = ", ".join(p.replace("=", ": ") for p in (accepted or "").split(",") if p) or (
+                    f"scope {scopes}" if scopes else "issues: write"
+                )
+                return ProviderAuthError(
+                    f"the token in {self.token_env} lacks the permission {need} on {self.repo} "
+                    f"({where} answered {status} {message})"
+                )
+            return ProviderAuthError(
+                f"{self.repo} was not found with the token in {self.token_env} ({where} answered 404): check "
+                f"state_provider.repo, and that the token can read the repository's issues (issues: read)"
+            )
+        if status == 403:
+            accepted = resp.headers.get("x-accepted-github-permissions")
+            if accepted:
+                need = ", ".join(p.replace("=", ": ") for p in accepted.split(",") if p)
+                return ProviderAuthError(
+                    f"the token in {self.token_env} lacks the permission {need} on {self.repo} "
+                    f"({where} answered 403 {message})"
+                )
+        return GitHubAPIError(status, f"{where} answered {status}: {message}")
+
+    def _is_repo_level(self, url: str) -> bool:
+        """A listing or create on the repository itself: a 403/404 there means the token cannot use it."""
+        path = url.removeprefix(self.api_url).split("?")[0]
+        return re.fullmatch(re.escape(self._repo_path) + r"/(labels|issues|issues/comments)", path) is not None
+
+    def _call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            return self._send(method, self._repo_path + path, params, body)[0]
+
+    def _all(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Every page of a listing (``Link: rel="next"``), each page a conditional GET."""
+        with self._lock:
+            items: list[Any] = []
+            data, nxt = self._send("GET", self._repo_path + path, {"per_page": PER_PAGE, **(params or {})}, None)
+            items.extend(data or [])
+            while nxt:
+                data, nxt = self._send("GET", nxt.removeprefix(self.api_url), None, None)
+                items.extend(data or [])
+            return items
+
+    # -- labels --------------------------------------------------------------------------
+    def _ensure_labels(self, names: Iterable[str]) -> None:
+        with self._lock:
+            if self._labels is None:
+                self._labels = {label["name"] for label in self._all("/labels")}
+            for name in names:
+                if name in self._labels:
+                    continue
+                try:
+                    self._call("POST", "/labels", {"name": name, "color": LABEL_COLORS.get(name, "ededed")})
+                except GitHubAPIError as exc:
+                    if exc.status != 422:  # 422: it exists already (made by someone else meanwhile)
+                        raise
+                self._labels.add(name)
+
+    # -- issues <-> tasks ------------------------------------------------------------------
+    def _seen(self, issue: dict[str, Any]) -> None:
+        self._db_ids[issue["number"]] = issue["id"]
+        if "pull_request" not in issue:
+            self._deps_api = "issue_dependencies_summary" in issue
+
+    def _is_task(self, issue: dict[str, Any]) -> bool:
+        if "pull_request" in issue:
+            return False
+        return SESSIONS_LABEL not in _label_names(issue)
+
+    def _get_issue(self, task_id: str) -> dict[str, Any]:
+        number = _number(task_id)
+        try:
+            issue = self._call("GET", f"/issues/{number}")
+        except GitHubAPIError as exc:
+            if exc.status in (404, 410):
+                raise TaskNotFound(f"no task with id {task_id!r} ({exc})") from exc
+            raise
+        if not self._is_task(issue):
+            raise TaskNotFound(f"no task with id {task_id!r} (#{number} is not a task issue)")
+        self._seen(issue)
+        return issue
+
+    def _issue_comments(self, number: int) -> list[dict[str, Any]]:
+        try:
+            comments = self._all(f"/issues/{number}/comments")
+        except GitHubAPIError as exc:
+            if exc.status in (404, 410):
+                raise TaskNotFound(f"no task with id {str(number)!r} ({exc})") from exc
+            raise
+        self._comments[number] = comments
+        return comments
+
+    def _to_task(self, issue: dict[str, Any], comments: list[dict[str, Any]] | None) -> Task:
+        body = issue.get("body") or ""
+        state = _state(body)
+        names = _label_names(issue)
+        number = issue["number"]
+        if issue["state"] == "closed":
+            canceled = issue.get("state_reason") in ("not_planned", "duplicate")
+            status = TaskStatus.CANCELED if canceled else TaskStatus.DONE
+        elif STATUS_LABELS[TaskStatus.BLOCKED] in names:
+            status = TaskStatus.BLOCKED
+        elif STATUS_LABELS[TaskStatus.IN_PROGRESS] in names:
+            status = TaskStatus.IN_PROGRESS
+        else:
+            status = TaskStatus.TODO
+        priority = next((p for p, label in PRIORITY_LABELS.items() if label in names), Priority.NORMAL)
+        user = [n for n in names if n not in _OURS]
+        hint = [n for n in state.get("labels", []) if n in user]
+        labels = hint + [n for n in user if n not in hint]
+        deps = self._dependencies(issue, body)
+        key_match = _KEY.search(body)
+        claim = None
+        if state.get("worker"):
+            claim = Claim(state["worker"], _dt(state["expires"]), int(state.get("fence", 0)))
+        return Task(
+            id=str(number),
+            key=key_match.group(1) if key_match else derive_key(issue["title"]),
+            title=issue["title"],
+            description=_description(body),
+            acceptance_criteria=list(state.get("criteria", [])),
+            test_steps=list(state.get("steps", [])),
+            status=status,
+            priority=priority,
+            labels=labels,
+            dependencies=deps,
+            notes=_notes(comments or []),
+            claim=claim,
+            created_at=_dt(state.get("created") or issue["created_at"]),
+            updated_at=_dt(state.get("updated") or issue["updated_at"]),
+            cost_usd=float(state.get("cost_usd", 0.0)),
+            turns=int(state.get("turns", 0)),
+        )
+
+    def _dependencies(self, issue: dict[str, Any], body: str) -> list[str]:
+        """The body's "Blocked by" list, plus blockers added in GitHub's UI (only fetched when
+        GitHub counts more blockers than the body lists)."""
+        section = body.partition(DIVIDER)[2].partition("### Blocked by\n")[2].split("\n###", 1)[0]
+        listed = list(dict.fromkeys(m.group(1) for m in _BLOCKED_BY.finditer(section)))
+        summary = issue.get("issue_dependencies_summary")
+        if summary and summary.get("total_blocked_by", 0) > len(listed):
+            try:
+                extra = self._all(f"/issues/{issue['number']}/dependencies/blocked_by")
+            except GitHubAPIError:
+                extra = []
+            listed += [str(b["number"]) for b in extra if str(b["number"]) not in listed]
+        return listed
+
+    def _render(self, task: Task, fence: int) -> str:
+        parts = [task.description, "", DIVIDER]
+        if task.acceptance_criteria:
+            parts += ["### Acceptance criteria", *(f"- [ ] {c}" for c in task.acceptance_criteria), ""]
+        if task.test_steps:
+            parts += ["### Test steps", *(f"{i}. {s}" for i, s in enumerate(task.test_steps, 1)), ""]
+        if task.dependencies:
+            parts += ["### Blocked by", *(f"- [ ] #{d}" for d in task.dependencies), ""]
+        state = {
+            "v": 1,
+            "created": _iso(task.created_at),
+            "updated": _iso(task.updated_at),
+            "criteria": task.acceptance_criteria,
+            "steps": task.test_steps,
+            "labels": task.labels,
+            "fence": fence,
+            "worker": task.claim.worker_id if task.claim else None,
+            "expires": _iso(task.claim.expires_at) if task.claim else None,
+            "cost_usd": task.cost_usd,
+            "turns": task.turns,
+        }
+        parts += [f"<!-- autonomous:key={task.key} -->", _marker("state", state)]
+        return "\n".join(parts)
+
+    def _labels_for(self, task: Task) -> list[str]:
+        names = list(task.labels)
+        if scheduler.is_meta(task) and META_LABEL not in names:
+            names.append(META_LABEL)
+        if task.status in STATUS_LABELS:
+            names.append(STATUS_LABELS[task.status])
+        if task.priority in PRIORITY_LABELS:
+            names.append(PRIORITY_LABELS[task.priority])
+        return names
+
+    def _payload(self, task: Task, fence: int) -> dict[str, Any]:
+        labels = self._labels_for(task)
+        self._ensure_labels(labels)
+        payload: dict[str, Any] = {"title": task.title, "body": self._render(task, fence), "labels": labels}
+        if task.status is TaskStatus.DONE:
+            payload.update(state="closed", state_reason="completed")
+        elif task.status is TaskStatus.CANCELED:
+            payload.update(state="closed", state_reason="not_planned")
+        else:
+            payload["state"] = "open"
+        return payload
+
+    def _write_issue(self, task: Task, fence: int, comments: list[dict[str, Any]] | None) -> Task:
+        """PATCH the whole issue (body, labels, state) and read the task back from the answer."""
+        number = int(task.id)
+        try:
+            issue = self._call("PATCH", f"/issues/{number}", self._payload(task, fence))
+        except GitHubAPIError as exc:
+            if exc.status in (404, 410):
+                raise TaskNotFound(f"task {task.key} ({task.id}) was deleted on GitHub ({exc})") from exc
+            raise
+        self._seen(issue)
+        if comments is None:
+            comments = self._comments.get(number)
+            if comments is None:
+                comments = self._issue_comments(number)
+        return self._to_task(issue, comments)
+
+    def _mirror_dependencies(self, number: int, before: list[str], after: list[str]) -> None:
+        """Best effort: GitHub's own "blocked by" links follow the body's list."""
+        if self._deps_api is False:
+            return
+        for dep in after:
+            if dep not in before and int(dep) in self._db_ids:
+                try:
+                    self._call(
+                        "POST", f"/issues/{number}/dependencies/blocked_by", {"issue_id": self._db_ids[int(dep)]}
+                    )
+                except GitHubAPIError as exc:
+                    if exc.status == 404:  # no issue dependencies here (GHES, feature off)
+                        self._deps_api = False
+                        return
+                    if exc.status != 422:  # 422: already linked, or GitHub refuses (a cycle)
+                        raise
+        for dep in before:
+            if dep not in after and int(dep) in self._db_ids:
+                try:
+                    self._call("DELETE", f"/issues/{number}/dependencies/blocked_by/{self._db_ids[int(dep)]}")
+                except GitHubAPIError as exc:
+                    if exc.status not in (404, 422):
+                        raise
+
+    # -- reading -------------------------------------------------------------------------
+    def _list_issues(self) -> list[dict[str, Any]]:
+        issues = self._all("/issues", {"state": "all", "sort": "created", "direction": "asc"})
+        out = []
+        for issue in issues:
+            if self._is_task(issue):
+                self._seen(issue)
+                out.append(issue)
+        return out
+
+    def _light_tasks(self) -> list[Task]:
+        """Every task without notes: one listing, what scheduling needs."""
+        return [self._to_task(issue, None) for issue in self._list_issues()]
+
+    def list_tasks(self, statuses: Iterable[TaskStatus] | None = None) -> list[Task]:
+        issues = self._list_issues()
+        by_issue: dict[int, list[dict[str, Any]]] = {}
+        if any(issue.get("comments") for issue in issues):
+            for comment in self._all("/issues/comments", {"sort": "created", "direction": "asc"}):
+                number = int(comment["issue_url"].rsplit("/", 1)[1])
+                by_issue.setdefault(number, []).append(comment)
+        wanted = None if statuses is None else {TaskStatus(s) for s in statuses}
+        tasks = [self._to_task(issue, by_issue.get(issue["number"], [])) for issue in issues]
+        return [t for t in tasks if wanted is None or t.status in wanted]
+
+    def get_task(self, task_id: str) -> Task:
+        issue = self._get_issue(task_id)
+        comments = self._issue_comments(issue["number"]) if issue.get("comments") else []
+        self._comments[issue["number"]] = comments
+        return self._to_task(issue, comments)
+
+    def find_task(self, ref: str) -> Task:
+        if _is_number(ref):
+            try:
+                return self.get_task(ref)
+            except TaskNotFound:
+                pass
+        tasks = self._light_tasks()
+        for match in (lambda t: t.key == ref, lambda t: t.key.lower() == ref.lower()):
+            found = next((t for t in tasks if match(t)), None)
+            if found:
+                return self.get_task(found.id)
+        raise TaskNotFound(f"no task with id or key {ref!r}")
+
+    def meta_task(self) -> Task | None:
+        for task in scheduler.order(self._light_tasks()):
+            if scheduler.is_meta(task):
+                return self.get_task(task.id)
+        return None
+
+    # -- writing -------------------------------------------------------------------------
+    def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:
+        result = CreateResult()
+        if not new_tasks:
+            return result
+        known = {t.key: t for t in self._light_tasks()}
+        batch_keys = {nt.key for nt in new_tasks}
+        for nt in new_tasks:
+            if nt.key in known:
+                continue
+            unknown = [k for k in nt.dependencies if k not in known and k not in batch_keys]
+            if unknown:
+                raise TaskNotFound(f"task {nt.key!r} depends on unknown task key(s): {', '.join(unknown)}")
+        now = self._now()
+        ids = {k: t.id for k, t in known.items()}
+        created: dict[str, Task] = {}
+        forward: list[tuple[Task, list[str]]] = []
+        for nt in new_tasks:
+            if nt.key in known:
+                result.existing.append(known[nt.key])
+                continue
+            if nt.key in created:
+                result.existing.append(created[nt.key].copy())
+                continue
+            at = now + timedelta(microseconds=len(created))
+            deps = list(dict.fromkeys(nt.dependencies))
+            draft = Task(
+                id="0", key=nt.key, title=nt.title, description=nt.description,
+                acceptance_criteria=list(nt.acceptance_criteria), test_steps=list(nt.test_steps),
+                priority=Priority(nt.priority), labels=list(nt.labels),
+                dependencies=[ids[k] for k in deps if k in ids], created_at=at, updated_at=at,
+            )  # fmt: skip
+            payload = self._payload(draft, 0)
+            payload.pop("state")
+            issue = self._call("POST", "/issues", payload)
+            self._seen(issue)
+            self._comments[issue["number"]] = []
+            task = self._to_task(issue, [])
+            ids[nt.key] = task.id
+            created[nt.key] = task
+            self._mirror_dependencies(issue["number"], [], task.dependencies)
+            if len(task.dependencies) < len(deps):
+                forward.append((task, deps))
+        for task, deps in forward:  # dependencies on tasks later in the batch
+            full = task.copy(dependencies=[ids[k] for k in deps])
+            self._mirror_dependencies(int(task.id), task.dependencies, full.dependencies)
+            created[task.key] = self._write_issue(full, 0, [])
+        result.created = list(created.values())
+        by_key = {t.key: t for t in result.created}
+        result.existing = [by_key[t.key].copy() if t.key in by_key and t.id == by_key[t.key].id else t
+                           for t in result.existing]  # fmt: skip
+        return result
+
+    def _fresh(self, task_id: str, token: int | None) -> tuple[Task, int]:
+        """The task as GitHub has it now (no notes) and its fence; StaleClaim on a wrong token."""
+        issue = self._get_issue(task_id)
+        task = self._to_task(issue, None)
+        fence = int(_state(issue.get("body") or "").get("fence", 0))
+        if token is not None and (task.claim is None or fence != token):
+            current = f"current token {fence}" if task.claim is not None else "no claim now"
+            raise StaleClaim(f"{task.key} ({task.id}): token {token} is stale ({current})")
+        return task, fence
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        token: int | None = None,
+        force: bool = False,
+        title: str = _UNSET,
+        description: str = _UNSET,
+        acceptance_criteria: list[str] = _UNSET,
+        test_steps: list[str] = _UNSET,
+        status: TaskStatus = _UNSET,
+        priority: Priority = _UNSET,
+        labels: list[str] = _UNSET,
+        dependencies: list[str] = _UNSET,
+    ) -> Task:
+        """As the file provider: with a token, StaleClaim unless current; without, ClaimConflict
+        on a live claim unless ``force``, which ends the claim (the fence grows)."""
+        task, fence = self._fresh(task_id, token)
+        now = self._now()
+        live = task.claim is not None and task.claim.live(now)
+        end_claim = False
+        if token is None and live:
+            if not force:
+                raise ClaimConflict(
+                    f"{task.key} ({task.id}) is claimed by {task.claim.worker_id} until "  # type: ignore[union-attr]
+                    f"{task.claim.expires_at.isoformat()}; use force to take it over"  # type: ignore[union-attr]
+                )
+            end_claim = True
+        elif token is None and task.claim is not None and status is not _UNSET:
+            end_claim = True
+        new = task.copy(updated_at=now)
+        if end_claim:
+            new.claim = None
+            fence += 1
+            if status is _UNSET and task.status is TaskStatus.IN_PROGRESS:
+                new.status = TaskStatus.TODO
+        if status is not _UNSET:
+            new.status = TaskStatus(status)
+        for name, value in (("title", title), ("description", description)):
+            if value is not _UNSET:
+                setattr(new, name, value)
+        if acceptance_criteria is not _UNSET:
+            new.acceptance_criteria = list(acceptance_criteria)
+        if test_steps is not _UNSET:
+            new.test_steps = list(test_steps)
+        if priority is not _UNSET:
+            new.priority = Priority(priority)
+        if labels is not _UNSET:
+            new.labels = list(labels)
+        if dependencies is not _UNSET:
+            deps = [str(_number(d)) if _is_number(d) else d for d in dict.fromkeys(dependencies)]
+            known = {str(n) for n in self._db_ids}
+            for dep in deps:
+                if dep not in known:
+                    try:
+                        self._get_issue(dep)
+                    except TaskNotFound as exc:
+                        raise TaskNotFound(f"dependencies of {task_id!r} name unknown task id(s): {dep}") from exc
+            self._mirror_dependencies(int(task.id), task.dependencies, deps)
+            new.dependencies = deps
+        return self._write_issue(new, fence, None)
+
+    def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
+        number = _number(task_id)
+        if token is not None:
+            self._fresh(task_id, token)
+        note = Note(text=text, author=author, at=self._now())
+        self._post_comment(number, _note_body(note), task_id)
+        return note
+
+    def _post_comment(self, number: int, body: str, task_id: str) -> dict[str, Any]:
+        try:
+            comment = self._call("POST", f"/issues/{number}/comments", {"body": body})
+        except GitHubAPIError as exc:
+            if exc.status in (404, 410):
+                raise TaskNotFound(f"no task with id {task_id!r} ({exc})") from exc
+            raise
+        if number in self._comments:
+            self._comments[number] = [*self._comments[number], comment]
+        return comment
+
+    # -- claims --------------------------------------------------------------------------
+    def claim(self, task_id: str, worker_id: str, lease_seconds: float) -> Task:
+        return self._claim(self._get_issue(task_id), worker_id, lease_seconds)
+
+    def _claim(self, issue: dict[str, Any], worker_id: str, lease_seconds: float) -> Task:
+        task = self._to_task(issue, None)
+        number = issue["number"]
+        now = self._now()
+        ok, reason = scheduler.takeable(task, now)
+        if not ok:
+            raise ClaimConflict(f"{task.key} ({task.id}) cannot be claimed: {reason}")
+        token = int(_state(issue.get("body") or "").get("fence", 0)) + 1
+        expires = now + timedelta(seconds=lease_seconds)
+        for _ in range(3):
+            mine = self._post_comment(
+                number,
+                f"Claimed by `{worker_id}` until {expires:%Y-%m-%d %H:%M:%S} UTC (fencing token {token}).\n\n"
+                + _marker("claim", {"token": token, "worker": worker_id, "expires": _iso(expires)}),
+                task.id,
+            )
+            comments = self._issue_comments(number)
+            rivals = []
+            for c in comments:
+                m = _CLAIM.search(c.get("body") or "")
+                if m is None or c["id"] == mine["id"]:
+                    continue
+                data = json.loads(m.group(1))
+                if data["token"] > token or (data["token"] == token and c["id"] < mine["id"]):
+                    rivals.append(data)
+            if not rivals:
+                break
+            live = [r for r in rivals if _dt(r["expires"]) > now]
+            if live:
+                raise ClaimConflict(
+                    f"{task.key} ({task.id}): lost the claim race to {live[0]['worker']} (token {live[0]['token']})"
+                )
+            token = max(r["token"] for r in rivals) + 1  # a claim that never landed: step over it
+        else:
+            raise ClaimConflict(f"{task.key} ({task.id}): could not settle a claim; try again")
+        new = task.copy(status=TaskStatus.IN_PROGRESS, claim=Claim(worker_id, expires, token), updated_at=now)
+        return self._write_issue(new, token, comments)
+
+    def claim_next(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        ordering: scheduler.Ordering = "strict",
+        exclude: Iterable[str] = (),
+    ) -> Task | None:
+        """One listing (no comments: scheduling needs none), then claim from what it read;
+        a lost race moves on to the next candidate."""
+        skip = set(exclude)
+        while True:
+            issues = {str(i["number"]): i for i in self._list_issues()}
+            tasks = [self._to_task(i, None) for i in issues.values()]
+            task = scheduler.next_ready(tasks, self._now(), ordering, skip)
+            if task is None:
+                return None
+            try:
+                return self._claim(issues[task.id], worker_id, lease_seconds)
+            except (ClaimConflict, TaskNotFound):
+                skip.add(task.id)
+
+    def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
+        task, fence = self._fresh(task_id, token)
+        now = self._now()
+        assert task.claim is not None
+        lease = Claim(task.claim.worker_id, now + timedelta(seconds=lease_seconds), fence)
+        new = task.copy(claim=lease, updated_at=now)
+        return self._write_issue(new, fence, None)
+
+    def release(
+        self,
+        task_id: str,
+        token: int,
+        *,
+        status: TaskStatus = TaskStatus.TODO,
+        note: str | None = None,
+        author: str = "runner",
+        cost_usd: float = 0.0,
+        turns: int = 0,
+    ) -> Task:
+        task, fence = self._fresh(task_id, token)
+        now = self._now()
+        if note is not None:
+            self._post_comment(int(task.id), _note_body(Note(note, author, now)), task_id)
+        new = task.copy(
+            status=TaskStatus(status), claim=None, updated_at=now,
+            cost_usd=task.cost_usd + cost_usd, turns=task.turns + turns,
+        )  # fmt: skip
+        return self._write_issue(new, fence, None)
+
+    # -- sessions ------------------------------------------------------------------------
+    def _sessions_number(self, create: bool) -> int | None:
+        if self._sessions_issue is None:
+            found = self._all("/issues", {"state": "all", "labels": SESSIONS_LABEL})
+            found = [i for i in found if "pull_request" not in i]
+            if found:
+                self._sessions_issue = found[0]["number"]
+            elif create:
+                self._ensure_labels([SESSIONS_LABEL])
+                issue = self._call(
+                    "POST",
+                    "/issues",
+                    {
+                        "title": "autonomous: session log",
+                        "body": "Runs of `autonomous start`, one comment each (written by autonomous).",
+                        "labels": [SESSIONS_LABEL],
+                    },
+                )
+                self._sessions_issue = issue["number"]
+        return self._sessions_issue
+
+    def record_session(self, session: SessionRecord) -> None:
+        number = self._sessions_number(create=True)
+        assert number is not None
+        text = f"Session `{session.id}` ({session.worker_id}): {session.state}\n\n" + _marker(
+            "session", session.to_dict()
+        )
+        for comment in self._all(f"/issues/{number}/comments"):
+            m = _SESSION.search(comment.get("body") or "")
+            if m and json.loads(m.group(1)).get("id") == session.id:
+                self._call("PATCH", f"/issues/comments/{comment['id']}", {"body": text})
+                return
+        self._call("POST", f"/issues/{number}/comments", {"body": text})
+
+    def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
+        number = self._sessions_number(create=False)
+        if number is None:
+            return []
+        records = []
+        for pos, comment in enumerate(self._all(f"/issues/{number}/comments")):
+            m = _SESSION.search(comment.get("body") or "")
+            if m:
+                d = json.loads(m.group(1))
+                record = SessionRecord(
+                    id=d["id"], worker_id=d["worker_id"], started_at=_dt(d["started_at"]),
+                    ended_at=_dt(d["ended_at"]) if d.get("ended_at") else None,
+                    state=d.get("state", "running"), summary=d.get("summary") or {},
+                )  # fmt: skip
+                records.append((record.started_at, pos, record))
+        records.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        return [r[2] for r in records[:limit]]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:200] or resp.reason_phrase
+    return str(data.get("message", "")) if isinstance(data, dict) else str(data)[:200]
+
+
+def _is_number(ref: str) -> bool:
+    return ref.removeprefix("#").isdigit()
+
+
+def _number(task_id: str) -> int:
+    if not _is_number(str(task_id)):
+        raise TaskNotFound(f"no task with id {task_id!r} (github task ids are issue numbers)")
+    return int(str(task_id).removeprefix("#"))
+
+
+def _label_names(issue: dict[str, Any]) -> list[str]:
+    return [label["name"] if isinstance(label, dict) else str(label) for label in issue.get("labels", [])]
+
+
+def _state(body: str) -> dict[str, Any]:
+    m = _STATE.search(body.partition(DIVIDER)[2])
+    if not m:
+        return {}
+    try:
+        return json.loads(m.group(1))
+    except ValueError:
+        return {}
+
+
+def _description(body: str) -> str:
+    head, divider, _ = body.partition(DIVIDER)
+    if not divider:  # an issue written by a person: the whole body, minus any markers
+        return _KEY.sub("", body).strip()
+    return head[:-2] if head.endswith("\n\n") else head.rstrip("\n")
+
+
+def _note_body(note: Note) -> str:
+    return f"{note.text}\n\n" + _marker("note", {"author": note.author, "at": _iso(note.at)})
+
+
+def _notes(comments: list[dict[str, Any]]) -> list[Note]:
+    notes = []
+    for c in comments:
+        body = c.get("body") or ""
+        if _CLAIM.search(body) or _SESSION.search(body):
+            continue
+        m = _NOTE.search(body)
+        if m:
+            data = json.loads(m.group(1))
+            notes.append(Note(text=body[: m.start()], author=data["author"], at=_dt(data["at"])))
+        else:
+            notes.append(Note(text=body, author=(c.get("user") or {}).get("login", "unknown"), at=_dt(c["created_at"])))
+    return notes
