@@ -522,5 +522,46 @@ def logs_cmd(tail: int, follow: bool, task_ref: str | None, config_path: Path | 
         click.echo(json.dumps(event) if as_json else render_event(event))
 
 
+# -- trying it out -------------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@handle_errors
+def demo_cmd(directory: Path | None) -> None:
+    """Run the whole tool offline on a sample project: no account, no cost.
+
+    Creates a git project in DIRECTORY (default: a new temporary directory; an existing
+    one must be empty) from the todo-api example spec, then runs `init` and `start`
+    through the real Claude Code CLI against the scripted model server.
+    """
+    from autonomous.demo import run_demo
+
+    sys.exit(run_demo(directory))
+
+
+@main.command("model-server")
+@click.option(
+    "--scenario", type=click.Path(path_type=Path, dir_okay=False), default=None, help="YAML or JSON scenario file."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--check", is_flag=True, help="Validate the scenario file and exit.")
+@click.option("--quiet", is_flag=True, help="Do not log each request to stderr.")
+def model_server_cmd(scenario: Path | None, port: int, host: str, check: bool, quiet: bool) -> None:
+    """Serve a scripted Anthropic Messages API for offline rehearsals (docs/testing.md).
+
+    Prints the base URL, then serves until Ctrl-C: run anything with
+    ANTHROPIC_BASE_URL=<that URL> and any ANTHROPIC_API_KEY.
+    """
+    from autonomous.testing.model_server import main as serve
+
+    argv = ["--port", str(port), "--host", host]
+    if scenario is not None:
+        argv += ["--scenario", str(scenario)]
+    argv += ["--check"] * check + ["--quiet"] * quiet
+    sys.exit(serve(argv))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
