@@ -739,6 +739,7 @@ class GitHubProvider(StateProvider):
             raise ClaimConflict(f"{task.key} ({task.id}) cannot be claimed: {reason}")
         token = int(_state(issue.get("body") or "").get("fence", 0)) + 1
         expires = now + timedelta(seconds=lease_seconds)
+        attempts: set[int] = set()  # our own claim comments
         for _ in range(3):
             mine = self._post_comment(
                 number,
@@ -746,11 +747,12 @@ class GitHubProvider(StateProvider):
                 + _marker("claim", {"token": token, "worker": worker_id, "expires": _iso(expires)}),
                 task.id,
             )
+            attempts.add(mine["id"])
             comments = self._issue_comments(number)
             rivals = []
             for c in comments:
                 m = _CLAIM.search(c.get("body") or "")
-                if m is None or c["id"] == mine["id"]:
+                if m is None or c["id"] in attempts:
                     continue
                 data = json.loads(m.group(1))
                 if data["token"] > token or (data["token"] == token and c["id"] < mine["id"]):

@@ -38,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+import httpx
+
 API_VERSION = "2022-11-28"
 
 
@@ -130,7 +132,9 @@ class FakeGitHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-github", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-github", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -149,9 +153,39 @@ class FakeGitHub:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "the fake is not running (use it as a context manager)"
+        """The server's base URL (``http://fake-github.invalid`` when used only as a transport)."""
+        if self._server is None:
+            return "http://fake-github.invalid"
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def transport(self) -> httpx.BaseTransport:
+        """The same fake as an in-process httpx transport: no socket, no thread, the same
+        answers (hangs excepted: they need a real socket to time out on). For suites that
+        send thousands of requests; the HTTP server is what proves the wire behaviour."""
+        fake = self
+
+        class Transport(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                raw = request.read()
+                query = {k: v for k, v in request.url.params.items()}
+                ex = Exchange(
+                    request.method, unquote(request.url.path), query,
+                    {k.lower(): v for k, v in request.headers.items()}, json.loads(raw) if raw else None,
+                )  # fmt: skip
+                with fake._lock:
+                    fake.requests.append(ex)
+                    fault = next((f for f in fake.faults if f.times > 0 and f.matches(ex.method, ex.path)), None)
+                    if fault is not None:
+                        fault.times -= 1
+                    if fault is not None and fault.hang:
+                        raise httpx.ReadTimeout("fake hang", request=request)
+                    status, payload, headers = fake._answer(ex, fault)
+                    headers = fake._headers(ex, status, payload, headers)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                return httpx.Response(status, headers=headers, content=data, request=request)
+
+        return Transport()
 
     # -- test controls ---------------------------------------------------------------
     def add_token(self, token: str, permissions: dict[str, str]) -> None:
@@ -343,6 +377,19 @@ class FakeGitHub:
     def _send(
         self, h: BaseHTTPRequestHandler, ex: Exchange, status: int, payload: Any, headers: dict[str, str]
     ) -> None:
+        headers = self._headers(ex, status, payload, headers)
+        data = b"" if payload is None else json.dumps(payload).encode()
+        try:
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.end_headers()
+            if data:
+                h.wfile.write(data)
+        except OSError:  # the client gave up (timeout) while we answered
+            pass
+
+    def _headers(self, ex: Exchange, status: int, payload: Any, headers: dict[str, str]) -> dict[str, str]:
         data = b"" if payload is None else json.dumps(payload).encode()
         headers = {
             "x-ratelimit-limit": str(self.rate_limit),
@@ -357,15 +404,7 @@ class FakeGitHub:
             headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Content-Length"] = str(len(data))
         ex.status, ex.response, ex.response_headers = status, payload, headers
-        try:
-            h.send_response(status)
-            for k, v in headers.items():
-                h.send_header(k, v)
-            h.end_headers()
-            if data:
-                h.wfile.write(data)
-        except OSError:  # the client gave up (timeout) while we answered
-            pass
+        return headers
 
     @staticmethod
     def _error(status: int, message: str) -> dict[str, Any]:
@@ -597,7 +636,9 @@ def open_test_provider(
 ) -> Any:
     """A :class:`~autonomous.providers.github.GitHubProvider` on a fake of its own, tuned
     for tests (no write spacing, instant waits); ``provider.close()`` also stops the fake,
-    which stays reachable as ``provider.fake``. What the contract suite's kit uses."""
+    which stays reachable as ``provider.fake``. A fake that is not started is reached
+    through its in-process transport (what the contract suite's kit uses, for speed);
+    a started one over HTTP."""
     from autonomous.providers.github import GitHubProvider
 
     class FakeBackedProvider(GitHubProvider):
@@ -606,8 +647,6 @@ def open_test_provider(
             self.fake.stop()
 
     fake = fake or FakeGitHub()
-    if fake._server is None:
-        fake.start()
     settings: dict[str, Any] = {
         "api_url": fake.url,
         "env": {"GITHUB_TOKEN": next(iter(fake.tokens))},
@@ -616,6 +655,7 @@ def open_test_provider(
         "backoff": 0.0,
         "timeout": 5.0,
         **({"now": now} if now else {}),
+        **({} if fake._server is not None else {"transport": fake.transport()}),
         **options,
     }
     provider = FakeBackedProvider(f"{fake.owner}/{fake.repo}", **settings)
