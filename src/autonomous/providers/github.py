@@ -749,14 +749,15 @@ class GitHubProvider(StateProvider):
             )
             attempts.add(mine["id"])
             comments = self._issue_comments(number)
-            rivals = []
+            first: dict[int, tuple[int, dict[str, Any]]] = {}  # token -> its first claim comment
             for c in comments:
                 m = _CLAIM.search(c.get("body") or "")
-                if m is None or c["id"] in attempts:
-                    continue
-                data = json.loads(m.group(1))
-                if data["token"] > token or (data["token"] == token and c["id"] < mine["id"]):
-                    rivals.append(data)
+                if m is not None:
+                    data = json.loads(m.group(1))
+                    if data["token"] >= token and (data["token"] not in first or c["id"] < first[data["token"]][0]):
+                        first[data["token"]] = (c["id"], data)
+            # later comments of a token lost to its first one; only firsts other than ours compete
+            rivals = [data for cid, data in first.values() if cid not in attempts]
             if not rivals:
                 break
             live = [r for r in rivals if _dt(r["expires"]) > now]
