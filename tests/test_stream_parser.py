@@ -266,6 +266,19 @@ def test_usage_limit_in_a_successful_result_text():
 def test_ordinary_text_is_not_a_usage_limit():
     assert parse_usage_limit("All tests pass.", NOW) == (False, None)
     assert parse_usage_limit("", NOW) == (False, None)
+    assert parse_usage_limit("Shows 'usage limit reached' in the banner.", NOW, strict=True) == (False, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "## Task Complete\nAdded rate limit middleware that says 'usage limit reached, resets 3pm'.",
+        '{"status": "complete", "summary": "You\'ve hit your limit page added"}',
+    ],
+)
+def test_a_task_about_limits_is_not_rate_limited(text):
+    _, outcome = replay(with_result("success.jsonl", result=text))
+    assert outcome.status is OutcomeStatus.COMPLETED
 
 
 def test_malformed_lines_and_unknown_types_are_warnings():

@@ -157,7 +157,14 @@ def _usage_from(data: Any) -> Usage:
 # "Claude AI usage limit reached|1700000000" (older CLIs), "You've hit your limit · resets 3pm (Europe/Paris)",
 # "5-hour limit reached ∙ resets 3:30pm", "... resets Nov 25, 3pm".
 _LIMIT_EPOCH = re.compile(r"usage limit reached\s*\|\s*(\d{9,13})", re.I)
-_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your limit|limit reached|limit will reset|rate limit)", re.I)
+_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your (?:usage )?limit|limit reached|limit will reset)", re.I)
+# A successful result is only a limit message when it *is* one, not when the model's
+# summary mentions limits ("Added rate limit middleware"): the message leads the text.
+_LIMIT_HEAD = re.compile(
+    r"^\W*(?:claude(?: ai)? usage limit reached|you(?:'|\u2019)ve hit your (?:usage )?limit|\d+-hour limit reached"
+    r"|weekly limit reached|usage limit reached)",
+    re.I,
+)
 _RESETS = re.compile(
     r"resets?\s+(?:at\s+)?(?:(?P<month>[A-Z][a-z]{2,8})\.?\s+(?P<day>\d{1,2}),?\s+(?:at\s+)?)?"
     r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?(?:\s*\((?P<tz>[^)]+)\))?",
@@ -168,9 +175,12 @@ _MONTHS = {
 }
 
 
-def parse_usage_limit(text: str, now: datetime | None = None) -> tuple[bool, datetime | None]:
-    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so."""
-    if not text:
+def parse_usage_limit(text: str, now: datetime | None = None, *, strict: bool = False) -> tuple[bool, datetime | None]:
+    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so.
+
+    ``strict``: the text must start with the message (for texts that may be the model's own).
+    """
+    if not text or (strict and not _LIMIT_HEAD.match(text)):
         return False, None
     m = _LIMIT_EPOCH.search(text)
     if m:
@@ -509,7 +519,7 @@ class StreamParser:
         if self.api_error is not None:
             self._api_failure(out, self.api_error.get("status"), self.api_error.get("type"), self.api_error["text"])
             return
-        limited, retry_at = parse_usage_limit(self.final_text, self.clock())
+        limited, retry_at = parse_usage_limit(self.final_text, self.clock(), strict=True)
         if limited:
             out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(self.final_text)
             return
@@ -530,8 +540,8 @@ class StreamParser:
         if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
             out.status, out.error = OutcomeStatus.BUDGET_EXCEEDED, detail or "reached the budget"
             return
-        limited, retry_at = parse_usage_limit(text or (self.final_text if is_error else ""), self.clock())
-        if limited and (is_error or len(text) < 300):
+        limited, retry_at = parse_usage_limit(text or self.final_text, self.clock(), strict=not is_error)
+        if limited:
             out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(text or self.final_text)
             return
         if terminal.startswith("aborted"):
