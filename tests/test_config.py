@@ -571,7 +571,9 @@ def test_relative_paths_resolve_against_the_project_not_the_cwd(
     config = load_config(path)
     assert config.root == project.resolve()
     assert config.project_dir == (project / "app").resolve()
-    assert config.resolve_path(config.state_provider.state_dir) == (project / "app" / "state").resolve()
+    # the tool's own files stay beside .ai-agents/, even when the agent works in app/
+    assert config.state_dir == (project / "state").resolve()
+    assert config.log_dir == (project / ".ai-agents" / "logs").resolve()
     assert config.resolve_path("/abs/logs") == Path("/abs/logs")
 
     outside = tmp_path / "custom.yml"
