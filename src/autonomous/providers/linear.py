@@ -552,6 +552,7 @@ class LinearProvider(StateProvider):
         self._cache: dict[str, _Issue] = {}
         self._mark: str | None = None  # the newest updatedAt seen by a poll
         self._polls = 0
+        self._last_created: datetime | None = None
         self._held: dict[str, tuple[int, str]] = {}  # task id -> (token, nonce) of claims made here
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -581,6 +582,7 @@ class LinearProvider(StateProvider):
                     waited += wait
                     self.rate_limit_waits.append(wait)
                     self._sleep(wait)
+                    self.rate_limit.requests_remaining = self.rate_limit.complexity_remaining = None  # reset now
                     if attempt <= self._max_retries + 3:
                         continue
                 elif attempt <= self._max_retries:
@@ -940,6 +942,9 @@ class LinearProvider(StateProvider):
             if unknown:
                 raise TaskNotFound(f"task {nt.key!r} depends on unknown task key(s): {', '.join(unknown)}")
         now = self._now()
+        if self._last_created is not None and now <= self._last_created:  # batches keep their order
+            now = self._last_created + timedelta(microseconds=1)
+        self._last_created = now + timedelta(microseconds=len(batch) - 1)
         todo_state = self._state_for(TaskStatus.TODO)
         inputs = []
         deps_of: dict[str, list[str]] = {}
