@@ -59,7 +59,43 @@ def bench_github(n: int) -> dict[str, float]:
     }
 
 
-BENCHES: dict[str, Callable[[int], dict[str, float]]] = {"github": bench_github}
+def bench_linear(n: int) -> dict[str, float]:
+    """Linear: requests per task cycle and per N-task run, on the fake over HTTP."""
+    import tempfile
+
+    from autonomous.providers.linear import LinearProvider
+    from autonomous.testing.fake_linear import FakeLinear
+
+    with FakeLinear() as fake, tempfile.TemporaryDirectory() as state_dir:
+        key = fake.add_workspace()
+        provider = LinearProvider(
+            endpoint=fake.url, env={"LINEAR_API_KEY": key}, project_name="Benchmark", state_dir=state_dir
+        )
+        try:
+            provider.create_tasks(_spec(n))
+            init = provider.requests
+            per_cycle = []
+            while True:
+                before = provider.requests
+                task = provider.claim_next("bench", 900)
+                if task is None:
+                    final_poll = provider.requests - before
+                    break
+                provider.add_note(task.id, "working on it", "bench", token=task.claim.token)
+                provider.release(task.id, task.claim.token, status=TaskStatus.DONE, note="done")
+                per_cycle.append(provider.requests - before)
+        finally:
+            provider.close()
+    return {
+        "init requests": init,
+        "requests per cycle (median)": sorted(per_cycle)[len(per_cycle) // 2],
+        "requests per cycle (max, a full re-listing every 20 polls)": max(per_cycle),
+        f"requests for {n} cycles": sum(per_cycle),
+        f"requests per {n}-task run (init + cycles + final empty poll)": init + sum(per_cycle) + final_poll,
+    }
+
+
+BENCHES: dict[str, Callable[[int], dict[str, float]]] = {"github": bench_github, "linear": bench_linear}
 
 
 def main() -> None:
