@@ -23,12 +23,14 @@ The guarantees, and how each is obtained:
   write time by :mod:`autonomous.scheduler` itself and a partial index keeps open tasks
   in scheduling order; the SQL implements the scheduler's readiness rule for each
   ordering policy, and the contract suite checks on random task sets that both pick the
-  same task. Dependency cycles are found by the scheduler's own check, run again only
-  when ``graph_rev`` (bumped by the writes that can close a cycle) has changed: the
-  claim statement reads ``graph_rev`` in its own snapshot and claims nothing when it
-  differs from the revision that was checked.
-  Under concurrency "the first ready task" is judged on the statement's snapshot, and a
-  task another transaction holds locked at that instant is skipped, not waited for.
+  same task. A large batch of new tasks is followed by ``ANALYZE``, so the planner walks
+  that index from the start (and stops at the first ready task) instead of sorting.
+  Dependency cycles are found by the scheduler's own check, run again only when
+  ``graph_rev`` (bumped by the writes that can close a cycle) has changed: the claim
+  statement reads ``graph_rev`` in its own snapshot and claims nothing when it differs
+  from the revision that was checked. Under concurrency "the first ready task" is
+  judged on the statement's snapshot, and a task another transaction holds locked at
+  that instant is skipped, not waited for.
 * **Idempotent creation.** ``create_tasks`` runs in one transaction holding the id
   counter's row lock (creators take turns), inserts with ``ON CONFLICT (key) DO
   NOTHING``, and resolves dependency keys to ids; an unknown key rolls everything back.
@@ -82,6 +84,7 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "autonomous"
 ID_PREFIX = "T-"
+ANALYZE_AFTER = 100  # tasks created in one batch that call for fresh planner statistics
 INSTALL_HINT = "pip install 'autonomous-runner[postgres]'"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ENV_REF = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -708,7 +711,12 @@ class PostgresProvider(StateProvider):
                 seen.add(nt.key)
             return result
 
-        return self._run(work, recover=recover, doing="creating tasks")
+        result = self._run(work, recover=recover, doing="creating tasks")
+        if len(result.created) >= ANALYZE_AFTER:
+            # A fresh table has no statistics until autovacuum comes by, and without them the
+            # planner sorts every open task for each claim instead of walking the ordered index.
+            self._run(lambda c: c.execute("ANALYZE tasks, dependencies"), doing="analyzing new tasks")
+        return result
 
     @staticmethod
     def _bump_graph(conn: Any) -> None:
