@@ -131,8 +131,10 @@ def test_project_is_created_once_then_found(make, server):
     assert again.requests_by_operation.get("ProjectCreate") is None
     assert again.project_id == first.project_id
     other = make(first.key, project_name="Other")  # tasks of another project are not ours
-    first.create_tasks([NewTask("Mine")])
+    (mine,) = first.create_tasks([NewTask("Mine")]).created
     assert other.list_tasks() == []
+    with pytest.raises(TaskNotFound, match="another team or project"):
+        other.get_task(mine.id)
 
 
 def test_without_a_project_the_whole_team_is_the_scope(make):

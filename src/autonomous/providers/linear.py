@@ -109,6 +109,8 @@ fragment TaskIssue on Issue {{
   updatedAt
   archivedAt
   trashed
+  team {{ id }}
+  project {{ id }}
   state {{ id type }}
   labels(first: {NESTED_PAGE_SIZE}) {{ nodes {{ id name }} {_PAGE_INFO} }}
   inverseRelations(first: {NESTED_PAGE_SIZE}) {{ nodes {{ id type issue {{ id }} }} {_PAGE_INFO} }}
@@ -866,7 +868,15 @@ class LinearProvider(StateProvider):
         if node is None or node.get("trashed") or node.get("archivedAt"):
             self._cache.pop(task_id, None)
             raise TaskNotFound(f"no task with id {task_id!r} (the issue was deleted or archived)")
+        if not self._in_scope(node):
+            raise TaskNotFound(f"no task with id {task_id!r} (the issue belongs to another team or project)")
         return self._parse(node)
+
+    def _in_scope(self, node: dict[str, Any]) -> bool:
+        team = self._setup()
+        if self._project_id:
+            return (node.get("project") or {}).get("id") == self._project_id
+        return (node.get("team") or {}).get("id") == team.id
 
     def _mutate_issue(self, document: str, variables: dict[str, Any], field_name: str = "issueUpdate") -> _Issue:
         try:
