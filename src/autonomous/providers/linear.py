@@ -494,7 +494,9 @@ class LinearProvider(StateProvider):
 
     ``now`` is the clock leases and note times are read from; ``sleep`` and ``wall``
     (epoch seconds, for rate-limit reset headers) are injectable so tests never wait;
-    ``transport`` is httpx's seam for tests; ``env`` replaces ``os.environ``.
+    ``transport`` is httpx's seam for tests; ``env`` replaces ``os.environ``. A renewal
+    from a heartbeat thread may run beside the main thread's calls: the cache is only
+    ever iterated over a snapshot.
     """
 
     kind = "linear"
@@ -918,7 +920,7 @@ class LinearProvider(StateProvider):
 
     def list_tasks(self, statuses: Iterable[TaskStatus] | None = None) -> list[Task]:
         self._poll()
-        tasks = [issue.task.copy() for issue in self._cache.values()]
+        tasks = [issue.task.copy() for issue in list(self._cache.values())]
         tasks.sort(key=lambda t: (t.created_at, t.id))
         if statuses is None:
             return tasks
@@ -935,7 +937,7 @@ class LinearProvider(StateProvider):
             return result
         team = self._setup()
         self._poll()
-        by_key = {issue.task.key: issue.task for issue in self._cache.values()}
+        by_key = {issue.task.key: issue.task for issue in list(self._cache.values())}
         batch: dict[str, NewTask] = {}
         existing_ids: list[str] = []
         ids: dict[str, str] = {k: t.id for k, t in by_key.items()}
@@ -1193,7 +1195,7 @@ class LinearProvider(StateProvider):
         skip = set(exclude)
         self._poll()
         while True:
-            tasks = [issue.task for issue in self._cache.values()]
+            tasks = [issue.task for issue in list(self._cache.values())]
             task = scheduler.next_ready(tasks, self._now(), ordering, skip)
             if task is None:
                 return None
