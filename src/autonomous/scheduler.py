@@ -178,6 +178,15 @@ def next_ready(
     return None
 
 
+def check_cycles(tasks: Sequence[Task], ordering: Ordering = "strict") -> None:
+    """Raise DependencyCycle exactly when :func:`plan` would, without planning.
+
+    For stores that pick the next task themselves (in SQL) and need only this part.
+    """
+    by_id = {t.id: t for t in tasks}
+    _check_cycles([t for t in order(tasks) if not t.status.satisfied and not is_meta(t)], by_id, ordering)
+
+
 def _check_cycles(open_tasks: list[Task], by_id: dict[str, Task], ordering: Ordering) -> None:
     """Raise DependencyCycle if open tasks can never become ready.
 

@@ -1,0 +1,836 @@
+"""The embedded local store (``state_provider.type: file``): one SQLite file, ``<state_dir>/tasks.db``.
+
+Why SQLite: it gives the contract's hard parts for free and in one file: atomic
+transactions, a write lock shared by every process on the machine, and a write-ahead
+log that survives ``kill -9``. The guarantees and how each is obtained:
+
+* **Crash safety.** WAL mode with ``synchronous=FULL``: a transaction is committed once
+  its frames are in the WAL and the WAL is fsynced. A process killed at any instant
+  leaves either all of a transaction or none of it, and every commit that returned is
+  kept; FULL (rather than NORMAL, which already survives a process crash in WAL mode)
+  makes the same hold across a power cut, so a fencing token can never be handed out
+  twice. The cost is one fsync per write transaction; claims are rare next to model turns.
+* **Several processes.** Every write is one ``BEGIN IMMEDIATE`` transaction that reads,
+  checks and writes: the check (is the task takeable, is the token current) and the
+  write happen under the database's single write lock, so of N concurrent claimers
+  exactly one wins. Other writers wait up to ``busy_timeout`` seconds. Connections are
+  opened lazily per process and thread and never cross a ``fork``.
+* **Speed.** ``claim_next`` never loads the task list: the scheduling columns the
+  scheduler derives from a title (kind, phase, number, letter, priority rank, META) are
+  stored at write time, computed by :mod:`autonomous.scheduler` itself, and a partial
+  index over open tasks in scheduling order lets SQL find the first ready task. The SQL
+  implements the scheduler's readiness rule (see its module docstring); the contract
+  suite checks on random task sets that both always pick the same task.
+* **Cycles.** The scheduler refuses to plan when open tasks form a dependency cycle, even
+  if some task is ready. Only some writes can create one (new tasks; changed
+  dependencies, titles or labels; a finished task reopened: finishing a task never can),
+  and those bump ``graph_rev`` in the ``meta`` table. ``claim_next`` runs the scheduler's
+  own cycle check when ``graph_rev`` has not been checked for its ordering yet, and
+  records the checked revision in ``meta``: the answer is exactly the scheduler's, and
+  the O(n) check is paid once per change of the graph by one process, not per claim.
+* **A file that is not ours is left alone.** A file that is not SQLite, a SQLite file
+  without our ``application_id`` (or with another application's), or a schema newer than
+  this code knows raises :class:`StoreCorrupt` naming the path; nothing is written to it.
+
+Ids are ``T-1``, ``T-2``, ...: short enough to type, allocated from a counter in the
+``meta`` table inside the creating transaction (so never reused, even by concurrent
+creators). Tasks created in one batch get ``created_at`` one microsecond apart in batch
+order, so the scheduler's "older first" tie-break keeps the spec's order.
+
+Timestamps are stored as fixed-width UTC ISO strings (``2025-01-31T09:00:00.000000+00:00``):
+readable with the ``sqlite3`` shell, exact to the microsecond like ``datetime``, and
+ordered the same way as strings and as times, which the SQL lease checks rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from autonomous import scheduler
+from autonomous.errors import ClaimConflict, ProviderError, StaleClaim, StoreCorrupt, TaskNotFound
+from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
+from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind, utcnow
+
+FILENAME = "tasks.db"
+DEFAULT_STATE_DIR = Path(".ai-agents") / "state"
+APPLICATION_ID = 0x4155544F  # "AUTO": marks the file as ours (PRAGMA application_id)
+ID_PREFIX = "T-"
+
+# Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1. The version
+# is ``PRAGMA user_version``; all pending scripts run in one transaction with it.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('next_task_number', 1), ('graph_rev', 0);
+
+    CREATE TABLE tasks (
+        id                  TEXT PRIMARY KEY,
+        key                 TEXT NOT NULL UNIQUE,
+        title               TEXT NOT NULL,
+        description         TEXT NOT NULL DEFAULT '',
+        acceptance_criteria TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        test_steps          TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        status              TEXT NOT NULL CHECK (status IN ('todo', 'in_progress', 'blocked', 'done', 'canceled')),
+        priority            TEXT NOT NULL CHECK (priority IN ('urgent', 'high', 'normal', 'low')),
+        labels              TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        -- scheduling columns, derived from title/labels/priority by autonomous.scheduler
+        kind                INTEGER NOT NULL,  -- TitleKind; 0 (META) for every META task
+        phase               INTEGER NOT NULL,
+        number              INTEGER NOT NULL,
+        letter              TEXT NOT NULL,
+        prio                INTEGER NOT NULL,  -- Priority.rank
+        is_meta             INTEGER NOT NULL,
+        -- the claim: present iff worker_id is not null; fence only ever grows
+        worker_id           TEXT,
+        expires_at          TEXT,
+        fence               INTEGER NOT NULL DEFAULT 0,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL,
+        cost_usd            REAL NOT NULL DEFAULT 0,
+        turns               INTEGER NOT NULL DEFAULT 0
+    );
+    -- open tasks in scheduling order: what claim_next walks
+    CREATE INDEX tasks_open_order ON tasks (kind, phase, number, letter, prio, created_at, id)
+        WHERE status IN ('todo', 'in_progress', 'blocked');
+    CREATE INDEX tasks_meta_order ON tasks (phase, number, letter, prio, created_at, id) WHERE kind = 0;
+    CREATE INDEX tasks_key_nocase ON tasks (key COLLATE NOCASE);
+
+    CREATE TABLE dependencies (
+        task_id    TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        pos        INTEGER NOT NULL,
+        PRIMARY KEY (task_id, depends_on)
+    ) WITHOUT ROWID;
+    CREATE INDEX dependencies_reverse ON dependencies (depends_on);
+
+    CREATE TABLE notes (
+        id      INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        at      TEXT NOT NULL,
+        author  TEXT NOT NULL,
+        text    TEXT NOT NULL
+    );
+    CREATE INDEX notes_task ON notes (task_id, id);
+
+    CREATE TABLE sessions (
+        id         TEXT PRIMARY KEY,
+        worker_id  TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        state      TEXT NOT NULL,
+        summary    TEXT NOT NULL DEFAULT '{}'  -- JSON object
+    );
+    CREATE INDEX sessions_started ON sessions (started_at);
+    """,
+]
+
+_OPEN = "('todo', 'in_progress', 'blocked')"
+_SATISFIED = "('done', 'canceled')"
+_ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
+# The scheduler's readiness of one open task, minus the policy's gate (added per query).
+# ``t.status IN _OPEN`` repeats the partial index's condition so SQLite can use it.
+_READY = f"""
+    t.status IN {_OPEN}
+    AND ((t.status = 'todo' AND (t.worker_id IS NULL OR t.expires_at <= :now))
+         OR (t.status = 'in_progress' AND t.worker_id IS NOT NULL AND t.expires_at <= :now))
+    AND NOT EXISTS (
+        SELECT 1 FROM dependencies d LEFT JOIN tasks x ON x.id = d.depends_on
+        WHERE d.task_id = t.id AND (x.id IS NULL OR x.status NOT IN {_SATISFIED}))
+    AND t.id NOT IN (SELECT value FROM json_each(:exclude))
+"""
+_TASK_COLUMNS = (
+    "t.id, t.key, t.title, t.description, t.acceptance_criteria, t.test_steps, t.status, t.priority, "
+    "t.labels, t.worker_id, t.expires_at, t.fence, t.created_at, t.updated_at, t.cost_usd, t.turns"
+)
+
+# Connections a forked child inherited: never used nor closed there (closing would run
+# SQLite's cleanup on the parent's files); kept referenced so no finaliser closes them.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _ts(dt: datetime) -> str:
+    """Fixed-width UTC ISO text: sorts as strings exactly as the times do."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _json(items: list[str]) -> str:
+    return json.dumps(items) if items else "[]"
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _statements(script: str) -> Iterator[str]:
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf.strip()
+            buf = ""
+    leftover = [line for line in buf.splitlines() if line.strip() and not line.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement in a migration: {leftover[0]!r}")
+
+
+def _schedule_columns(task: Task) -> tuple[int, int, int, str, int, int]:
+    """(kind, phase, number, letter, prio, is_meta): ``scheduler.sort_key`` minus its
+    tie-breaks (created_at, id), which are columns of their own."""
+    tk = scheduler.title_key(task)
+    meta = scheduler.is_meta(task)
+    kind = TitleKind.META if meta else tk.kind
+    phase, number, letter = tk.position
+    return int(kind), phase, number, letter, task.priority.rank, int(meta)
+
+
+class FileProvider(StateProvider):
+    """Tasks in ``<state_dir>/tasks.db`` (see the module docstring for the guarantees).
+
+    ``now`` is the clock every lease and timestamp is read from (tests pass a fake one);
+    ``busy_timeout`` is how long a write waits for another process's write lock.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        state_dir: Path | str = DEFAULT_STATE_DIR,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / FILENAME
+        self._now = now
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._db()  # open now, so a bad file is reported at once
+
+    # -- connections -------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == pid:
+            return conn
+        with self._lock:
+            if any(p != pid for p, _ in self._connections):  # we are a forked child
+                _ABANDONED.extend(c for p, c in self._connections if p != pid)
+                self._connections = [(p, c) for p, c in self._connections if p == pid]
+            conn = self._connect()
+            self._connections.append((pid, conn))
+        self._local.conn, self._local.pid = conn, pid
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ProviderError(f"{self.path}: cannot open the task store: {exc}") from exc
+        try:
+            self._check_and_migrate(conn)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA cache_size = -32768")  # up to 32 MiB, used only by big stores
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+        return conn
+
+    def _inspect(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """(application_id, user_version, number of schema objects), read-only."""
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(f"not a SQLite database ({exc})") from exc
+        return app_id, version, objects
+
+    def _verdict(self, app_id: int, version: int, objects: int) -> bool:
+        """True when the file is empty (a new store); raises when it is not ours."""
+        if app_id == 0 and objects == 0 and version == 0:
+            return True
+        if app_id != APPLICATION_ID:
+            if app_id == 0:
+                raise self._corrupt("a SQLite database without the autonomous marker: not an autonomous task store")
+            raise self._corrupt(f"a SQLite database of another application (application_id 0x{app_id:08x})")
+        if version > len(MIGRATIONS):
+            raise self._corrupt(
+                f"schema version {version} is newer than this version of autonomous supports "
+                f"({len(MIGRATIONS)}); upgrade autonomous"
+            )
+        return False
+
+    def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
+        fresh = self._verdict(*self._inspect(conn))
+        if not fresh and conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+            return
+        # Ours (or empty) and behind: only now may anything be written.
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            app_id, version, objects = self._inspect(conn)  # again, under the write lock
+            if self._verdict(app_id, version, objects):
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                try:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                except sqlite3.Error as exc:
+                    raise ProviderError(
+                        f"{self.path}: schema migration to version {number} failed ({exc}); nothing was changed"
+                    ) from exc
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _corrupt(self, what: str) -> StoreCorrupt:
+        return StoreCorrupt(f"{self.path}: {what}; the file was left untouched")
+
+    def _translate(self, exc: sqlite3.Error) -> ProviderError:
+        message = str(exc)
+        if "malformed" in message or "not a database" in message:
+            return StoreCorrupt(f"{self.path}: the task store is damaged ({message})")
+        if "locked" in message or "busy" in message:
+            return ProviderError(
+                f"{self.path}: the task store stayed locked by another process for {self._busy_timeout:g}s"
+            )
+        return ProviderError(f"{self.path}: {message}")
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        try:
+            db.execute(begin)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction, holding the store's write lock from its first statement."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One consistent snapshot (WAL readers never block writers nor wait for them)."""
+        return self._transaction("BEGIN")
+
+    def close(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            mine = [c for p, c in self._connections if p == pid]
+            _ABANDONED.extend(c for p, c in self._connections if p != pid)
+            self._connections = []
+        for conn in mine:
+            conn.close()
+        self._local = threading.local()
+
+    # -- rows -> tasks -----------------------------------------------------------------
+    def _tasks(
+        self, db: sqlite3.Connection, where: str = "", params: Sequence[Any] = (), limit: int = -1
+    ) -> list[Task]:
+        rows = db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks t {where} ORDER BY t.rowid LIMIT {int(limit)}", params
+        ).fetchall()
+        if not rows:
+            return []
+        deps: dict[str, list[str]] = {}
+        notes: dict[str, list[Note]] = {}
+        if len(rows) == 1:
+            tid = rows[0][0]
+            dep_rows = db.execute("SELECT task_id, depends_on FROM dependencies WHERE task_id = ? ORDER BY pos", (tid,))
+            note_rows = db.execute("SELECT task_id, at, author, text FROM notes WHERE task_id = ? ORDER BY id", (tid,))
+        else:
+            dep_rows = db.execute("SELECT task_id, depends_on FROM dependencies ORDER BY task_id, pos")
+            note_rows = db.execute("SELECT task_id, at, author, text FROM notes ORDER BY id")
+        for task_id, depends_on in dep_rows:
+            deps.setdefault(task_id, []).append(depends_on)
+        for task_id, at, author, text in note_rows:
+            notes.setdefault(task_id, []).append(Note(text=text, author=author, at=_dt(at)))
+        return [self._task(row, deps.get(row[0], []), notes.get(row[0], [])) for row in rows]
+
+    @staticmethod
+    def _task(row: Sequence[Any], deps: list[str], notes: list[Note]) -> Task:
+        (tid, key, title, description, criteria, steps, status, priority, labels, worker, expires, fence,
+         created, updated, cost, turns) = row  # fmt: skip
+        return Task(
+            id=tid,
+            key=key,
+            title=title,
+            description=description,
+            acceptance_criteria=json.loads(criteria),
+            test_steps=json.loads(steps),
+            status=TaskStatus(status),
+            priority=Priority(priority),
+            labels=json.loads(labels),
+            dependencies=deps,
+            notes=notes,
+            claim=Claim(worker, _dt(expires), fence) if worker is not None else None,
+            created_at=_dt(created),
+            updated_at=_dt(updated),
+            cost_usd=cost,
+            turns=turns,
+        )
+
+    def _one(self, db: sqlite3.Connection, task_id: str) -> Task:
+        tasks = self._tasks(db, "WHERE t.id = ?", (task_id,))
+        if not tasks:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return tasks[0]
+
+    @staticmethod
+    def _row(db: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+        """The columns the write paths check, by name."""
+        cursor = db.execute(
+            "SELECT id, key, title, status, priority, labels, worker_id, expires_at, fence FROM tasks WHERE id = ?",
+            (task_id,),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return dict(zip((d[0] for d in cursor.description), row, strict=True))
+
+    @staticmethod
+    def _bump_graph(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'graph_rev'")
+
+    # -- reading -------------------------------------------------------------------------
+    def list_tasks(self, statuses: Iterable[TaskStatus] | None = None) -> list[Task]:
+        with self._read() as db:
+            if statuses is None:
+                return self._tasks(db)
+            wanted = [TaskStatus(s).value for s in statuses]
+            return self._tasks(db, "WHERE t.status IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
+
+    def get_task(self, task_id: str) -> Task:
+        with self._read() as db:
+            return self._one(db, task_id)
+
+    def find_task(self, ref: str) -> Task:
+        with self._read() as db:
+            for where in ("WHERE t.id = ?", "WHERE t.key = ?", "WHERE t.key = ? COLLATE NOCASE"):
+                found = self._tasks(db, where, (ref,), limit=1)
+                if found:
+                    return found[0]
+        raise TaskNotFound(f"no task with id or key {ref!r}")
+
+    def meta_task(self) -> Task | None:
+        with self._read() as db:
+            row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind = 0 {_ORDER} LIMIT 1").fetchone()
+            return self._one(db, row[0]) if row else None
+
+    # -- writing -------------------------------------------------------------------------
+    def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:
+        result = CreateResult()
+        if not new_tasks:
+            return result
+        with self._write() as db:
+            now = self._now()
+            keys = {nt.key for nt in new_tasks} | {k for nt in new_tasks for k in nt.dependencies}
+            known: dict[str, str] = dict(
+                db.execute(
+                    "SELECT key, id FROM tasks WHERE key IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted(keys)),),
+                )
+            )
+            number = db.execute("SELECT value FROM meta WHERE key = 'next_task_number'").fetchone()[0]
+            batch: dict[str, Task] = {}
+            existing_ids: list[str] = []
+            for nt in new_tasks:
+                if nt.key in known:
+                    existing_ids.append(known[nt.key])
+                    continue
+                if nt.key in batch:
+                    existing_ids.append(batch[nt.key].id)
+                    continue
+                created = now + timedelta(microseconds=len(batch))
+                task = Task(
+                    id=f"{ID_PREFIX}{number}",
+                    key=nt.key,
+                    title=nt.title,
+                    description=nt.description,
+                    acceptance_criteria=list(nt.acceptance_criteria),
+                    test_steps=list(nt.test_steps),
+                    priority=Priority(nt.priority),
+                    labels=list(nt.labels),
+                    dependencies=list(dict.fromkeys(nt.dependencies)),  # keys for now
+                    created_at=created,
+                    updated_at=created,
+                )
+                number += 1
+                batch[nt.key] = task
+            ids = {**known, **{k: t.id for k, t in batch.items()}}
+            for task in batch.values():
+                unknown = [k for k in task.dependencies if k not in ids]
+                if unknown:
+                    raise TaskNotFound(f"task {task.key!r} depends on unknown task key(s): {', '.join(unknown)}")
+                task.dependencies = [ids[k] for k in task.dependencies]
+            if batch:
+                db.executemany(
+                    "INSERT INTO tasks (id, key, title, description, acceptance_criteria, test_steps, status, "
+                    "priority, labels, kind, phase, number, letter, prio, is_meta, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (
+                            t.id, t.key, t.title, t.description, _json(t.acceptance_criteria),
+                            _json(t.test_steps), t.status.value, t.priority.value, _json(t.labels),
+                            *_schedule_columns(t), _ts(t.created_at), _ts(t.updated_at),
+                        )
+                        for t in batch.values()
+                    ),
+                )  # fmt: skip
+                db.executemany(
+                    "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, ?, ?)",
+                    ((t.id, dep, pos) for t in batch.values() for pos, dep in enumerate(t.dependencies)),
+                )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'next_task_number'", (number,))
+                self._bump_graph(db)
+            result.created = list(batch.values())
+            by_id = {t.id: t for t in result.created}
+            for tid in existing_ids:
+                result.existing.append(by_id[tid].copy() if tid in by_id else self._one(db, tid))
+        return result
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        token: int | None = None,
+        force: bool = False,
+        title: str = _UNSET,
+        description: str = _UNSET,
+        acceptance_criteria: list[str] = _UNSET,
+        test_steps: list[str] = _UNSET,
+        status: TaskStatus = _UNSET,
+        priority: Priority = _UNSET,
+        labels: list[str] = _UNSET,
+        dependencies: list[str] = _UNSET,
+    ) -> Task:
+        """Change the given fields. With a token: StaleClaim unless it is the current claim's.
+        Without: ClaimConflict on a live claim unless ``force``, which ends the claim
+        (bumping the fence so the holder's token is stale) and, unless a status is given,
+        returns an ``in_progress`` task to ``todo``. A status change without a token on a
+        task whose claim has expired also ends that claim, so its absent holder cannot
+        later overwrite the change."""
+        with self._write() as db:
+            now = self._now()
+            row = self._row(db, task_id)
+            self._check_token(row, token)
+            has_claim = row["worker_id"] is not None
+            live = has_claim and row["expires_at"] > _ts(now)
+            end_claim = False
+            if token is None and live:
+                if not force:
+                    raise ClaimConflict(
+                        f"{row['key']} ({task_id}) is claimed by {row['worker_id']} until {row['expires_at']}; "
+                        "use force to take it over"
+                    )
+                end_claim = True
+            elif token is None and has_claim and status is not _UNSET:
+                end_claim = True
+
+            sets: dict[str, Any] = {"updated_at": _ts(now)}
+            old_status = TaskStatus(row["status"])
+            new_status = TaskStatus(status) if status is not _UNSET else old_status
+            if end_claim:
+                sets.update(worker_id=None, expires_at=None, fence=row["fence"] + 1)
+                if status is _UNSET and old_status is TaskStatus.IN_PROGRESS:
+                    new_status = TaskStatus.TODO
+            if new_status is not old_status:
+                sets["status"] = new_status.value
+            graph_changed = old_status.satisfied and not new_status.satisfied
+            if description is not _UNSET:
+                sets["description"] = description
+            if acceptance_criteria is not _UNSET:
+                sets["acceptance_criteria"] = json.dumps(list(acceptance_criteria))
+            if test_steps is not _UNSET:
+                sets["test_steps"] = json.dumps(list(test_steps))
+            if title is not _UNSET or labels is not _UNSET or priority is not _UNSET:
+                probe = Task(
+                    id=task_id,
+                    key=row["key"],
+                    title=row["title"] if title is _UNSET else title,
+                    priority=Priority(row["priority"] if priority is _UNSET else priority),
+                    labels=json.loads(row["labels"]) if labels is _UNSET else list(labels),
+                )
+                kind, phase, number, letter, prio, meta = _schedule_columns(probe)
+                sets.update(
+                    title=probe.title, priority=probe.priority.value, labels=json.dumps(probe.labels),
+                    kind=kind, phase=phase, number=number, letter=letter, prio=prio, is_meta=meta,
+                )  # fmt: skip
+                graph_changed = graph_changed or title is not _UNSET or labels is not _UNSET
+            if dependencies is not _UNSET:
+                deps = list(dict.fromkeys(dependencies))
+                found = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(deps),)
+                    )
+                }
+                unknown = [d for d in deps if d not in found]
+                if unknown:
+                    raise TaskNotFound(f"dependencies of {task_id!r} name unknown task id(s): {', '.join(unknown)}")
+                db.execute("DELETE FROM dependencies WHERE task_id = ?", (task_id,))
+                db.executemany(
+                    "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, ?, ?)",
+                    ((task_id, dep, pos) for pos, dep in enumerate(deps)),
+                )
+                graph_changed = True
+            assignments = ", ".join(f"{column} = ?" for column in sets)
+            db.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*sets.values(), task_id))
+            if graph_changed:
+                self._bump_graph(db)
+            return self._one(db, task_id)
+
+    @staticmethod
+    def _check_token(row: dict[str, Any], token: int | None) -> None:
+        if token is None:
+            return
+        if row["worker_id"] is None or row["fence"] != token:
+            current = f"current token {row['fence']}" if row["worker_id"] is not None else "no claim now"
+            raise StaleClaim(f"{row['key']} ({row['id']}): token {token} is stale ({current})")
+
+    def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
+        """Append a note. Without a token a note is always accepted, even on a claimed task:
+        it adds to the record and overwrites nothing the holder wrote."""
+        with self._write() as db:
+            now = self._now()
+            self._check_token(self._row(db, task_id), token)
+            note = Note(text=text, author=author, at=now)
+            db.execute(
+                "INSERT INTO notes (task_id, at, author, text) VALUES (?, ?, ?, ?)", (task_id, _ts(now), author, text)
+            )
+            db.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (_ts(now), task_id))
+            return note
+
+    # -- claims --------------------------------------------------------------------------
+    def claim(self, task_id: str, worker_id: str, lease_seconds: float) -> Task:
+        with self._write() as db:
+            now = self._now()
+            row = self._row(db, task_id)
+            held = row["worker_id"] is not None
+            probe = Task(
+                id=task_id,
+                key=row["key"],
+                title=row["title"],
+                status=TaskStatus(row["status"]),
+                claim=Claim(row["worker_id"], _dt(row["expires_at"]), row["fence"]) if held else None,
+            )
+            ok, reason = scheduler.takeable(probe, now)
+            if not ok:
+                raise ClaimConflict(f"{row['key']} ({task_id}) cannot be claimed: {reason}")
+            self._take(db, task_id, worker_id, lease_seconds, now)
+            return self._one(db, task_id)
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, task_id: str, worker_id: str, lease_seconds: float, now: datetime) -> None:
+        db.execute(
+            "UPDATE tasks SET status = 'in_progress', worker_id = ?, expires_at = ?, fence = fence + 1, "
+            "updated_at = ? WHERE id = ?",
+            (worker_id, _ts(now + timedelta(seconds=lease_seconds)), _ts(now), task_id),
+        )
+
+    def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
+        with self._write() as db:
+            now = self._now()
+            self._check_token(self._row(db, task_id), token)
+            db.execute(
+                "UPDATE tasks SET expires_at = ?, updated_at = ? WHERE id = ?",
+                (_ts(now + timedelta(seconds=lease_seconds)), _ts(now), task_id),
+            )
+            return self._one(db, task_id)
+
+    def release(
+        self,
+        task_id: str,
+        token: int,
+        *,
+        status: TaskStatus = TaskStatus.TODO,
+        note: str | None = None,
+        author: str = "runner",
+        cost_usd: float = 0.0,
+        turns: int = 0,
+    ) -> Task:
+        with self._write() as db:
+            now = self._now()
+            row = self._row(db, task_id)
+            self._check_token(row, token)
+            new_status = TaskStatus(status)
+            db.execute(
+                "UPDATE tasks SET status = ?, worker_id = NULL, expires_at = NULL, cost_usd = cost_usd + ?, "
+                "turns = turns + ?, updated_at = ? WHERE id = ?",
+                (new_status.value, cost_usd, turns, _ts(now), task_id),
+            )
+            if note is not None:
+                db.execute(
+                    "INSERT INTO notes (task_id, at, author, text) VALUES (?, ?, ?, ?)",
+                    (task_id, _ts(now), author, note),
+                )
+            if TaskStatus(row["status"]).satisfied and not new_status.satisfied:
+                self._bump_graph(db)
+            return self._one(db, task_id)
+
+    def claim_next(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        ordering: scheduler.Ordering = "strict",
+        exclude: Iterable[str] = (),
+    ) -> Task | None:
+        """Find the scheduler's next ready task in SQL and claim it in the same transaction."""
+        if ordering not in scheduler.ORDERINGS:
+            raise ValueError(f"unknown ordering {ordering!r}; expected one of {', '.join(scheduler.ORDERINGS)}")
+        skip = json.dumps(sorted(set(exclude)))
+        while True:
+            with self._write() as db:
+                rev, verified = db.execute(
+                    "SELECT (SELECT value FROM meta WHERE key = 'graph_rev'), (SELECT value FROM meta WHERE key = ?)",
+                    (f"acyclic_{ordering}",),
+                ).fetchone()
+                if rev == verified:
+                    now = self._now()
+                    task_id = self._candidate(db, ordering, _ts(now), skip)
+                    if task_id is None:
+                        return None
+                    self._take(db, task_id, worker_id, lease_seconds, now)
+                    return self._one(db, task_id)
+            self._check_cycles(ordering)  # outside the write lock; then look again
+
+    def _check_cycles(self, ordering: scheduler.Ordering) -> None:
+        """Raise DependencyCycle exactly when the scheduler would; otherwise record in
+        ``meta`` that this graph revision is free of cycles, so that no process checks
+        it again (only writes that can close a cycle bump ``graph_rev``)."""
+        with self._read() as db:
+            rev = db.execute("SELECT value FROM meta WHERE key = 'graph_rev'").fetchone()[0]
+            # The policies' implicit edges all point to tasks earlier in scheduling order;
+            # when every explicit dependency among open tasks does too, that order is a
+            # topological order and there is no cycle. Otherwise the scheduler decides.
+            forward = db.execute(
+                f"SELECT 1 FROM dependencies d JOIN tasks t ON t.id = d.task_id JOIN tasks x ON x.id = d.depends_on "
+                f"WHERE t.status IN {_OPEN} AND t.kind >= 1 AND x.status IN {_OPEN} AND x.kind >= 1 "
+                f"AND (x.kind, x.phase, x.number, x.letter, x.prio, x.created_at, x.id) "
+                f">= (t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id) LIMIT 1"
+            ).fetchone()
+            if forward is not None:
+                scheduler.check_cycles(self._open_graph(db), ordering)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (f"acyclic_{ordering}", rev),
+            )
+
+    @staticmethod
+    def _open_graph(db: sqlite3.Connection) -> list[Task]:
+        """The open, non-META tasks (the only ones in the scheduler's cycle check), with
+        just what the check reads."""
+        deps: dict[str, list[str]] = {}
+        for task_id, depends_on in db.execute(
+            f"SELECT d.task_id, d.depends_on FROM dependencies d JOIN tasks t ON t.id = d.task_id "
+            f"WHERE t.status IN {_OPEN} AND t.kind >= 1 ORDER BY d.task_id, d.pos"
+        ):
+            deps.setdefault(task_id, []).append(depends_on)
+        rows = db.execute(
+            f"SELECT t.id, t.key, t.title, t.status, t.priority, t.labels, t.created_at FROM tasks t "
+            f"WHERE t.status IN {_OPEN} AND t.kind >= 1"
+        )
+        statuses, priorities = {s.value: s for s in TaskStatus}, {p.value: p for p in Priority}
+        return [
+            Task(
+                id=tid, key=key, title=title, status=statuses[status], priority=priorities[priority],
+                labels=json.loads(labels) if labels != "[]" else [], dependencies=deps.get(tid, []),
+                created_at=_dt(created),
+            )
+            for tid, key, title, status, priority, labels, created in rows
+        ]  # fmt: skip
+
+    @staticmethod
+    def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str) -> str | None:
+        """The id of the first ready task in scheduling order, as ``scheduler.next_ready``
+        decides it. Phased tasks (kind 1) come before tracker ids and the rest (2, 3);
+        META (0) is never handed out."""
+        params = {"now": now, "exclude": exclude}
+        if ordering == "dependencies":
+            row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
+            found = row.fetchone()
+            return found[0] if found else None
+        head = db.execute(
+            f"SELECT t.id, t.phase FROM tasks t WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+        ).fetchone()
+        if head is not None:
+            if ordering == "strict":  # only the first open phased task may run
+                gate, extra = "t.id = :head", {"head": head[0]}
+            else:  # phases: only tasks of the first phase with open tasks
+                gate, extra = "t.kind = 1 AND t.phase = :phase", {"phase": head[1]}
+            found = db.execute(f"SELECT t.id FROM tasks t WHERE {gate} AND {_READY} {_ORDER} LIMIT 1", params | extra)
+            row = found.fetchone()
+            if row:
+                return row[0]
+        found = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
+        row = found.fetchone()
+        return row[0] if row else None
+
+    # -- sessions ------------------------------------------------------------------------
+    def record_session(self, session: SessionRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO sessions (id, worker_id, started_at, ended_at, state, summary) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET worker_id = excluded.worker_id, started_at = excluded.started_at, "
+                "ended_at = excluded.ended_at, state = excluded.state, summary = excluded.summary",
+                (
+                    session.id,
+                    session.worker_id,
+                    _ts(session.started_at),
+                    _ts(session.ended_at) if session.ended_at else None,
+                    session.state,
+                    json.dumps(session.summary),
+                ),
+            )
+
+    def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, worker_id, started_at, ended_at, state, summary FROM sessions "
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            SessionRecord(
+                id=sid,
+                worker_id=worker,
+                started_at=_dt(started),
+                ended_at=_dt(ended) if ended else None,
+                state=state,
+                summary=json.loads(summary),
+            )
+            for sid, worker, started, ended, state, summary in rows
+        ]
