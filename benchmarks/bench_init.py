@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from autonomous.config import InitializerConfig
 from autonomous.initializer import ProjectInitializer
 from autonomous.spec import parse_structured, read_spec, resolve_dependencies
 
@@ -72,13 +73,13 @@ def main() -> None:
         parse_s = time.perf_counter() - started
         assert not warnings, warnings[:3]
 
-        config = {"backend": "claude-code"}
+        config = InitializerConfig(backend="claude-code", project_dir=project)
         started = time.perf_counter()
-        result = ProjectInitializer(config, project_dir=project).initialize(spec_path)
+        result = ProjectInitializer(config).initialize(spec_path)
         init_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        again = ProjectInitializer(config, project_dir=project).initialize(spec_path, force=True)
+        again = ProjectInitializer(config).initialize(spec_path, force=True)
         reinit_s = time.perf_counter() - started
 
     n = len(parsed.tasks)

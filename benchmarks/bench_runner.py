@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from autonomous.backends.base import Backend, RunOptions
+from autonomous.config import RunnerConfig
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.runner import AutonomousRunner, Settings
+from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
 
 
@@ -55,15 +56,15 @@ def bench(n: int, use_git: bool, verify_commands: list[str]) -> tuple[float, int
                 for i in range(n)
             ]
         )
-        settings = Settings(
+        config = RunnerConfig(
             project_dir=project,
-            state_dir=state_dir,
             max_tasks_per_session=None,
-            git_commit=use_git,
-            verify_commands=verify_commands,
+            cost_limit_per_session=None,
             lease_seconds=600,
+            execution={"git": {"commit": use_git}},
+            verification={"commands": verify_commands},
         )
-        runner = AutonomousRunner(settings=settings, provider=provider, backend=InstantBackend(), out=lambda s: None)
+        runner = AutonomousRunner(config, provider=provider, backend=InstantBackend(), out=lambda s: None)
         start = time.perf_counter()
         result = runner.start()
         elapsed = time.perf_counter() - start

@@ -108,6 +108,7 @@ EVERY_KEY: dict[str, Any] = {
         "timeout": 30.0,
     },
     "logging": {"level": "debug", "dir": "var/logs"},
+    "initializer": {"max_turns": 5, "max_attempts": 4, "section_chars": 20000},
 }
 
 
@@ -129,6 +130,8 @@ def test_missing_file_means_all_defaults(tmp_path: Path) -> None:
     assert config.execution.checkpoints.context_threshold == 0.8 and config.execution.git.merge_strategy == "merge"
     assert config.progress.notification_interval == 300 and config.verification.max_attempts == 2
     assert config.logging.level == "info" and config.logging.dir == ".ai-agents/logs"
+    init = config.initializer
+    assert (init.max_turns, init.max_attempts, init.section_chars) == (3, 3, 12_000)
     assert config.project_dir == tmp_path.resolve()
 
 
@@ -299,7 +302,11 @@ def at(key: str, value: Any) -> str:
         # the right key in the wrong place
         ("model", "unknown key here (did you mean 'autonomous.model'?)"),
         ("autonomous.mode", "unknown key here (did you mean 'execution.mode'?)"),
-        ("zzz", "unknown key (valid keys: state_provider, autonomous, execution, progress, verification, logging)"),
+        (
+            "zzz",
+            "unknown key (valid keys: state_provider, autonomous, execution, progress, verification, logging, "
+            "initializer)",
+        ),
     ],
 )
 def test_unknown_keys_suggest_the_nearest_valid_one(tmp_path: Path, key: str, expected: str) -> None:

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from autonomous.config import parse_config
 from autonomous.display import TerminalSink
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
-from autonomous.sinks import EVENTS_FILENAME, LOG_FILENAME, EventBus, JsonlSink, LogFileSink, format_event
+from autonomous.sinks import EVENTS_FILENAME, LOG_FILENAME, EventBus, JsonlSink, LogFileSink, build_bus, format_event
 
 SECRET = "s3cr3t-value-planted-42"
 ANTHROPIC = "sk-ant-api03-abcdefghijklmnop"
@@ -226,3 +227,19 @@ def test_terminal_live_panel_shows_task_tool_turns_cost():
     sink.close()
     assert "✓ [AUTH-1.2] Login form: done (7 turns, $0.5000" in buffer.getvalue()
     assert sink._live is None  # the refresh thread is stopped
+
+
+def test_build_bus_writes_where_the_config_says_and_scrubs_its_secrets(tmp_path):
+    config = parse_config(
+        {"logging": {"dir": "var/logs"}, "progress": {"slack_webhook": "${HOOK}"}},
+        root=tmp_path,
+        environ={"HOOK": "http://127.0.0.1:9/hook-secret-123"},
+    )
+    bus = build_bus(config, terminal=False)
+    assert [type(s).__name__ for s in bus.sinks] == ["LogFileSink", "JsonlSink", "SlackSink"]
+    bus.sinks.pop().close()  # nothing listens on port 9: only the files are checked here
+    bus.emit(Event(EventKind.TEXT, {"text": "posting to http://127.0.0.1:9/hook-secret-123"}))
+    bus.close()
+    assert config.log_dir == tmp_path / "var" / "logs"
+    written = (config.log_dir / EVENTS_FILENAME).read_text() + (config.log_dir / LOG_FILENAME).read_text()
+    assert "posting to" in written and "hook-secret-123" not in written

@@ -16,12 +16,11 @@ import pytest
 
 from autonomous import initializer as init_mod
 from autonomous.backends.base import Backend, RunOptions
-from autonomous.errors import SpecError
+from autonomous.config import Config, parse_config
+from autonomous.errors import AlreadyInitialized, DecompositionError, SpecError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.initializer import (
     MARKER_NAME,
-    AlreadyInitialized,
-    DecompositionError,
     ProjectInitializer,
     extract_decomposition,
     run_init,
@@ -51,7 +50,10 @@ SPEC = """\
 - [SHOP-2.2] Pay with a card
 """
 
-CONFIG = {"backend": "claude-code", "model": "opus"}
+
+def make_config(project: Path, **sections: dict) -> Config:
+    """A real configuration rooted in ``project`` (no file), with these sections."""
+    return parse_config({"autonomous": {"backend": "claude-code", "model": "opus"}, **sections}, root=project)
 
 
 def state_dir(project: Path) -> Path:
@@ -69,7 +71,7 @@ def keys_in_store(project: Path) -> list[str]:
 
 def initialize(project: Path, spec: Path, **kw):
     name = kw.pop("project_name", None)
-    return ProjectInitializer(CONFIG, project_dir=project, backend=kw.pop("backend", None)).initialize(spec, name, **kw)
+    return ProjectInitializer(make_config(project), backend=kw.pop("backend", None)).initialize(spec, name, **kw)
 
 
 @pytest.fixture
@@ -139,7 +141,7 @@ def test_second_init_without_force_refuses_and_changes_nothing(project: Path, sp
     with pytest.raises(AlreadyInitialized, match=MARKER_NAME):
         initialize(project, spec)
     err = io.StringIO()
-    code = run_init(spec, config=CONFIG, project_dir=project, out=io.StringIO(), err=err)
+    code = run_init(spec, config=make_config(project), out=io.StringIO(), err=err)
     assert code == 2
     assert err.getvalue().startswith("error: project already initialized") and MARKER_NAME in err.getvalue()
     assert err.getvalue().count("\n") == 1
@@ -219,13 +221,13 @@ def test_force_does_not_take_a_claimed_task_from_its_worker(project: Path, spec:
 
 def test_dry_run_touches_nothing(project: Path, spec: Path):
     out = io.StringIO()
-    assert run_init(spec, dry_run=True, config=CONFIG, project_dir=project, out=out, err=io.StringIO()) == 0
+    assert run_init(spec, dry_run=True, config=make_config(project), out=out, err=io.StringIO()) == 0
     text = out.getvalue()
     assert "create  SHOP-1.2a" in text and "Would create 5 task(s)" in text and "nothing was written" in text
     assert sorted(p.name for p in project.iterdir()) == ["spec.md"]
 
     out = io.StringIO()
-    assert run_init(spec, dry_run=True, as_json=True, config=CONFIG, project_dir=project, out=out) == 0
+    assert run_init(spec, dry_run=True, as_json=True, config=make_config(project), out=out) == 0
     data = json.loads(out.getvalue())
     assert data["schema_version"] == 1 and data["dry_run"] is True and data["tasks_created"] == 5
     assert [t["key"] for t in data["created"]] == ["SHOP-1.1", "SHOP-1.2", "SHOP-1.2a", "SHOP-2.1", "SHOP-2.2"]
@@ -248,7 +250,7 @@ def test_dry_run_with_force_shows_the_changes_and_writes_nothing(project: Path, 
 
 def test_json_output_of_a_real_run(project: Path, spec: Path):
     out = io.StringIO()
-    assert run_init(spec, as_json=True, config=CONFIG, project_dir=project, out=out) == 0
+    assert run_init(spec, as_json=True, config=make_config(project), out=out) == 0
     data = json.loads(out.getvalue())
     assert data["tasks_created"] == 5 and data["method"] == "structured"
     assert data["created"][0]["status"] == "todo" and data["created"][0]["id"]
@@ -273,7 +275,7 @@ CRASH_CHILD = textwrap.dedent(
         initializer.write_marker = die  # tasks are committed; the marker is never written
     else:  # inside the batch's transaction, after the INSERTs, before COMMIT
         file_provider.FileProvider._bump_graph = staticmethod(die)
-    initializer.ProjectInitializer({"backend": "claude-code"}, project_dir=sys.argv[1]).initialize(sys.argv[2])
+    initializer.ProjectInitializer(project_dir=sys.argv[1]).initialize(sys.argv[2])
     """
 )
 
@@ -338,7 +340,7 @@ def test_injected_failure_before_marker_then_rerun(project: Path, spec: Path, mo
 def test_bad_specs_exit_2_with_one_line(project: Path, make, message: str):
     path = make(project)
     err = io.StringIO()
-    assert run_init(path, config=CONFIG, project_dir=project, out=io.StringIO(), err=err) == 2
+    assert run_init(path, config=make_config(project), out=io.StringIO(), err=err) == 2
     assert err.getvalue().startswith("error: ") and message in err.getvalue() and err.getvalue().count("\n") == 1
     assert not (project / MARKER_NAME).exists() and not (project / ".ai-agents").exists()
     with pytest.raises(SpecError):
@@ -352,14 +354,14 @@ def _write(path: Path, data: bytes) -> Path:
 
 def test_no_model_refuses_free_form_specs(project: Path):
     err = io.StringIO()
-    code = run_init(EXAMPLES / "freeform-spec.md", no_model=True, config=CONFIG, project_dir=project, err=err)
+    code = run_init(EXAMPLES / "freeform-spec.md", no_model=True, config=make_config(project), err=err)
     assert code == 2 and "free-form" in err.getvalue() and "--no-model" in err.getvalue()
     assert list(project.iterdir()) == []
 
 
 def test_no_model_and_model_only_exclude_each_other(project: Path, spec: Path):
     err = io.StringIO()
-    assert run_init(spec, no_model=True, model_only=True, config=CONFIG, project_dir=project, err=err) == 2
+    assert run_init(spec, no_model=True, model_only=True, config=make_config(project), err=err) == 2
     assert "exclude each other" in err.getvalue()
 
 
@@ -450,9 +452,7 @@ def test_free_form_spec_is_decomposed_validated_and_keyed(project: Path):
 def test_attempts_are_bounded_and_the_error_is_exit_1(project: Path):
     backend = ScriptedBackend("not json", '{"tasks": []}', '{"tasks": [{"title": ""}]}')
     err = io.StringIO()
-    code = run_init(
-        EXAMPLES / "freeform-spec.md", config=CONFIG, project_dir=project, backend=backend, err=err, as_json=True
-    )
+    code = run_init(EXAMPLES / "freeform-spec.md", config=make_config(project), backend=backend, err=err, as_json=True)
     assert code == 1 and len(backend.prompts) == 3
     assert "no valid task list" in err.getvalue() and "tasks.0.title" in err.getvalue()
     assert not (project / MARKER_NAME).exists()
@@ -478,7 +478,7 @@ def test_long_free_form_spec_is_decomposed_section_by_section(project: Path):
     spec.write_text("# Big\n\nAn overview.\n\n" + sections)
     answers = [answer([{"key": "BIG-1.1", "title": "Do a part"}, {"title": "Do another part"}]) for _ in range(6)]
     backend = ScriptedBackend(*answers)
-    init = ProjectInitializer({**CONFIG, "section_chars": 3000}, project_dir=project, backend=backend)
+    init = ProjectInitializer(make_config(project, initializer={"section_chars": 3000}), backend=backend)
     result = init.initialize(spec)
     assert len(backend.prompts) == len(result.planned) // 2 > 1
     assert all("An overview." in p for p in backend.prompts)
@@ -503,7 +503,7 @@ def test_extract_decomposition_messages():
 # -- model decomposition: the whole path, real CLI against the scripted model server ---------------
 
 
-def test_free_form_spec_through_the_real_claude_cli(project: Path, tmp_path: Path):
+def test_free_form_spec_through_the_real_claude_cli(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("claude_agent_sdk")
     from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
     from autonomous.testing.model_server import Match, Response, Rule, ScriptedModelServer
@@ -525,8 +525,9 @@ def test_free_form_spec_through_the_real_claude_cli(project: Path, tmp_path: Pat
         ),
     ]
     with ScriptedModelServer(rules) as server:
-        config = {**CONFIG, "env": claude_cli_env(server.url, tmp_path / "home")}
-        result = ProjectInitializer(config, project_dir=project).initialize(EXAMPLES / "freeform-spec.md")
+        for name, value in claude_cli_env(server.url, tmp_path / "home").items():
+            monkeypatch.setenv(name, value)  # the CLI inherits the environment
+        result = ProjectInitializer(make_config(project)).initialize(EXAMPLES / "freeform-spec.md")
         used = [r.rule for r in server.message_requests() if r.rule]
 
     assert used == ["truncated", "valid after feedback"]  # no nudges in between

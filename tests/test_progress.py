@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from autonomous import runner_state
+from autonomous.config import parse_config
 from autonomous.events import Event, EventKind, Redactor
 from autonomous.progress import build_status, read_events, render_event, render_status, tail_events, task_refs
 from autonomous.providers.file import FileProvider
@@ -24,12 +25,9 @@ HOST = socket.gethostname()
 @pytest.fixture
 def project(tmp_path):
     """A project with a real task store, runner state dir and log dir."""
-    config = SimpleNamespace(
-        project_dir=tmp_path,
-        state_provider=SimpleNamespace(type="file", state_dir=".ai-agents/state"),
-        logging=SimpleNamespace(dir=".ai-agents/logs"),
-    )
+    config = parse_config({}, root=tmp_path)
     state_dir, log_dir = tmp_path / ".ai-agents/state", tmp_path / ".ai-agents/logs"
+    assert (config.state_dir, config.log_dir) == (state_dir, log_dir)
     provider = FileProvider(state_dir)
     provider.create_tasks(
         [

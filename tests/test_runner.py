@@ -19,6 +19,7 @@ import pytest
 from autonomous import checkpoints as cp
 from autonomous import runner_state
 from autonomous.backends.base import Backend, RunOptions
+from autonomous.config import Config, parse_config
 from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.providers.base import CreateResult, SessionRecord, StateProvider
@@ -35,7 +36,6 @@ from autonomous.runner import (
     build_prompt,
     handoff_notes,
     request_stop,
-    status_dict,
 )
 from autonomous.tasks import Claim, NewTask, Note, Task, TaskStatus, utcnow
 
@@ -233,10 +233,15 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def settings(project: Path, **kw) -> Settings:
-    kw.setdefault("lease_seconds", 60)
-    kw.setdefault("max_tasks_per_session", 50)
-    return Settings(project_dir=project, state_dir=project / ".ai-agents" / "state", **kw)
+def config(project: Path, **sections: dict) -> Config:
+    """A real configuration rooted in ``project``: the given sections over the defaults
+    (config.py's), with a short lease and room for every task of these tests."""
+    auto = {"lease_seconds": 60, "max_tasks_per_session": 50, **sections.pop("autonomous", {})}
+    return parse_config({"autonomous": auto, **sections}, root=project)
+
+
+def settings(project: Path, **sections: dict) -> Settings:
+    return Settings.from_config(config(project, **sections))
 
 
 def two_phase(provider: MemoryProvider) -> None:
@@ -267,7 +272,7 @@ def make_runner(project: Path, provider: MemoryProvider, backend: Backend, **kw)
     backend.provider = provider
     approver = kw.pop("approver", cp.NoTerminal())
     r = AutonomousRunner(
-        settings=settings(project, **kw),
+        config(project, **kw),
         provider=provider,
         backend=backend,
         emit=rec,
@@ -288,7 +293,9 @@ def test_two_phase_run_in_order_with_notes_commits_and_summary(project: Path) ->
             "DEMO-2.1": [complete("c.txt", cost=0.3)],
         }
     )
-    runner, rec = make_runner(project, p, backend, verify_commands=["test -f a.txt"], require_changes=True)
+    runner, rec = make_runner(
+        project, p, backend, verification={"commands": ["test -f a.txt"], "require_changes": True}
+    )
     result = runner.start()
     assert result.exit_code == EXIT_OK, result.reason
     assert "no work left" in result.reason
@@ -329,7 +336,9 @@ def test_claimed_completion_with_failing_verification_goes_back_then_blocks(proj
     p = MemoryProvider()
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete(None), complete(None)]})
-    runner, rec = make_runner(project, p, backend, verify_commands=["echo checking; test -f a.txt"], max_attempts=2)
+    runner, rec = make_runner(
+        project, p, backend, verification={"commands": ["echo checking; test -f a.txt"], "max_attempts": 2}
+    )
     result = runner.start()
     assert result.exit_code == EXIT_FAILED and "stop-on-failure" in result.reason
     task = p.by_key("DEMO-1.1")
@@ -350,7 +359,11 @@ def test_verification_failure_fixed_on_follow_up_is_done(project: Path) -> None:
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete("a.txt")]})
     runner, _ = make_runner(
-        project, p, backend, verify_commands=["test -f a.txt"], max_attempts=3, max_tasks_per_session=1
+        project,
+        p,
+        backend,
+        verification={"commands": ["test -f a.txt"], "max_attempts": 3},
+        autonomous={"max_tasks_per_session": 1},
     )
     result = runner.start()
     assert result.exit_code == EXIT_OK and "max_tasks_per_session" in result.reason
@@ -361,7 +374,7 @@ def test_require_changes_refuses_a_task_that_changed_nothing(project: Path) -> N
     p = MemoryProvider()
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None)]})
-    runner, _ = make_runner(project, p, backend, require_changes=True, max_attempts=1)
+    runner, _ = make_runner(project, p, backend, verification={"require_changes": True, "max_attempts": 1})
     assert runner.start().exit_code == EXIT_FAILED
     task = p.by_key("DEMO-1.1")
     assert task.status is TaskStatus.BLOCKED and "changed nothing" in task.notes[-1].text
@@ -393,7 +406,7 @@ def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
     backend = ScriptedBackend(
         {"Build the parser": [outcome(OutcomeStatus.FAILED, error="crashed")]}, default=complete()
     )
-    runner, _ = make_runner(project, p, backend, on_failure="continue", ordering="dependencies")
+    runner, _ = make_runner(project, p, backend, execution={"on_failure": "continue", "ordering": "dependencies"})
     result = runner.start()
     assert p.claims == ["parser", "docs"]
     assert p.by_key("parser").status is TaskStatus.TODO  # left for a retry
@@ -405,7 +418,7 @@ def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
     p = MemoryProvider()
     two_phase(p)
     backend = ScriptedBackend(default=complete(cost=0.4))
-    runner, _ = make_runner(project, p, backend, cost_limit_per_session=1.0)
+    runner, _ = make_runner(project, p, backend, autonomous={"cost_limit_per_session": 1.0})
     result = runner.start()
     # 0.4 + 0.4 spent; 0.2 left < 0.4 expected: the third task is never claimed
     assert result.exit_code == EXIT_BUDGET and "cost limit" in result.reason
@@ -417,7 +430,9 @@ def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
 def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> None:
     p = MemoryProvider()
     two_phase(p)
-    runner, _ = make_runner(project, p, ScriptedBackend(), cost_limit_per_session=0.5, first_task_cost=1.0)
+    runner, _ = make_runner(
+        project, p, ScriptedBackend(), autonomous={"cost_limit_per_session": 0.5, "first_task_cost": 1.0}
+    )
     result = runner.start()
     assert result.exit_code == EXIT_BUDGET and p.claims == []
 
@@ -454,7 +469,11 @@ def test_context_high_requeues_into_a_fresh_context(project: Path) -> None:
     full = outcome(OutcomeStatus.MAX_TURNS, context_tokens=190_000, turns=30)
     backend = ScriptedBackend({"DEMO-1.1": [full, complete("a.txt")]}, default=complete())
     runner, rec = make_runner(
-        project, p, backend, context_window=200_000, context_threshold=0.8, max_tasks_per_session=2
+        project,
+        p,
+        backend,
+        autonomous={"context_window": 200_000, "max_tasks_per_session": 2},
+        execution={"checkpoints": {"context_threshold": 0.8}},
     )
     result = runner.start()
     assert p.claims[:2] == ["DEMO-1.1", "DEMO-1.1"]
@@ -470,7 +489,7 @@ def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete("a.txt")]})
     backend.hold["DEMO-1.1"] = asyncio.Event()  # never released: only losing the lease ends it
-    runner, rec = make_runner(project, p, backend, lease_seconds=0.3, max_tasks_per_session=1)
+    runner, rec = make_runner(project, p, backend, autonomous={"lease_seconds": 0.3, "max_tasks_per_session": 1})
     original_renew = p.renew
 
     def renew(task_id, token, lease_seconds):
@@ -514,7 +533,9 @@ def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(proje
     state = runner_state.load(project / ".ai-agents" / "state")
     assert state.state == "stopped" and state.current[0].key == "DEMO-1.1"
     assert state.current[0].backend_session_id == "sess-1"
-    assert status_dict(state)["current_task"]["key"] == "DEMO-1.1"
+    status = runner.get_status()
+    assert status["state"] == "stopped" and status["tasks_completed"] == 0
+    assert [c["key"] for c in status["current"]] == ["DEMO-1.1"]
 
     gate.set()
     backend2 = ScriptedBackend(default=complete())
@@ -531,7 +552,9 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
     p = MemoryProvider()
     two_phase(p)
     backend = ScriptedBackend(default=complete(turns=5))
-    runner, rec = make_runner(project, p, backend, mode=cp.ExecutionMode.SUPERVISED, turn_interval=3)
+    runner, rec = make_runner(
+        project, p, backend, execution={"mode": "supervised", "checkpoints": {"turn_interval": 3}}
+    )
     result = runner.start()
     assert result.exit_code == EXIT_PAUSED and "turn_interval" in result.reason
     state = runner_state.load(project / ".ai-agents" / "state")
@@ -541,7 +564,13 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
 
     answers = iter(["d", "c", "c", "c"])
     approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
-    runner2, _ = make_runner(project, p, backend, mode=cp.ExecutionMode.SUPERVISED, turn_interval=3, approver=approver)
+    runner2, _ = make_runner(
+        project,
+        p,
+        backend,
+        execution={"mode": "supervised", "checkpoints": {"turn_interval": 3}},
+        approver=approver,
+    )
     result2 = runner2.start(resume=True)
     assert result2.exit_code == EXIT_OK
     assert p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
@@ -551,7 +580,9 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
 def test_autonomous_mode_never_pauses_on_turn_interval(project: Path) -> None:
     p = MemoryProvider()
     two_phase(p)
-    runner, rec = make_runner(project, p, ScriptedBackend(default=complete(turns=5)), turn_interval=3)
+    runner, rec = make_runner(
+        project, p, ScriptedBackend(default=complete(turns=5)), execution={"checkpoints": {"turn_interval": 3}}
+    )
     assert runner.start().exit_code == EXIT_OK
     assert [e.data["checkpoint"] for e in rec.kinds(EventKind.CHECKPOINT)] == ["turn_interval"] * 3
 
@@ -562,7 +593,7 @@ def test_interactive_mode_asks_before_each_task(project: Path) -> None:
     answers = iter(["c", "a"])
     approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
     runner, _ = make_runner(
-        project, p, ScriptedBackend(default=complete()), mode=cp.ExecutionMode.INTERACTIVE, approver=approver
+        project, p, ScriptedBackend(default=complete()), execution={"mode": "interactive"}, approver=approver
     )
     result = runner.start()
     approver.stdout.close()
@@ -581,7 +612,9 @@ def test_rate_limit_waits_then_continues_or_stops(project: Path) -> None:
     p2 = MemoryProvider()
     two_phase(p2)
     later = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow() + timedelta(hours=5))
-    runner2, _ = make_runner(project, p2, ScriptedBackend({"DEMO-1.1": [later]}), max_rate_limit_wait=60)
+    runner2, _ = make_runner(
+        project, p2, ScriptedBackend({"DEMO-1.1": [later]}), autonomous={"max_rate_limit_wait": 60}
+    )
     result = runner2.start()
     assert result.exit_code == EXIT_BUDGET and "rate limited" in result.reason
     assert p2.by_key("DEMO-1.1").status is TaskStatus.TODO
@@ -647,7 +680,7 @@ def test_dry_run_plans_and_spends_nothing(project: Path) -> None:
     backend = ScriptedBackend()
     out: list[str] = []
     backend.provider = p
-    runner = AutonomousRunner(settings=settings(project), provider=p, backend=backend, out=out.append)
+    runner = AutonomousRunner(config(project), provider=p, backend=backend, out=out.append)
     result = runner.start(dry_run=True)
     assert result.exit_code == EXIT_OK and backend.runs == [] and p.claims == []
     text = out[0]
@@ -666,7 +699,7 @@ def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
     p.tasks["t2"].status = TaskStatus.DONE
     tasks = p.list_tasks()
     task = p.by_key("DEMO-1.2")
-    prompt = build_prompt(task, tasks, settings(project, verify_commands=["pytest -q"]))
+    prompt = build_prompt(task, tasks, settings(project, verification={"commands": ["pytest -q"]}))
     assert "# Task DEMO-1.2: [DEMO-1.2] Create b" in prompt
     assert "Use tabs." in prompt and "(truncated)" in prompt
     assert "`pytest -q` must exit 0" in prompt
@@ -676,15 +709,19 @@ def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
     assert "$" not in prompt.split("## When you finish")[0]  # every placeholder filled
 
 
-def test_status_dict_for_a_project_that_never_ran() -> None:
-    assert status_dict(None)["state"] == "never_run"
+def test_status_of_a_project_that_never_ran(project: Path) -> None:
+    status = AutonomousRunner(config(project), provider=MemoryProvider()).get_status()
+    assert status["state"] == "never_run" and status["tasks_completed"] == 0 and status["current"] == []
 
 
 def test_events_are_redacted(project: Path) -> None:
     p = MemoryProvider()
     two_phase(p)
     runner, rec = make_runner(
-        project, p, ScriptedBackend(default=complete(summary="used sk-ant-abcdefghijkl1234")), max_tasks_per_session=1
+        project,
+        p,
+        ScriptedBackend(default=complete(summary="used sk-ant-abcdefghijkl1234")),
+        autonomous={"max_tasks_per_session": 1},
     )
     runner.start()
     dumped = json.dumps([e.to_dict() for e in rec.events], default=str)
@@ -699,7 +736,7 @@ def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
     two_phase(p)
     backend = ScriptedBackend(default=complete())
     backend.provider = p
-    runner = AutonomousRunnerSDK(settings=settings(project), provider=p, backend=backend, out=lambda s: None)
+    runner = AutonomousRunnerSDK(config(project), provider=p, backend=backend, out=lambda s: None)
     result = asyncio.run(runner.start())
     assert result.exit_code == EXIT_OK and p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
-    assert AutonomousRunnerSDK(settings=settings(project), provider=p).settings.backend == "claude-code-sdk"
+    assert AutonomousRunnerSDK(config(project), provider=p).settings.backend == "claude-code-sdk"

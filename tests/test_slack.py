@@ -5,10 +5,10 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import pytest
 
+from autonomous.config import parse_config
 from autonomous.events import Event, EventKind, Redactor
 from autonomous.sinks import EventBus
 from autonomous.slack import SlackNotifier, SlackSink
@@ -237,11 +237,17 @@ def test_close_is_bounded_when_slack_keeps_saying_wait(hook):
     assert len(hook.bodies) == 1
 
 
-def test_switches_respect_config(hook):
-    config = SimpleNamespace(
-        progress=SimpleNamespace(
-            slack_webhook=hook.url, notification_interval=0, notify_on_complete=False, notify_on_blocked=False
-        )
+def test_switches_respect_config(hook, tmp_path):
+    config = parse_config(
+        {
+            "progress": {
+                "slack_webhook": hook.url,
+                "notification_interval": 0,
+                "notify_on_complete": False,
+                "notify_on_blocked": False,
+            }
+        },
+        root=tmp_path,
     )
     sink = SlackSink.from_config(config, redactor=Redactor([SECRET]))
     bus = EventBus([sink], Redactor([SECRET]))

@@ -495,13 +495,12 @@ def resume_cmd(config_path: Path | None, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"State: {info.get('state')}")
-    current = info.get("current_task")
-    if current:
+    for current in info.get("current") or []:
         click.echo(f"Was working on: {current['key']} {current['title']} ({current['turns']} turns)")
     for key, notes in (info.get("task_notes") or {}).items():
         for note in notes:
             click.echo(f"  note on {key}: {note}")
-    events = info.get("last_events") or []
+    events = info.get("recent_events") or []
     if events:
         click.echo("Last events:")
         for event in events:

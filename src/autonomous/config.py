@@ -18,9 +18,9 @@ Loading (:func:`load_config`):
   form is substituted (``$VAR`` is left alone) and ``$${`` is a literal ``${``, so
   shell commands in ``verification.commands`` keep their own variables.
 * Relative paths: ``autonomous.project_dir`` resolves against the project root (never
-  the cwd); ``state_provider.state_dir`` and ``logging.dir`` resolve against the
-  resolved project directory (:meth:`Config.resolve_path`). With the default
-  ``project_dir: "."`` both are the project root.
+  the cwd); so do ``state_provider.state_dir`` and ``logging.dir``
+  (:attr:`Config.state_dir`, :attr:`Config.log_dir`), so the tool's own files stay
+  beside ``.ai-agents/`` even when the agent works in a sub-folder.
 * Every problem is one :class:`~autonomous.errors.ConfigError` line,
   ``<file>: <key.path>: <what was expected>``, never a traceback.
 
@@ -62,6 +62,7 @@ __all__ = [
     "ExecutionSection",
     "GitSection",
     "InitializerConfig",
+    "InitializerSection",
     "LoggingSection",
     "ProgressSection",
     "RunnerConfig",
@@ -287,6 +288,15 @@ class LoggingSection(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class InitializerSection(_Section):
+    """``autonomous init``: how the model decomposes a free-form spec (a structured spec
+    is parsed exactly and uses none of these)."""
+
+    max_turns: int = Field(3, gt=0)  # turns per model answer
+    max_attempts: int = Field(3, ge=1)  # answers per spec section before init gives up
+    section_chars: int = Field(12_000, gt=0)  # a long spec is decomposed in sections of about this size
+
+
 # -- the whole file ------------------------------------------------------------------------------
 
 
@@ -304,6 +314,7 @@ class Config(_Section):
     progress: ProgressSection = ProgressSection()
     verification: VerificationSection = VerificationSection()
     logging: LoggingSection = LoggingSection()
+    initializer: InitializerSection = InitializerSection()
 
     _source: Path | None = PrivateAttr(default=None)
     _root: Path | None = PrivateAttr(default=None)

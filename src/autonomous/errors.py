@@ -3,6 +3,8 @@
     AutonomousError                 base; the CLI prints ``str(exc)`` as one line, never a traceback
     ├── ConfigError                 bad config file, key or value (names the file and key path)
     ├── SpecError                   unreadable, empty or binary spec file
+    ├── AlreadyInitialized          ``init`` of a project that has a marker, without ``--force``
+    ├── DecompositionError          the model gave no valid task list within the allowed attempts, or could not run
     ├── ProviderError               a state store failed or refused
     │   ├── StoreCorrupt            the store's file or schema is not ours or is damaged (left untouched)
     │   ├── TaskNotFound            no task with that id or key
@@ -28,6 +30,14 @@ class ConfigError(AutonomousError):
 
 class SpecError(AutonomousError):
     exit_code = 2
+
+
+class AlreadyInitialized(AutonomousError):
+    exit_code = 2
+
+
+class DecompositionError(AutonomousError):
+    exit_code = 1
 
 
 class ProviderError(AutonomousError):

@@ -24,7 +24,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -35,7 +35,15 @@ from typing import Any, Literal, TextIO
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autonomous import __version__, scheduler
-from autonomous.errors import AutonomousError, ClaimConflict, ConfigError, SpecError
+from autonomous.config import Config, InitializerConfig, load_config
+from autonomous.errors import (
+    AlreadyInitialized,
+    AutonomousError,
+    ClaimConflict,
+    ConfigError,
+    DecompositionError,
+    SpecError,
+)
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.runner_state import write_json_atomic
 from autonomous.spec import (
@@ -62,97 +70,50 @@ ModelUse = Literal["auto", "never", "always"]
 Method = Literal["structured", "model"]
 
 
-class AlreadyInitialized(AutonomousError):
-    """The project has a marker and ``force`` was not given."""
-
-    exit_code = 2
-
-
-class DecompositionError(AutonomousError):
-    """The model did not produce a valid task list within the allowed attempts, or the
-    backend could not run."""
-
-    exit_code = 1
-
-
 # -- settings ------------------------------------------------------------------------------------
-
-
-def _get(obj: Any, path: str, default: Any = None) -> Any:
-    """``a.b.c`` from nested pydantic models, dataclasses or dicts; ``default`` if absent."""
-    for part in path.split("."):
-        if obj is None:
-            return default
-        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
-    return default if obj is None else obj
-
-
-def _first(obj: Any, paths: Sequence[str], default: Any = None) -> Any:
-    for path in paths:
-        value = _get(obj, path)
-        if value is not None:
-            return value
-    return default
 
 
 @dataclass(slots=True)
 class Settings:
-    """What the initializer reads from its configuration, flattened once."""
+    """What the initializer reads from its configuration, flattened once. Built only by
+    :meth:`from_config`: the defaults are the config's (config.py), never repeated here."""
 
-    project_dir: Path
-    backend: str = "claude-code"
-    model: str = "opus"
-    max_tokens: int = 8192
-    max_turns: int = 3
-    max_attempts: int = 3  # model answers per section before giving up
-    section_chars: int = 12_000  # free-form specs are cut into sections of about this size
-    ordering: str = "strict"
-    claude_path: str | None = None
-    inactivity_timeout: float = 600.0
-    env: dict[str, str] = field(default_factory=dict)
-    provider_type: str = "file"
-    provider_ids: dict[str, Any] = field(default_factory=dict)
+    project_dir: Path  # where the agent works (autonomous.project_dir)
+    backend: str
+    model: str
+    max_tokens: int
+    max_turns: int
+    max_attempts: int  # model answers per section before giving up
+    section_chars: int  # free-form specs are cut into sections of about this size
+    ordering: str
+    claude_path: str | None
+    inactivity_timeout: float
+    provider_type: str
+    provider_ids: dict[str, Any]  # what the marker records about the store
 
     @classmethod
-    def from_config(cls, config: Any, project_dir: Path | None = None) -> Settings:
-        if project_dir is None:
-            explicit = _first(config, ("project_dir", "autonomous.project_dir"))
-            project_dir = Path(explicit) if explicit else _project_from_source(config)
-        section_chars = _first(config, ("section_chars", "initializer.section_chars"), 12_000)
+    def from_config(cls, config: Config) -> Settings:
+        auto, init, store = config.autonomous, config.initializer, config.state_provider
         return cls(
-            project_dir=Path(project_dir).resolve(),
-            backend=str(_first(config, ("backend", "autonomous.backend"), "claude-code")),
-            model=str(_first(config, ("model", "autonomous.model"), "opus")),
-            max_tokens=int(_first(config, ("max_tokens", "autonomous.max_tokens"), 8192)),
-            max_turns=int(_first(config, ("max_turns", "initializer.max_turns"), 3)),
-            max_attempts=max(1, int(_first(config, ("max_attempts", "initializer.max_attempts"), 3))),
-            section_chars=int(section_chars),
-            ordering=str(_first(config, ("ordering", "execution.ordering"), "strict")),
-            claude_path=_first(config, ("claude_path", "autonomous.claude_path")),
-            inactivity_timeout=float(_first(config, ("inactivity_timeout", "autonomous.inactivity_timeout"), 600.0)),
-            env=dict(_first(config, ("env", "autonomous.env"), {}) or {}),
-            provider_type=str(_first(config, ("state_provider.type", "provider"), "file")),
+            project_dir=config.project_dir,
+            backend=auto.backend,
+            model=auto.model,
+            max_tokens=auto.max_tokens,
+            max_turns=init.max_turns,
+            max_attempts=init.max_attempts,
+            section_chars=init.section_chars,
+            ordering=config.execution.ordering,
+            claude_path=auto.claude_path,
+            inactivity_timeout=auto.inactivity_timeout,
+            provider_type=store.type,
             provider_ids={
-                "team_id": _get(config, "state_provider.team_id"),
-                "project_id": _get(config, "state_provider.project_id"),
-                "project_name": _get(config, "state_provider.project_name"),
-                "repo": _get(config, "state_provider.repo"),
-                "state_dir": _str_or_none(_get(config, "state_provider.state_dir")),
+                "team_id": store.team_id,
+                "project_id": None,  # the store's own, once it has one (Linear)
+                "project_name": store.project_name,
+                "repo": store.repo,
+                "state_dir": store.state_dir,
             },
         )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _project_from_source(config: Any) -> Path:
-    """``<project>/.ai-agents/config.yml`` -> ``<project>``; no config file: the cwd."""
-    source = _get(config, "source")
-    if source:
-        source = Path(source).resolve()
-        return source.parent.parent if source.parent.name == ".ai-agents" else source.parent
-    return Path.cwd()
 
 
 # -- the model's answer ----------------------------------------------------------------------------
@@ -401,19 +362,19 @@ class ProjectInitializer:
 
     def __init__(
         self,
-        config: Any = None,
+        config: Config | None = None,
         *,
         provider: Any = None,
         backend: Any = None,
         project_dir: str | Path | None = None,
         progress: Progress | None = None,
     ):
-        if config is None:
-            from autonomous.config import InitializerConfig
-
-            config = InitializerConfig()
+        if config is None:  # the defaults; no file is read
+            config = InitializerConfig(project_dir=project_dir)
+        elif project_dir is not None:  # the same configuration, rooted in that project
+            config = InitializerConfig(config=config, project_dir=project_dir)
         self.config = config
-        self.settings = Settings.from_config(config, Path(project_dir) if project_dir else None)
+        self.settings = Settings.from_config(config)
         self._provider = provider
         self._owns_provider = provider is None
         self._backend = backend
@@ -425,14 +386,7 @@ class ProjectInitializer:
         if self._provider is None:
             from autonomous.providers import get_provider
 
-            config = _get(self.config, "config") or self.config  # the full config, when wrapped
-            options: dict[str, Any] = {}
-            if self.settings.provider_type == "file":
-                # resolve the store against *our* project directory, which may have been given
-                # explicitly rather than found from the config file's location
-                state_dir = Path(self.settings.provider_ids.get("state_dir") or ".ai-agents/state")
-                options["state_dir"] = state_dir if state_dir.is_absolute() else self.settings.project_dir / state_dir
-            self._provider = get_provider(config, **options)
+            self._provider = get_provider(self.config)
         return self._provider
 
     @property
@@ -591,7 +545,6 @@ class ProjectInitializer:
             max_tokens=s.max_tokens,
             allowed_tools=list(READ_ONLY_TOOLS),
             inactivity_timeout=s.inactivity_timeout,
-            env=dict(s.env),
             claude_path=s.claude_path,
         )
         texts: list[str] = []
@@ -1004,7 +957,7 @@ def run_init(
     model_only: bool = False,
     config_path: str | Path | None = None,
     project_dir: str | Path | None = None,
-    config: Any = None,
+    config: Config | None = None,
     provider: Any = None,
     backend: Any = None,
     out: TextIO | None = None,
@@ -1022,13 +975,11 @@ def run_init(
         if no_model and model_only:
             raise ConfigError("--no-model and --model-only exclude each other")
         if config is None:
-            from autonomous.config import load_config
-
             config = load_config(Path(config_path) if config_path else None, project_dir=project_dir)
         use_model: ModelUse = "never" if no_model else "always" if model_only else "auto"
         progress = None if as_json else (lambda message: print(message, file=err, flush=True))
         initializer = ProjectInitializer(
-            _initializer_config(config), provider=provider, backend=backend, project_dir=project_dir, progress=progress
+            config, provider=provider, backend=backend, project_dir=project_dir, progress=progress
         )
         result = initializer.initialize(
             spec, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model
@@ -1044,12 +995,3 @@ def run_init(
             print(f"warning: {warning}", file=err)
         render_table(result, out)
     return 0
-
-
-def _initializer_config(config: Any) -> Any:
-    """The initializer's view of a loaded config file (InitializerConfig when available)."""
-    from autonomous.config import Config, InitializerConfig
-
-    if isinstance(config, Config) and not isinstance(config, InitializerConfig):
-        return InitializerConfig.from_config(config)
-    return config  # an InitializerConfig already, or a plain mapping (tests, embedding)

@@ -22,14 +22,16 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autonomous import runner_state
 from autonomous.errors import StoreCorrupt, TaskNotFound
-from autonomous.sinks import EVENTS_FILENAME, config_dir, format_event, log_dir_of
+from autonomous.sinks import EVENTS_FILENAME, format_event
 from autonomous.tasks import TaskStatus, utcnow
 
-DEFAULT_STATE_DIR = Path(".ai-agents/state")
+if TYPE_CHECKING:  # pragma: no cover
+    from autonomous.config import Config
+
 BLOCK = 64 * 1024
 
 # What a task in flight is doing, by the kind of its latest event.
@@ -203,11 +205,6 @@ def task_refs(provider: Any, ref: str) -> set[str]:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def state_dir_of(config: Any) -> Path:
-    """``state_provider.state_dir`` of a config (default ``.ai-agents/state`` in the project)."""
-    return config_dir(config, "state_provider", "state_dir", default=DEFAULT_STATE_DIR)
-
-
 def _seconds_since(iso: str | None, now: datetime) -> float | None:
     if not iso:
         return None
@@ -330,6 +327,7 @@ def collect_status(
 
     return {
         "state": runner["state"],
+        "tasks_completed": metrics.get("tasks_completed", 0),
         "runner": runner,
         "current": current,
         "tasks": tasks,
@@ -339,14 +337,16 @@ def collect_status(
     }
 
 
-def build_status(config: Any, provider: Any | None, *, events: int = 10, now: datetime | None = None) -> dict[str, Any]:
+def build_status(
+    config: Config, provider: Any | None, *, events: int = 10, now: datetime | None = None
+) -> dict[str, Any]:
     """Everything ``autonomous status`` shows, as a JSON-ready dict (see docs/monitoring.md).
 
     ``state`` is the runner's state (``running``, ``paused``, ``stopped``, ``completed``,
     ``error``) except that a runner recorded as running whose process is gone shows as
     ``crashed``; ``never_run`` when there is no state file, ``unreadable`` when it is damaged.
     """
-    return collect_status(state_dir_of(config), log_dir_of(config), provider, events=events, now=now)
+    return collect_status(config.state_dir, config.log_dir, provider, events=events, now=now)
 
 
 def _dur(seconds: float | None) -> str:

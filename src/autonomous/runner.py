@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -54,8 +53,9 @@ from typing import Any
 
 from autonomous import checkpoints as cp
 from autonomous import git, prompts, runner_state, scheduler, verify
-from autonomous.backends.base import DEFAULT_ALLOWED_TOOLS, Backend, RunOptions
-from autonomous.errors import AutonomousError, ClaimConflict, ConfigError, StaleClaim, TaskNotFound
+from autonomous.backends.base import Backend, RunOptions
+from autonomous.config import Config, load_config, secret_values
+from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
@@ -89,112 +89,87 @@ def new_worker_id() -> str:
 # -- settings --------------------------------------------------------------------------------
 
 
-def _get(obj: Any, path: str, default: Any = None) -> Any:
-    for part in path.split("."):
-        if obj is None:
-            return default
-        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
-    return default if obj is None else obj
-
-
 @dataclass(slots=True)
 class Settings:
     """Everything the loop reads from the configuration, flattened, resolved once.
 
-    One place maps config keys to behaviour; tests build it directly.
+    Built only by :meth:`from_config`: the defaults are the config's (config.py), never
+    repeated here, so one place maps config keys to behaviour.
     """
 
-    project_dir: Path
+    project_dir: Path  # where the agent works (autonomous.project_dir)
     state_dir: Path
-    backend: str = "claude-code"
-    model: str = "opus"
-    max_turns_per_task: int = 50
-    max_tasks_per_session: int | None = 10
-    cost_limit_per_session: float | None = None
-    first_task_cost: float = 0.0  # expected cost of a task before any finished this session
-    lease_seconds: float = 600.0
-    inactivity_timeout: float = 600.0
-    max_session_minutes: float | None = None
-    max_rate_limit_wait: float = 3600.0  # seconds the session may spend waiting on rate limits
-    allowed_tools: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_TOOLS))
-    permission_mode: str = "default"
-    command_deny: list[str] = field(default_factory=list)
-    command_allow: list[str] = field(default_factory=list)
-    mcp_servers: dict[str, Any] = field(default_factory=dict)
-    context_window: int = 200_000
-    claude_path: str | None = None
-    max_tokens: int = 8192
-    rate_limit_rpm: int = 50
-    mode: cp.ExecutionMode = cp.ExecutionMode.AUTONOMOUS
-    on_failure: str = "stop"  # stop | continue
-    ordering: scheduler.Ordering = "strict"
-    turn_interval: int = 25
-    context_threshold: float = 0.85
-    git_commit: bool = True
-    verify_commands: list[str] = field(default_factory=list)
-    require_changes: bool = False
-    max_attempts: int = 2
-    verify_timeout: float = 600.0
-    secrets: list[str] = field(default_factory=list)
-    workers: int = 1
+    log_dir: Path
+    backend: str
+    model: str
+    max_turns_per_task: int
+    max_tasks_per_session: int | None
+    cost_limit_per_session: float | None
+    first_task_cost: float  # expected cost of a task before any finished this session
+    lease_seconds: float
+    inactivity_timeout: float
+    max_session_minutes: float | None
+    max_rate_limit_wait: float  # seconds the session may spend waiting on rate limits
+    allowed_tools: list[str]
+    permission_mode: str
+    command_deny: list[str]
+    command_allow: list[str]
+    mcp_servers: dict[str, Any]
+    context_window: int
+    claude_path: str | None
+    max_tokens: int
+    rate_limit_rpm: int
+    mode: cp.ExecutionMode
+    on_failure: str  # stop | continue
+    ordering: scheduler.Ordering
+    turn_interval: int
+    context_threshold: float
+    git_commit: bool
+    verify_commands: list[str]
+    require_changes: bool
+    max_attempts: int
+    verify_timeout: float
+    secrets: list[str]
+    workers: int
 
     @classmethod
-    def from_config(cls, config: Any) -> Settings:
-        project_dir = Path(
-            _get(config, "project_dir") or _get(config, "autonomous.project_dir") or _project_from_source(config)
-        ).resolve()
-        state_dir = Path(_get(config, "state_provider.state_dir", ".ai-agents/state"))
-        if not state_dir.is_absolute():
-            state_dir = project_dir / state_dir
-        minutes = _get(config, "autonomous.max_session_minutes")
-        cost_limit = _get(config, "autonomous.cost_limit_per_session")
-        max_tasks = _get(config, "autonomous.max_tasks_per_session", 10)
-        policy = _get(config, "autonomous.command_policy")
-        try:
-            from autonomous.config import secret_values
-
-            found_secrets = list(secret_values(config))
-        except Exception:
-            found_secrets = []
-        mode = str(_get(config, "execution.mode", "autonomous"))
-        try:
-            execution_mode = cp.ExecutionMode(mode)
-        except ValueError:
-            raise ConfigError(f"execution.mode: {mode!r} is not one of autonomous, supervised, interactive") from None
+    def from_config(cls, config: Config) -> Settings:
+        auto, execution, verification = config.autonomous, config.execution, config.verification
         return cls(
-            project_dir=project_dir,
-            state_dir=state_dir.resolve(),
-            backend=str(_get(config, "autonomous.backend", "claude-code")),
-            model=str(_get(config, "autonomous.model", "opus")),
-            max_turns_per_task=int(_get(config, "autonomous.max_turns_per_task", 50)),
-            max_tasks_per_session=int(max_tasks) if max_tasks else None,
-            cost_limit_per_session=float(cost_limit) if cost_limit else None,
-            first_task_cost=float(_get(config, "autonomous.first_task_cost", 0.0)),
-            lease_seconds=float(_get(config, "autonomous.lease_seconds", 600)),
-            inactivity_timeout=float(_get(config, "autonomous.inactivity_timeout", 600)),
-            max_session_minutes=float(minutes) if minutes else None,
-            max_rate_limit_wait=float(_get(config, "autonomous.max_rate_limit_wait", 3600)),
-            allowed_tools=list(_get(config, "autonomous.allowed_tools", DEFAULT_ALLOWED_TOOLS)),
-            permission_mode=str(_get(config, "autonomous.permission_mode", "default")),
-            command_deny=list(_get(policy, "deny", []) or []),
-            command_allow=list(_get(policy, "allow", []) or []),
-            mcp_servers=dict(_get(config, "autonomous.mcp_servers", {}) or {}),
-            context_window=int(_get(config, "autonomous.context_window", 200_000)),
-            claude_path=_get(config, "autonomous.claude_path"),
-            max_tokens=int(_get(config, "autonomous.max_tokens", 8192)),
-            rate_limit_rpm=int(_get(config, "autonomous.rate_limit_rpm", 50)),
-            mode=execution_mode,
-            on_failure=str(_get(config, "execution.on_failure", "stop")),
-            ordering=_get(config, "execution.ordering", "strict"),
-            turn_interval=int(_get(config, "execution.checkpoints.turn_interval", 25) or 0),
-            context_threshold=float(_get(config, "execution.checkpoints.context_threshold", 0.85)),
-            git_commit=bool(_get(config, "execution.git.commit", True)),
-            verify_commands=list(_get(config, "verification.commands", []) or []),
-            require_changes=bool(_get(config, "verification.require_changes", False)),
-            max_attempts=max(1, int(_get(config, "verification.max_attempts", 2))),
-            verify_timeout=float(_get(config, "verification.timeout", 600)),
-            secrets=found_secrets,
-            workers=int(_get(config, "autonomous.workers", 1) or 1),
+            project_dir=config.project_dir,
+            state_dir=config.state_dir.resolve(),
+            log_dir=config.log_dir.resolve(),
+            backend=auto.backend,
+            model=auto.model,
+            max_turns_per_task=auto.max_turns_per_task,
+            max_tasks_per_session=auto.max_tasks_per_session,
+            cost_limit_per_session=auto.cost_limit_per_session,
+            first_task_cost=auto.first_task_cost,
+            lease_seconds=auto.lease_seconds,
+            inactivity_timeout=auto.inactivity_timeout,
+            max_session_minutes=auto.max_session_minutes,
+            max_rate_limit_wait=auto.max_rate_limit_wait,
+            allowed_tools=list(auto.allowed_tools),
+            permission_mode=auto.permission_mode,
+            command_deny=list(auto.command_policy.deny),
+            command_allow=list(auto.command_policy.allow),
+            mcp_servers=dict(auto.mcp_servers),
+            context_window=auto.context_window,
+            claude_path=auto.claude_path,
+            max_tokens=auto.max_tokens,
+            rate_limit_rpm=auto.rate_limit_rpm,
+            mode=cp.ExecutionMode(execution.mode),
+            on_failure=execution.on_failure,
+            ordering=execution.ordering,
+            turn_interval=execution.checkpoints.turn_interval,
+            context_threshold=execution.checkpoints.context_threshold,
+            git_commit=execution.git.commit,
+            verify_commands=list(verification.commands),
+            require_changes=verification.require_changes,
+            max_attempts=verification.max_attempts,
+            verify_timeout=verification.timeout,
+            secrets=sorted(secret_values(config)),
+            workers=auto.workers,
         )
 
     @property
@@ -203,17 +178,6 @@ class Settings:
         with contextlib.suppress(ValueError):
             excludes.append(str(self.state_dir.relative_to(self.project_dir)))
         return tuple(dict.fromkeys(excludes))
-
-
-def _project_from_source(config: Any) -> Path:
-    """``<project>/.ai-agents/config.yml`` -> ``<project>``; no file: the current directory."""
-    source = _get(config, "source")
-    if source:
-        source = Path(source).resolve()
-        if source.parent.name == ".ai-agents":
-            return source.parent.parent
-        return source.parent
-    return Path.cwd()
 
 
 # -- the session budget ------------------------------------------------------------------------
@@ -800,15 +764,15 @@ class Worker:
 
 class AutonomousRunner:
     """``AutonomousRunner(config).start()``: run the loop; returns a :class:`RunResult`
-    (``.exit_code``). ``config`` is a loaded config (``load_config``/``RunnerConfig``);
-    ``provider``, ``backend``, ``emit`` and ``approver`` can be given for embedding and tests.
+    (``.exit_code``). ``config`` is a :class:`~autonomous.config.Config` (``load_config``,
+    ``RunnerConfig``; default: the project's config file); ``provider``, ``backend``,
+    ``emit`` and ``approver`` can be given for embedding and tests.
     """
 
     def __init__(
         self,
-        config: Any = None,
+        config: Config | None = None,
         *,
-        settings: Settings | None = None,
         provider: StateProvider | None = None,
         backend: Backend | None = None,
         emit: Emit | None = None,
@@ -816,12 +780,8 @@ class AutonomousRunner:
         out: Callable[[str], None] | None = None,
         worker_id: str | None = None,
     ):
-        if config is None and settings is None:
-            from autonomous.config import load_config
-
-            config = load_config(None)
-        self.config = _as_config(config) if config is not None else None
-        self.settings = settings or Settings.from_config(self.config)
+        self.config = config if config is not None else load_config()
+        self.settings = Settings.from_config(self.config)
         self._provider = provider
         self._backend = backend
         self._emit = emit or _noop_emit
@@ -911,12 +871,14 @@ class AutonomousRunner:
         worker.current = current
         self.save_state()
 
-    def get_status(self) -> dict[str, Any]:
-        """The status dict (``state``, ``tasks_completed``, ``cost``, ``current_task``, ...).
+    def get_status(self, *, events: int = 10) -> dict[str, Any]:
+        """What ``autonomous status --json`` shows (:func:`autonomous.progress.collect_status`,
+        docs/monitoring.md): ``state``, ``tasks_completed``, ``current``, ``tasks``, ``metrics`` ...
 
-        From this runner while it runs; otherwise from the state file on disk."""
-        state = self.state or runner_state.load(self.settings.state_dir)
-        return status_dict(state)
+        Read from the state file, which this runner writes at every step."""
+        from autonomous.progress import collect_status
+
+        return collect_status(self.settings.state_dir, self.settings.log_dir, self.provider, events=events)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self, checkpoint: cp.Checkpoint, task: Task | None, worker: Worker | None = None) -> None:
@@ -1366,15 +1328,6 @@ class RunnerBusy(AutonomousError):
     exit_code = EXIT_USAGE
 
 
-def _as_config(config: Any) -> Any:
-    """Accept a full config or a ``RunnerConfig`` that converts to one."""
-    for attr in ("to_config", "as_config"):
-        convert = getattr(config, attr, None)
-        if callable(convert):
-            return convert()
-    return config
-
-
 def _load_previous(state_dir: Path) -> RunnerState | None:
     try:
         return runner_state.load(state_dir)
@@ -1411,52 +1364,6 @@ def _kill_children() -> None:
 # -- status, stop, recovery ---------------------------------------------------------------------
 
 
-def status_dict(state: RunnerState | None) -> dict[str, Any]:
-    if state is None:
-        return {"state": "never_run", "running": False, "tasks_completed": 0, "cost": 0.0, "current_task": None}
-    running = state.state == "running" and runner_state.pid_alive(state.pid) and _same_host(state.worker_id)
-    current = state.current[0] if state.current else None
-    shown_state = state.state
-    if state.state == "running" and not running:
-        shown_state = "crashed"  # said running, but its process is gone
-    return {
-        "state": shown_state,
-        "running": running,
-        "session_id": state.session_id,
-        "worker_id": state.worker_id,
-        "pid": state.pid,
-        "backend": state.backend,
-        "started_at": state.started_at,
-        "updated_at": state.updated_at,
-        "ended_at": state.ended_at,
-        "tasks_completed": len(state.tasks_completed),
-        "tasks_blocked": len(state.tasks_blocked),
-        "tasks_failed": len(state.tasks_failed),
-        "completed": list(state.tasks_completed),
-        "blocked": list(state.tasks_blocked),
-        "failed": list(state.tasks_failed),
-        "cost": state.cost_usd,
-        "turns": state.turns,
-        "current_task": (
-            {
-                "id": current.id,
-                "key": current.key,
-                "title": current.title,
-                "started_at": current.started_at,
-                "turns": current.turns,
-                "cost_usd": current.cost_usd,
-                "tool": current.tool,
-                "backend_session_id": current.backend_session_id,
-            }
-            if current
-            else None
-        ),
-        "pause_reason": state.pause_reason,
-        "stop_reason": state.stop_reason,
-        "exit_code": state.exit_code,
-    }
-
-
 def request_stop(state_dir: Path) -> tuple[bool, str]:
     """``autonomous stop``: SIGTERM the runner recorded in ``runner_state.json``.
     Returns (whether a runner was signalled, a sentence for the user)."""
@@ -1479,26 +1386,16 @@ def request_stop(state_dir: Path) -> tuple[bool, str]:
     return True, f"sent SIGTERM to runner pid {state.pid} (session {state.session_id}); it finishes its current step"
 
 
-def recovery_context(config: Any, *, events: int = 20, provider: StateProvider | None = None) -> dict[str, Any]:
-    """``autonomous resume``: what was running, the last events, what ``--resume`` would do."""
-    settings = Settings.from_config(_as_config(config))
-    try:
-        state = runner_state.load(settings.state_dir)
-    except AutonomousError as exc:
-        return {"state": "unreadable", "error": str(exc), "would": "fix or remove the state file"}
-    info = status_dict(state)
-    log = settings.project_dir / ".ai-agents" / "logs" / "events.jsonl"
-    last: list[dict[str, Any]] = []
-    try:
-        with log.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 256 * 1024))
-            for line in fh.read().splitlines()[-events:]:
-                with contextlib.suppress(ValueError):
-                    last.append(json.loads(line))
-    except OSError:
-        pass
-    info["last_events"] = last
+def recovery_context(config: Config, *, events: int = 20, provider: StateProvider | None = None) -> dict[str, Any]:
+    """``autonomous resume``: the status (:func:`autonomous.progress.collect_status`: state,
+    runner, tasks in flight, ``recent_events``), plus ``task_notes`` (the last notes of each
+    task in flight) and ``would`` (what ``--resume`` would do)."""
+    from autonomous.progress import collect_status
+
+    info = collect_status(config.state_dir, config.log_dir, None, events=events)
+    if info["state"] == "unreadable":
+        return {**info, "would": "fix or remove the state file"}
+    state = _load_previous(config.state_dir)
     notes: dict[str, list[str]] = {}
     if state is not None and state.current:
         try:
@@ -1507,7 +1404,7 @@ def recovery_context(config: Any, *, events: int = 20, provider: StateProvider |
             if prov is None:
                 from autonomous.providers import get_provider
 
-                prov = get_provider(_as_config(config))
+                prov = get_provider(config)
             try:
                 for cur in state.current:
                     with contextlib.suppress(TaskNotFound):
@@ -1520,7 +1417,7 @@ def recovery_context(config: Any, *, events: int = 20, provider: StateProvider |
     info["task_notes"] = notes
     if state is None:
         info["would"] = "start a new session: no runner has run here"
-    elif info["running"]:
+    elif info["state"] == "running":
         info["would"] = f"nothing: a runner is running (pid {state.pid}); `autonomous stop` first"
     elif state.current:
         cur = state.current[0]
@@ -1535,54 +1432,3 @@ def recovery_context(config: Any, *, events: int = 20, provider: StateProvider |
     else:
         info["would"] = f"continue session {state.session_id} with the next ready task"
     return info
-
-
-# -- command-line entry (until cli.py wires `autonomous start`) --------------------------------------
-
-
-def run_start(
-    config_path: Path | str | None = None,
-    *,
-    resume: bool = False,
-    max_tasks: int | None = None,
-    backend: str | None = None,
-    dry_run: bool = False,
-    emit: Emit | None = None,
-) -> int:
-    """What ``autonomous start`` calls: load the config, run, return the exit code."""
-    from autonomous.config import load_config
-
-    try:
-        config = load_config(Path(config_path) if config_path else None)
-        runner = AutonomousRunner(config, emit=emit)
-        if backend:
-            runner.settings.backend = backend
-        with contextlib.closing(runner.provider):
-            result = runner.start(resume=resume, max_tasks=max_tasks, dry_run=dry_run, backend=backend)
-    except AutonomousError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    if result.reason and not dry_run:
-        print(f"autonomous: {result.reason} (exit {result.exit_code})", file=sys.stderr)
-    return result.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="autonomous-runner")
-    parser.add_argument("--config")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--max-tasks", type=int)
-    parser.add_argument("--backend")
-    parser.add_argument("--dry-run", action="store_true")
-    args = parser.parse_args(argv)
-    return run_start(
-        args.config, resume=args.resume, max_tasks=args.max_tasks, backend=args.backend, dry_run=args.dry_run
-    )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

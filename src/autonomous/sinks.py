@@ -23,15 +23,17 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autonomous.events import Event, EventKind, Redactor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autonomous.config import Config
 
 log = logging.getLogger("autonomous.events")
 
 LOG_FILENAME = "autonomous.log"
 EVENTS_FILENAME = "events.jsonl"
-DEFAULT_LOG_DIR = Path(".ai-agents/logs")
 
 
 @runtime_checkable
@@ -305,40 +307,7 @@ class LogFileSink:
 # -- wiring ---------------------------------------------------------------------------------
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for name in path:
-        obj = getattr(obj, name, None) if not isinstance(obj, dict) else obj.get(name)
-        if obj is None:
-            return None
-    return obj
-
-
-def project_dir_of(config: Any) -> Path:
-    """The project a config belongs to: given by it, else the directory holding its
-    ``.ai-agents/config.yml``, else the current directory (relative dirs resolve here)."""
-    for name in ("project_dir", "project_root", "root"):
-        value = _get(config, name)
-        if value:
-            return Path(value)
-    source = _get(config, "source")
-    if source:
-        source = Path(source).resolve()
-        return source.parent.parent if source.parent.name == ".ai-agents" else source.parent
-    return Path.cwd()
-
-
-def config_dir(config: Any, *path: str, default: Path) -> Path:
-    """A directory setting of a config, relative ones resolved against the project."""
-    value = Path(_get(config, *path) or default)
-    return value if value.is_absolute() else project_dir_of(config) / value
-
-
-def log_dir_of(config: Any) -> Path:
-    """``logging.dir`` of a config (default ``.ai-agents/logs`` in the project)."""
-    return config_dir(config, "logging", "dir", default=DEFAULT_LOG_DIR)
-
-
-def build_bus(config: Any, *, redactor: Redactor | None = None, terminal: bool | None = None) -> EventBus:
+def build_bus(config: Config, *, redactor: Redactor | None = None, terminal: bool | None = None) -> EventBus:
     """The bus ``autonomous start`` uses: log file, JSONL, Slack when a webhook is set,
     and the terminal display (``terminal=None``: only when stdout is a terminal; False:
     none, e.g. for ``--quiet`` or library use).
@@ -349,10 +318,8 @@ def build_bus(config: Any, *, redactor: Redactor | None = None, terminal: bool |
         from autonomous.config import secret_values
 
         redactor = Redactor(secret_values(config))
-    log_dir = log_dir_of(config)
-    sinks: list[Sink] = [LogFileSink(log_dir), JsonlSink(log_dir)]
-    webhook = _get(config, "progress", "slack_webhook")
-    if webhook:
+    sinks: list[Sink] = [LogFileSink(config.log_dir), JsonlSink(config.log_dir)]
+    if config.progress.slack_webhook:
         from autonomous.slack import SlackSink
 
         sinks.append(SlackSink.from_config(config, redactor=redactor))

@@ -24,11 +24,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from autonomous.errors import ConfigError
 from autonomous.events import REDACTED, Event, EventKind, Redactor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autonomous.config import Config
 
 log = logging.getLogger("autonomous.slack")
 
@@ -288,17 +292,18 @@ class SlackSink:
 
     @classmethod
     def from_config(
-        cls, config: Any, *, redactor: Redactor | None = None, transport: httpx.BaseTransport | None = None
+        cls, config: Config, *, redactor: Redactor | None = None, transport: httpx.BaseTransport | None = None
     ) -> SlackSink:
+        """The sink for ``progress.slack_webhook`` (which must be set)."""
         progress = config.progress
-        url = progress.slack_webhook
-        url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
-        notifier = SlackNotifier(url, redactor=redactor, transport=transport)
+        if not progress.slack_webhook:
+            raise ConfigError("progress.slack_webhook: not set, so there is nowhere to post")
+        notifier = SlackNotifier(progress.slack_webhook, redactor=redactor, transport=transport)
         return cls(
             notifier,
-            interval=float(getattr(progress, "notification_interval", 300) or 0),
-            notify_on_complete=bool(getattr(progress, "notify_on_complete", True)),
-            notify_on_blocked=bool(getattr(progress, "notify_on_blocked", True)),
+            interval=progress.notification_interval,
+            notify_on_complete=progress.notify_on_complete,
+            notify_on_blocked=progress.notify_on_blocked,
         )
 
     # -- the sink ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Whole runs of the runner through the REAL Claude Code CLI (the binary bundled with
-claude-agent-sdk) against the scripted model server, on a real temporary git repository.
+"""Whole runs of ``autonomous start`` through the REAL Claude Code CLI (the binary bundled
+with claude-agent-sdk) against the scripted model server, on a real temporary git repository.
 
-The runner runs as a subprocess (so kill -9 and signals are real); it is driven by a tiny
-entry script until ``autonomous start`` is wired in cli.py.
+The runner runs as a subprocess (``python -m autonomous start`` in the project, so kill -9
+and signals are real), configured by the project's own ``.ai-agents/config.yml``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from autonomous.tasks import NewTask, TaskStatus
 from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
@@ -25,31 +25,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(bundled_claude_path() is None, reason="needs the Claude Code CLI bundled with claude-agent-sdk"),
 ]
-
-DRIVER = textwrap.dedent(
-    """
-    import json, sys
-    from pathlib import Path
-    from autonomous.backends import get_backend
-    from autonomous.providers.file import FileProvider
-    from autonomous.runner import AutonomousRunner, Settings
-
-    cfg = json.loads(sys.argv[1])
-    project = Path(cfg.pop("project"))
-    resume = cfg.pop("resume", False)
-    events = open(project / "events.jsonl", "a")
-
-    def emit(event):
-        events.write(json.dumps(event.to_dict(), default=str) + "\\n")
-        events.flush()
-
-    settings = Settings(project_dir=project, state_dir=project / ".ai-agents" / "state", **cfg)
-    runner = AutonomousRunner(
-        settings=settings, provider=FileProvider(settings.state_dir), backend=get_backend("claude-code"), emit=emit
-    )
-    sys.exit(runner.start(resume=resume).exit_code)
-    """
-)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -63,7 +38,7 @@ def project(tmp_path: Path) -> Path:
     git(root, "init", "-q")
     git(root, "config", "user.email", "e2e@example.com")
     git(root, "config", "user.name", "e2e")
-    (root / ".gitignore").write_text(".ai-agents/\nevents.jsonl\n")
+    (root / ".gitignore").write_text(".ai-agents/\n")
     (root / "AGENTS.md").write_text("Keep files small.\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
@@ -91,9 +66,16 @@ def tasks(project: Path) -> dict:
         return {t.key: t for t in provider.list_tasks()}
 
 
-def runner_cmd(project: Path, **settings) -> list[str]:
-    cfg = {"project": str(project), "max_tasks_per_session": 20, "lease_seconds": 60, **settings}
-    return [sys.executable, "-c", DRIVER, json.dumps(cfg)]
+def configure(project: Path, **sections: dict) -> None:
+    """Write the project's config file: these sections over the defaults."""
+    auto = {"max_tasks_per_session": 20, "lease_seconds": 60, **sections.pop("autonomous", {})}
+    path = project / ".ai-agents" / "config.yml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump({"autonomous": auto, **sections}))
+
+
+def runner_cmd() -> list[str]:
+    return [sys.executable, "-m", "autonomous", "start"]
 
 
 def env_for(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
@@ -104,14 +86,15 @@ def env_for(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run(project: Path, server: ScriptedModelServer, tmp_path: Path, **settings) -> subprocess.CompletedProcess:
+def run(project: Path, server: ScriptedModelServer, tmp_path: Path, **sections: dict) -> subprocess.CompletedProcess:
+    configure(project, **sections)
     return subprocess.run(
-        runner_cmd(project, **settings), env=env_for(server, tmp_path), capture_output=True, text=True, timeout=240
+        runner_cmd(), cwd=project, env=env_for(server, tmp_path), capture_output=True, text=True, timeout=240
     )
 
 
 def events(project: Path) -> list[dict]:
-    path = project / "events.jsonl"
+    path = project / ".ai-agents" / "logs" / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -128,7 +111,7 @@ def rules_for_all() -> list[Rule]:
 def test_two_phase_project_runs_to_completion_in_order(project: Path, tmp_path: Path) -> None:
     make_tasks(project)
     with ScriptedModelServer(rules_for_all()) as server:
-        proc = run(project, server, tmp_path, verify_commands=["test -f a.txt"], require_changes=True)
+        proc = run(project, server, tmp_path, verification={"commands": ["test -f a.txt"], "require_changes": True})
     assert proc.returncode == 0, proc.stderr
     state = tasks(project)
     assert all(state[k].status is TaskStatus.DONE for k in ("DEMO-1.1", "DEMO-1.2", "DEMO-2.1"))
@@ -155,7 +138,7 @@ def test_claimed_completion_with_failing_verification_is_not_done(project: Path,
         )
     ]
     with ScriptedModelServer(liar) as server:
-        proc = run(project, server, tmp_path, verify_commands=["test -f a.txt"], max_attempts=2)
+        proc = run(project, server, tmp_path, verification={"commands": ["test -f a.txt"], "max_attempts": 2})
     assert proc.returncode == 1, proc.stderr
     task = tasks(project)["DEMO-1.1"]
     assert task.status is TaskStatus.BLOCKED
@@ -185,8 +168,10 @@ def test_kill_9_mid_task_then_restart_completes_without_doing_a_task_twice(proje
         response=Response(text="x", stall=True),
     )
     with ScriptedModelServer([hang, *rules_for_all()]) as server:
+        configure(project)
         proc = subprocess.Popen(
-            runner_cmd(project),
+            runner_cmd(),
+            cwd=project,
             env=env_for(server, tmp_path),
             start_new_session=True,
             stdout=subprocess.DEVNULL,
