@@ -63,6 +63,7 @@ EVERY_KEY: dict[str, Any] = {
         "project_name": "My App",
         "repo": "octocat/hello-world",
         "dsn": "postgresql://localhost/tasks",
+        "schema": "tasks_team_a",
     },
     "autonomous": {
         "backend": "claude-code-sdk",
@@ -93,7 +94,7 @@ EVERY_KEY: dict[str, Any] = {
         "on_failure": "continue",
         "ordering": "dependencies",
         "checkpoints": {"turn_interval": 10, "context_threshold": 0.9},
-        "git": {"commit": False, "branch_per_task": True, "merge_strategy": "rebase"},
+        "git": {"commit": False, "branch_per_task": True, "merge_strategy": "rebase", "max_merge_attempts": 3},
     },
     "progress": {
         "slack_webhook": None,

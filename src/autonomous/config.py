@@ -41,6 +41,7 @@ import os
 import re
 import types
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -134,28 +135,34 @@ class _Section(BaseModel):
 # -- the sections ------------------------------------------------------------------------------
 
 
-class StateProviderSection(_Section):
-    """Where tasks live."""
+with warnings.catch_warnings():
+    # ``schema`` is the documented key name; as a field it shadows pydantic's deprecated
+    # ``BaseModel.schema()``, which nothing here uses (and which get_provider must not see).
+    warnings.filterwarnings("ignore", message=".*shadows an attribute in parent.*")
 
-    type: Literal["file", "linear", "github", "postgres"] = "file"
-    state_dir: str = ".ai-agents/state"
-    api_key_env: str | None = None  # None: the provider's own default (LINEAR_API_KEY, GITHUB_TOKEN)
-    team_id: str | None = None
-    project_name: str | None = None
-    repo: str | None = None  # github: owner/name
-    dsn: str | None = None  # postgres; None: ${DATABASE_URL}
+    class StateProviderSection(_Section):
+        """Where tasks live."""
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _api_key_env(cls, value: str | None) -> str | None:
-        return _env_name(value)
+        type: Literal["file", "linear", "github", "postgres"] = "file"
+        state_dir: str = ".ai-agents/state"
+        api_key_env: str | None = None  # None: the provider's own default (LINEAR_API_KEY, GITHUB_TOKEN)
+        team_id: str | None = None
+        project_name: str | None = None
+        repo: str | None = None  # github: owner/name
+        dsn: str | None = None  # postgres; None: ${DATABASE_URL}
+        schema: str = "autonomous"  # postgres: the schema holding every table
 
-    @field_validator("repo")
-    @classmethod
-    def _repo_shape(cls, value: str | None, info: Any) -> str | None:
-        if value is not None and info.data.get("type") == "github" and not _REPO().match(value):
-            raise _fail(f"expected owner/name (like octocat/hello-world), got {value!r}")
-        return value
+        @field_validator("api_key_env")
+        @classmethod
+        def _api_key_env(cls, value: str | None) -> str | None:
+            return _env_name(value)
+
+        @field_validator("repo")
+        @classmethod
+        def _repo_shape(cls, value: str | None, info: Any) -> str | None:
+            if value is not None and info.data.get("type") == "github" and not _REPO().match(value):
+                raise _fail(f"expected owner/name (like octocat/hello-world), got {value!r}")
+            return value
 
 
 class CommandPolicySection(_Section):
@@ -254,6 +261,7 @@ class GitSection(_Section):
     commit: bool = True
     branch_per_task: bool = False
     merge_strategy: Literal["rebase", "merge"] = "merge"
+    max_merge_attempts: int = Field(2, ge=1)  # merge conflicts / failing post-merge checks before blocked
 
 
 class ExecutionSection(_Section):
