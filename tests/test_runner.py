@@ -740,3 +740,184 @@ def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
     result = asyncio.run(runner.start())
     assert result.exit_code == EXIT_OK and p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
     assert AutonomousRunnerSDK(config(project), provider=p).settings.backend == "claude-code-sdk"
+
+
+# -- parallel workers ---------------------------------------------------------------------------
+def one_phase(provider: MemoryProvider, n: int) -> None:
+    provider.create_tasks([NewTask("META: Demo project"), *(NewTask(f"[PAR-1.{i}] Part {i}") for i in range(1, n + 1))])
+    provider.tasks["t1"].labels.append("meta")
+
+
+class BarrierBackend(ScriptedBackend):
+    """Every run waits until ``parties`` runs are in flight at once: the test hangs (and
+    times out) unless the workers really run side by side."""
+
+    def __init__(self, parties: int, *args, **kw):
+        super().__init__(*args, **kw)
+        self.barrier = asyncio.Barrier(parties)
+        self.cwds: set[Path] = set()
+
+    async def run(self, prompt, options):
+        self.cwds.add(options.cwd)
+        await asyncio.wait_for(self.barrier.wait(), timeout=20)
+        async for item in super().run(prompt, options):
+            yield item
+
+
+def merges(project: Path) -> list[str]:
+    return git(project, "log", "--merges", "--format=%s").splitlines()
+
+
+def test_three_workers_run_side_by_side_in_worktrees_and_merge_each_task(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 3)
+    steps = {f"PAR-1.{i}": [complete(f"part{i}.txt")] for i in range(1, 4)}
+    backend = BarrierBackend(3, steps)
+    runner, rec = make_runner(
+        project,
+        p,
+        backend,
+        autonomous={"workers": 3},
+        execution={"ordering": "phases"},
+        verification={"commands": ["test -f README.md"], "require_changes": True},
+    )
+    result = runner.start()
+    assert result.exit_code == EXIT_OK, result.reason
+    assert sorted(p.claims) == ["PAR-1.1", "PAR-1.2", "PAR-1.3"]
+    assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 4))
+    # each agent worked in its own worktree, never in the project itself
+    assert len(backend.cwds) == 3 and project not in backend.cwds
+    assert all(".ai-agents/worktrees/PAR-1." in str(c) for c in backend.cwds)
+    assert sorted(merges(project)) == sorted(
+        f"Merge autonomous/PAR-1.{i}: PAR-1.{i} [PAR-1.{i}] Part {i}" for i in range(1, 4)
+    )
+    assert all((project / f"part{i}.txt").exists() for i in range(1, 4))
+    # merged worktrees and branches are gone
+    assert "autonomous/" not in git(project, "branch", "--list")
+    assert "worktrees" not in git(project, "worktree", "list")
+    workers = {e.data["worker_id"] for e in rec.kinds(EventKind.TASK_CLAIMED)}
+    assert len(workers) == 3 and all(w.startswith(runner.worker_id + ":w") for w in workers)
+    assert "Done (commit" in p.by_key("PAR-1.1").notes[-1].text and "merged into" in p.by_key("PAR-1.1").notes[-1].text
+
+
+def test_workers_share_the_task_limit_and_the_budget(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 6)
+    backend = BarrierBackend(2, default=complete(cost=0.1))
+    runner, _ = make_runner(
+        project, p, backend, autonomous={"workers": 4, "max_tasks_per_session": 2}, execution={"ordering": "phases"}
+    )
+    result = runner.start()
+    assert result.exit_code == EXIT_OK and "max_tasks_per_session" in result.reason
+    assert len(p.claims) == 2  # claims are counted, not completions: 4 workers did not start 4 tasks
+
+    p2 = MemoryProvider()
+    one_phase(p2, 6)
+    # 0.25 covers two tasks at the 0.1 floor, not three: only two workers of four get one
+    backend2 = BarrierBackend(2, default=complete(cost=0.1))
+    runner2, _ = make_runner(
+        project,
+        p2,
+        backend2,
+        autonomous={"workers": 4, "cost_limit_per_session": 0.25, "first_task_cost": 0.1},
+        execution={"ordering": "phases"},
+    )
+    result2 = runner2.start()
+    assert result2.exit_code == EXIT_BUDGET, result2.reason
+    assert len(p2.claims) == 2 and result2.cost_usd <= 0.25
+
+
+def test_a_merge_conflict_goes_back_and_is_redone_on_the_new_base(project: Path) -> None:
+    (project / "shared.txt").write_text("base\n")
+    git(project, "add", "shared.txt")
+    git(project, "commit", "-q", "-m", "shared")
+
+    def write(text: str) -> Step:
+        def step(prompt: str, options: RunOptions) -> Outcome:
+            (options.cwd / "shared.txt").write_text(text)
+            return Outcome(OutcomeStatus.COMPLETED, summary="edited", turns=1)
+
+        return step
+
+    p = MemoryProvider()
+    one_phase(p, 2)
+    backend = BarrierBackend(
+        2,
+        {"PAR-1.1": [write("base\nA\n")], "PAR-1.2": [write("base\nB\n")]},
+        default=write("base\nA\nB\n"),  # the retry, on the new base, keeps both
+    )
+    backend.barrier = asyncio.Barrier(2)
+    runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
+    # the retry runs alone: let it pass the barrier
+    original = backend.run
+
+    async def run(prompt, options):
+        if len(backend.runs) >= 2:
+            async for item in ScriptedBackend.run(backend, prompt, options):
+                yield item
+            return
+        async for item in original(prompt, options):
+            yield item
+
+    backend.run = run
+    result = runner.start()
+    assert result.exit_code == EXIT_OK, result.reason
+    assert all(p.by_key(k).status is TaskStatus.DONE for k in ("PAR-1.1", "PAR-1.2"))
+    assert (project / "shared.txt").read_text() == "base\nA\nB\n"
+    retried = [k for k in ("PAR-1.1", "PAR-1.2") if any(n.text.startswith("Merge failed") for n in p.by_key(k).notes)]
+    assert len(retried) == 1
+    note = next(n.text for n in p.by_key(retried[0]).notes if n.text.startswith("Merge failed"))
+    assert "conflict" in note and "shared.txt" in note
+    # the first attempt's commit is kept on a branch of its own
+    assert f"autonomous/{retried[0]}-attempt" in git(project, "branch", "--list")
+    assert len(merges(project)) == 2
+
+
+def test_stop_on_failure_stops_claiming_for_every_worker(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 5)
+    backend = BarrierBackend(
+        2, {"PAR-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no key")]}, default=complete("x.txt")
+    )
+    runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
+    result = runner.start()
+    assert result.exit_code == EXIT_FAILED and "stop-on-failure" in result.reason
+    assert sorted(p.claims) == ["PAR-1.1", "PAR-1.2"]  # the running one finished, nothing new started
+    assert p.by_key("PAR-1.2").status is TaskStatus.DONE
+    assert p.by_key("PAR-1.3").status is TaskStatus.TODO
+
+
+def test_idle_worker_waits_for_the_phase_to_finish(project: Path) -> None:
+    p = MemoryProvider()
+    p.create_tasks(
+        [NewTask("META: Demo"), NewTask("[P-1.1] first"), NewTask("[P-2.1] second"), NewTask("[P-2.2] third")]
+    )
+    p.tasks["t1"].labels.append("meta")
+    backend = ScriptedBackend(default=complete())
+    runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
+    result = runner.start()
+    assert result.exit_code == EXIT_OK, result.reason
+    assert p.claims[0] == "P-1.1" and sorted(p.claims[1:]) == ["P-2.1", "P-2.2"]
+    assert all(p.by_key(k).status is TaskStatus.DONE for k in ("P-1.1", "P-2.1", "P-2.2"))
+
+
+def test_leftover_worktrees_are_cleaned_or_kept_and_reported(project: Path) -> None:
+    from autonomous.progress import collect_status, render_status
+
+    p = MemoryProvider()
+    one_phase(p, 1)
+    wt = project / ".ai-agents" / "worktrees"
+    git(project, "worktree", "add", "-q", "-b", "autonomous/OLD-1", str(wt / "OLD-1"))
+    (wt / "OLD-1" / "wip.txt").write_text("unfinished\n")
+    git(wt / "OLD-1", "add", "wip.txt")
+    git(wt / "OLD-1", "commit", "-q", "-m", "wip")
+    git(project, "worktree", "add", "-q", "-b", "autonomous/DONE-1", str(wt / "DONE-1"))
+    runner, rec = make_runner(project, p, ScriptedBackend(default=complete("y.txt")), autonomous={"workers": 2})
+    assert runner.start().exit_code == EXIT_OK
+    assert not (wt / "DONE-1").exists() and "autonomous/DONE-1" not in git(project, "branch", "--list")
+    assert (wt / "OLD-1" / "wip.txt").exists() and "autonomous/OLD-1" in git(project, "branch", "--list")
+    warnings = [e.data["message"] for e in rec.kinds(EventKind.WARNING)]
+    assert any("OLD-1" in w and "kept" in w for w in warnings)
+    status = collect_status(project / ".ai-agents" / "state", project / ".ai-agents" / "logs", None)
+    assert [k["key"] for k in status["worktrees_kept"]] == ["OLD-1"]
+    assert "Worktree:" in render_status(status) and "OLD-1" in render_status(status)

@@ -441,16 +441,29 @@ def init_cmd(
     help="Override autonomous.backend.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the execution plan and the first prompt; spend nothing.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override autonomous.workers: parallel agents, each task in its own git worktree.",
+)
 @config_option
 @handle_errors
 def start_cmd(
-    resume: bool, max_tasks: int | None, backend: str | None, dry_run: bool, config_path: Path | None
+    resume: bool,
+    max_tasks: int | None,
+    backend: str | None,
+    dry_run: bool,
+    workers: int | None,
+    config_path: Path | None,
 ) -> None:
     """Run coding agents on the ready tasks until the work is done or a limit is reached."""
     from autonomous.runner import AutonomousRunner
     from autonomous.sinks import build_bus
 
     config = load(config_path)
+    if workers is not None:
+        config.autonomous.workers = workers
     if dry_run:
         runner = AutonomousRunner(config)
         try:

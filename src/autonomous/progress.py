@@ -330,11 +330,30 @@ def collect_status(
         "tasks_completed": metrics.get("tasks_completed", 0),
         "runner": runner,
         "current": current,
+        "worktrees_kept": _kept_worktrees(Path(state_dir)),
         "tasks": tasks,
         "blocked": blocked,
         "metrics": metrics,
         "recent_events": recent[-events:] if events > 0 else [],
     }
+
+
+def _kept_worktrees(state_dir: Path) -> list[dict[str, Any]]:
+    """Task worktrees the runner keeps because they hold unmerged work (a crash, a failed
+    merge): ``<state_dir>/worktrees.json``, written by the runner at start and after merges."""
+    try:
+        data = json.loads((state_dir / "worktrees.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    kept = data.get("kept") if isinstance(data, dict) else None
+    return [k for k in kept if isinstance(k, dict)] if isinstance(kept, list) else []
+
+
+def _worker_label(worker_id: str | None, many: bool) -> str:
+    """``w2`` of ``host:pid:rand:w2`` when several workers run, else nothing."""
+    if not many or not worker_id:
+        return ""
+    return f"[{worker_id.rsplit(':', 1)[-1]}] "
 
 
 def build_status(
@@ -383,12 +402,15 @@ def render_status(status: dict[str, Any]) -> str:
             lines.append(f"          paused: {r['pause_reason']}")
         elif r.get("stop_reason") and state != "running":
             lines.append(f"          stopped: {r['stop_reason']} (exit {r.get('exit_code')})")
+    many = len(status["current"]) > 1
     for cur in status["current"]:
         tool = f", tool {cur['tool']}" if cur.get("tool") else ""
         lines.append(
-            f"Current:  {cur['key']} {cur['title']} - {cur['phase']}{tool}, {cur['turns']} turns, "
-            f"${cur['cost_usd']:.4f}, {_dur(cur.get('elapsed_s'))}"
+            f"Current:  {_worker_label(cur.get('worker_id'), many)}{cur['key']} {cur['title']} - {cur['phase']}{tool}, "
+            f"{cur['turns']} turns, ${cur['cost_usd']:.4f}, {_dur(cur.get('elapsed_s'))}"
         )
+    for k in status.get("worktrees_kept", []):
+        lines.append(f"Worktree: {k.get('path')} (branch {k.get('branch')}) kept: {k.get('reason')}")
     tasks = status.get("tasks")
     if tasks is not None:
         in_progress = tasks["by_status"].get("in_progress", 0)

@@ -131,6 +131,9 @@ class Settings:
     verify_timeout: float
     secrets: list[str]
     workers: int
+    branch_per_task: bool
+    merge_strategy: str  # merge | rebase
+    max_merge_attempts: int
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -170,6 +173,9 @@ class Settings:
             verify_timeout=verification.timeout,
             secrets=sorted(secret_values(config)),
             workers=auto.workers,
+            branch_per_task=execution.git.branch_per_task,
+            merge_strategy=execution.git.merge_strategy,
+            max_merge_attempts=execution.git.max_merge_attempts,
         )
 
     @property
@@ -235,6 +241,11 @@ class SessionBudget:
         self.tasks_started += 1
         return amount
 
+    def unreserve(self, reserved: float) -> None:
+        """Give back a reservation whose claim found nothing to run."""
+        self.reserved = max(0.0, self.reserved - reserved)
+        self.tasks_started = max(0, self.tasks_started - 1)
+
     def settle(self, reserved: float, cost: float, done: bool) -> None:
         self.reserved = max(0.0, self.reserved - reserved)
         self.spent += cost
@@ -260,6 +271,7 @@ class Result:
     AUTH = "auth"
     INTERRUPTED = "interrupted"
     LOST = "lost"  # the lease was taken over: nothing recorded
+    MERGE_RETRY = "merge_retry"  # verified, but its branch did not merge: back to todo, retried on the new base
 
 
 @dataclass(slots=True)
@@ -412,6 +424,149 @@ def verification_feedback(result: verify.VerificationResult, attempt: int, max_a
     )
 
 
+# -- isolation: a worktree per task, and the merge queue ---------------------------------------
+
+
+MERGE_NOTE = "Merge failed"  # first words of the note a failed merge leaves (counted for max_merge_attempts)
+LEFTOVERS_FILE = "worktrees.json"  # <state_dir>/worktrees.json: worktrees kept with unmerged work
+
+
+class Isolation:
+    """Each task in its own worktree (``.ai-agents/worktrees/<KEY>``, git-ignored) on a
+    branch ``autonomous/<KEY>`` made from the integration branch (the branch checked out in
+    the project when the runner started). Finished branches come back one at a time (the
+    merge queue, an :class:`asyncio.Lock`), verification runs again on the merged result,
+    and a conflict or a failing check puts the integration branch back where it was.
+
+    Git commands are blocking; they run in a thread (``asyncio.to_thread``) so one worker's
+    merge never stalls the other workers' agents."""
+
+    def __init__(self, runner: AutonomousRunner, repo: Path, integration: str):
+        self.runner = runner
+        self.settings = runner.settings
+        self.project_dir = self.settings.project_dir
+        self.repo = repo
+        self.rel = self.project_dir.resolve().relative_to(repo.resolve())
+        self.integration = integration
+        self.root = self.project_dir / git.WORKTREES_DIR
+        self.merge_lock = asyncio.Lock()
+        self.kept: list[dict[str, Any]] = []
+
+    @classmethod
+    def setup(cls, runner: AutonomousRunner) -> Isolation | None:
+        """Isolation when the project is a git repository and there are several workers
+        (or ``execution.git.branch_per_task``); None otherwise (work in the project itself)."""
+        s = runner.settings
+        if not (s.workers > 1 or s.branch_per_task) or not git.is_repo(s.project_dir):
+            return None
+        branch = git.current_branch(s.project_dir)
+        if branch is None or git.head(s.project_dir) is None:
+            runner.emit(
+                Event(
+                    EventKind.WARNING,
+                    {"message": "no worktrees: the project has no commit or no branch checked out (detached HEAD); "
+                     "every worker works in the project itself"},
+                )
+            )  # fmt: skip
+            return None
+        repo = git.toplevel(s.project_dir)
+        iso = cls(runner, repo, branch)
+        git.ignore_locally(repo, "/" + (iso.rel / git.WORKTREES_DIR).as_posix().removeprefix("./") + "/")
+        return iso
+
+    def path_for(self, task: Task) -> Path:
+        return self.root / git.branch_name(task.key).removeprefix(git.BRANCH_PREFIX)
+
+    def prepare(self, task: Task) -> tuple[Path, Path]:
+        """The task's worktree (reused when an earlier attempt left one: its work goes on)
+        and the agent's working directory inside it."""
+        path = self.path_for(task)
+        known = {w.path.resolve() for w in git.list_worktrees(self.repo)}
+        if path.resolve() not in known:
+            git.add_worktree(self.repo, path, git.branch_name(task.key), self.integration)
+        return path, path / self.rel
+
+    def scan_leftovers(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """Worktrees a previous runner left (a crash, a blocked task): merged and clean ones
+        are removed with their branch; the others are kept and reported."""
+        cleaned: list[str] = []
+        kept: list[dict[str, Any]] = []
+        root = self.root.resolve()
+        for wt in git.list_worktrees(self.repo):
+            if root not in wt.path.resolve().parents:
+                continue
+            clean = git.is_clean(wt.path)
+            merged = wt.branch is not None and git.is_merged(self.repo, wt.branch, self.integration)
+            if merged and clean:
+                git.remove_worktree(self.repo, wt.path)
+                if wt.branch:
+                    git.delete_branch(self.repo, wt.branch, merged_into=self.integration)
+                cleaned.append(wt.path.name)
+                continue
+            why = "uncommitted changes" if not clean else f"commits not merged into {self.integration}"
+            kept.append({"key": wt.path.name, "branch": wt.branch, "path": str(wt.path), "reason": why})
+        self.kept = kept
+        self.save_leftovers()
+        return cleaned, kept
+
+    def save_leftovers(self) -> None:
+        runner_state.write_json_atomic(
+            self.settings.state_dir / LEFTOVERS_FILE,
+            {"integration": self.integration, "kept": self.kept, "at": utcnow().isoformat()},
+        )
+
+    def forget(self, path: Path) -> None:
+        before = len(self.kept)
+        self.kept = [k for k in self.kept if Path(k["path"]).resolve() != path.resolve()]
+        if len(self.kept) != before:
+            self.save_leftovers()
+
+    def finish(self, path: Path, branch: str) -> None:
+        """After a merge: the worktree and its (merged) branch go."""
+        git.remove_worktree(self.repo, path)
+        git.delete_branch(self.repo, branch, merged_into=self.integration)
+        self.forget(path)
+
+    def set_aside(self, path: Path, branch: str) -> str:
+        """After a failed merge: the branch keeps its commits under another name and the
+        worktree goes, so the retry starts on the new integration branch."""
+        if git.is_clean(path):
+            git.remove_worktree(self.repo, path)
+            self.forget(path)
+            return git.rename_branch(self.repo, branch, f"{branch}-attempt")
+        return branch
+
+    async def integrate(
+        self, task: Task, branch: str, path: Path, redact: Callable[[str], str]
+    ) -> tuple[git.MergeResult, verify.VerificationResult | None]:
+        """One merge at a time: merge, verify the merged result, undo on failure."""
+        s = self.settings
+        async with self.merge_lock:
+            if not await asyncio.to_thread(git.is_clean, self.project_dir, s.git_excludes):
+                return git.MergeResult(
+                    False, output="the project's checkout has uncommitted changes; the runner merges only into "
+                    "a clean integration checkout"
+                ), None  # fmt: skip
+            title = task.title if len(task.title) < 60 else task.title[:57] + "..."
+            merged = await asyncio.to_thread(
+                git.merge_branch,
+                self.repo,
+                branch,
+                self.integration,
+                strategy=s.merge_strategy,
+                message=f"Merge {branch}: {task.key} {title}\n\nautonomous: task {task.id} done",
+                worktree=path,
+            )
+            if not merged.merged or not s.verify_commands:
+                return merged, None
+            vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+            if not vr.passed and merged.before is not None:
+                await asyncio.to_thread(git.undo_merge, self.repo, merged.before)
+                merged.merged = False
+                merged.output = "verification failed on the merged result:\n" + vr.evidence()
+            return merged, vr
+
+
 # -- the worker -------------------------------------------------------------------------------
 
 
@@ -429,6 +584,14 @@ class Worker:
         self._interrupt_reason: str | None = None
         self.current: CurrentTask | None = None
         self.last_current: CurrentTask | None = None  # what the last task left, for --resume
+        self.turn_counter = cp.TurnCounter(self.settings.turn_interval)
+        self.isolation: Isolation | None = runner.isolation
+        self.worktree: Path | None = None  # the task's worktree, with isolation
+        self.workspace: Path | None = None  # where the agent works: the project, or its copy in the worktree
+
+    @property
+    def cwd(self) -> Path:
+        return self.workspace or self.settings.project_dir
 
     def emit(self, kind: EventKind, task: Task | None = None, **data: Any) -> None:
         if task is not None:
@@ -460,7 +623,7 @@ class Worker:
 
     # -- one backend run ----------------------------------------------------------------------
     async def _drive(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
-        counter = self.runner.turn_counter
+        counter = self.turn_counter
         outcome: Outcome | None = None
         stream = self.backend.run(prompt, options)
         try:
@@ -526,7 +689,7 @@ class Worker:
         s = self.settings
         remaining = self.runner.budget.remaining()
         return RunOptions(
-            cwd=s.project_dir,
+            cwd=self.cwd,
             model=s.model,
             max_turns=s.max_turns_per_task,
             max_tokens=s.max_tokens,
@@ -564,13 +727,20 @@ class Worker:
         heartbeat = asyncio.ensure_future(self._heartbeat(task, token))
         started = time.monotonic()
         result = TaskResult(Result.FAILED, task)
+        self.worktree = self.workspace = None
         try:
-            baseline = await asyncio.to_thread(verify.baseline, s.project_dir, s.git_excludes)
+            if self.isolation is not None:
+                try:
+                    self.worktree, self.workspace = await asyncio.to_thread(self.isolation.prepare, task)
+                except git.GitError as exc:
+                    result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
+                    return await self._record(task, token, result)
+            baseline = await asyncio.to_thread(verify.baseline, self.cwd, s.git_excludes)
             all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
             session_id = resume_session
             attempt = 0
-            self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
+            self.turn_counter = self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
             while True:
                 outcome = await self._run_backend(prompt, self._options(task, session_id), task, result.turns)
                 if resume_session and outcome.status is OutcomeStatus.ERROR and not outcome.turns and attempt == 0:
@@ -595,7 +765,7 @@ class Worker:
                     break
                 attempt += 1
                 vr = await verify.verify(
-                    s.project_dir,
+                    self.cwd,
                     s.verify_commands,
                     timeout=s.verify_timeout,
                     require_changes=s.require_changes,
@@ -636,13 +806,66 @@ class Worker:
 
     def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
         s = self.settings
-        if not s.git_commit or not git.is_repo(s.project_dir):
+        if self.isolation is not None:
+            if self.workspace is None:  # no worktree was made: nothing of this task to commit
+                return None, ""
+        elif not s.git_commit or not git.is_repo(s.project_dir):
             return None, ""
         try:
-            return git.commit_all(s.project_dir, message, s.git_excludes), ""
+            return git.commit_all(self.cwd, message, s.git_excludes), ""
         except git.GitError as exc:
             self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
             return None, f"commit failed: {exc}"
+
+    async def _merge(self, task: Task, token: int, result: TaskResult) -> tuple[bool, str]:
+        """Through the merge queue into the integration branch. Returns (merged, the head of
+        the task's note); on failure ``result.verdict`` is MERGE_RETRY (back to todo, redone
+        on the new base) or, after ``max_merge_attempts``, BLOCKED."""
+        iso, path = self.isolation, self.worktree
+        assert iso is not None and path is not None
+        s = self.settings
+        branch = git.branch_name(task.key)
+        own = result.commit
+        try:
+            merged, vr = await iso.integrate(task, branch, path, self.runner.redactor.text)
+        except git.GitError as exc:
+            merged, vr = git.MergeResult(False, output=str(exc)), None
+        if vr is not None and vr.ran_anything:
+            self._note(task, token, f"After merging into {iso.integration}: {vr.evidence()}")
+        if merged.merged:
+            result.commit = merged.after or own
+            try:
+                await asyncio.to_thread(iso.finish, path, branch)
+            except git.GitError as exc:
+                self.emit(EventKind.WARNING, task, message=f"could not remove the worktree {path}: {exc}")
+            return True, (
+                f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
+                f"as {(result.commit or '-')[:12]}, {s.merge_strategy})"
+            )
+        attempts = sum(1 for n in task.notes if n.text.startswith(MERGE_NOTE)) + 1
+        what = "conflict" if merged.conflict else "failed"
+        if attempts >= s.max_merge_attempts:
+            result.verdict = Result.BLOCKED
+            iso.kept.append({"key": task.key, "branch": branch, "path": str(path), "reason": f"merge {what}"})
+            await asyncio.to_thread(iso.save_leftovers)
+            head = (
+                f"{MERGE_NOTE} ({what}, attempt {attempts} of {s.max_merge_attempts}): blocked; branch {branch} and "
+                f"worktree {path} are kept for a person"
+            )
+        else:
+            result.verdict = Result.MERGE_RETRY
+            kept = branch
+            try:
+                kept = await asyncio.to_thread(iso.set_aside, path, branch)
+            except git.GitError as exc:
+                self.emit(EventKind.WARNING, task, message=f"could not set the branch {branch} aside: {exc}")
+            head = (
+                f"{MERGE_NOTE} ({what}, attempt {attempts} of {s.max_merge_attempts}) into {iso.integration}: "
+                f"back to todo, to be redone on the new {iso.integration}; the earlier work is kept on branch {kept}"
+            )
+        head += "\n" + _cap(merged.output or "(no output)", 3000)
+        self.emit(EventKind.WARNING, task, message=head.splitlines()[0])
+        return False, head
 
     async def _record(self, task: Task, token: int, result: TaskResult) -> TaskResult:
         """Decide the verdict and write it with the token: commit first, so the note can
@@ -653,10 +876,11 @@ class Worker:
             result.verdict = Result.LOST
             result.message = f"lost the lease on {task.key}; nothing recorded"
             return result
+        merge_failed = False
         files = list(outcome.files_changed)
-        if s.git_commit and git.is_repo(s.project_dir):
+        if (s.git_commit or self.workspace is not None) and git.is_repo(self.cwd):
             with contextlib.suppress(git.GitError):
-                files = files or git.changed_files(s.project_dir, s.git_excludes)
+                files = files or git.changed_files(self.cwd, s.git_excludes)
         vr = result.verification
         status = TaskStatus.TODO
         if outcome.status is OutcomeStatus.COMPLETED and vr is not None and vr.passed:
@@ -670,6 +894,11 @@ class Worker:
             if commit_problem:
                 head += f" ({commit_problem})"
             summary = outcome.summary or "(no summary)"
+            if self.isolation is not None and self.worktree is not None and not commit_problem:
+                merge_ok, head = await self._merge(task, token, result)
+                merge_failed = not merge_ok
+                if merge_failed:
+                    status = TaskStatus.BLOCKED if result.verdict == Result.BLOCKED else TaskStatus.TODO
         elif outcome.status is OutcomeStatus.COMPLETED:
             result.verdict = Result.BLOCKED
             status = TaskStatus.BLOCKED
@@ -716,7 +945,7 @@ class Worker:
             result.verdict = Result.FAILED
             head = f"Failed ({outcome.status.value}): {outcome.error or outcome.summary or 'no detail'}; back to todo"
             summary = outcome.summary
-        if status is not TaskStatus.DONE:
+        if status is not TaskStatus.DONE and not merge_failed:
             result.commit, _ = self._commit(
                 task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}"
             )
@@ -803,6 +1032,14 @@ class AutonomousRunner:
         self._meta_id: str | None = None
         self._last_done_id: str | None = None
         self._lock = threading.Lock()
+        self.isolation: Isolation | None = None
+        self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
+        self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
+        self._failures = 0
+        self._busy = 0  # workers running a task
+        self._halt: tuple[int, str] | None = None
+        self._pause: asyncio.Future[tuple[bool, str]] | None = None
+        self._change: asyncio.Event | None = None  # set in _run_workers, on the loop
 
     # -- wiring -----------------------------------------------------------------------------
     @property
@@ -864,7 +1101,7 @@ class AutonomousRunner:
         with self._lock:
             self.state.updated_at = utcnow().isoformat()
             self.state.cost_usd = round(self.budget.spent, 6)
-            self.state.current = [w.current for w in self.workers if w.current is not None]
+            self.state.current = [w.current for w in self.workers if w.current is not None] + self._kept
             runner_state.save(self.settings.state_dir, self.state)
 
     def set_current(self, worker: Worker, current: CurrentTask) -> None:
@@ -918,6 +1155,8 @@ class AutonomousRunner:
             self._stop_event.set()
         for worker in self.workers:
             worker.interrupt(reason)
+        if self._change is not None:
+            self._changed()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -1029,8 +1268,13 @@ class AutonomousRunner:
                 f"a runner is already running here (pid {previous.pid}, session {previous.session_id}); "
                 "stop it with `autonomous stop` first"
             )
-        worker = Worker(self, self.worker_id, self.backend())
-        self.workers = [worker]
+        backend_ = self.backend()
+        self.isolation = Isolation.setup(self)
+        count = max(1, s.workers)
+        self.workers = [
+            Worker(self, self.worker_id if count == 1 else f"{self.worker_id}:w{i + 1}", backend_) for i in range(count)
+        ]
+        worker = self.workers[0]
         now = utcnow().isoformat()
         continuing = resume and previous is not None
         session_id = (
@@ -1067,9 +1311,10 @@ class AutonomousRunner:
             )
         )
         resume_targets = self._recover(previous)
+        self._leftovers()
         exit_code, reason = EXIT_OK, ""
         try:
-            exit_code, reason = await self._loop(worker, resume_targets if resume else [])
+            exit_code, reason = await self._run_workers(resume_targets if resume else [])
         except AutonomousError as exc:
             exit_code, reason = exc.exit_code, str(exc)
         except BaseException as exc:
@@ -1125,53 +1370,146 @@ class AutonomousRunner:
                     pass
         return targets
 
-    async def _loop(self, worker: Worker, resume_targets: list[CurrentTask]) -> tuple[int, str]:
+    def _leftovers(self) -> None:
+        """Worktrees a previous runner left: merged ones go, unmerged ones are kept and
+        reported (a WARNING event, and ``autonomous status``)."""
+        if self.isolation is None:
+            return
+        try:
+            cleaned, kept = self.isolation.scan_leftovers()
+        except (git.GitError, OSError) as exc:
+            self.emit(Event(EventKind.WARNING, {"message": f"could not list the task worktrees: {exc}"}))
+            return
+        if cleaned:
+            self.emit(Event(EventKind.WARNING, {"message": f"removed merged worktrees: {', '.join(cleaned)}"}))
+        for k in kept:
+            self.emit(
+                Event(
+                    EventKind.WARNING,
+                    {
+                        "message": f"worktree {k['path']} (branch {k['branch']}) kept: {k['reason']}; "
+                        "its task continues there when claimed again",
+                        "worktree": k,
+                    },
+                )
+            )
+
+    # -- the workers ---------------------------------------------------------------------------
+    #
+    # Every worker runs :meth:`_worker_loop` as a coroutine on the loop thread. Provider calls
+    # are synchronous and made from the loop thread only (the heartbeat's renew runs in a
+    # thread, which both stores support: the SQLite store opens a connection per thread, the
+    # PostgreSQL store serialises on its own lock), so nothing between a check of the shared
+    # limits and the claim that follows can interleave with another worker: the budget
+    # reservation, the task count and the claim are one step.
+
+    def _changed(self) -> None:
+        """Wake the workers waiting for something to change (a task ended, a stop)."""
+        event, self._change = self._change, asyncio.Event()
+        if event is not None:
+            event.set()
+
+    def _set_halt(self, code: int, reason: str) -> tuple[int, str]:
+        """A decision that ends the session for every worker: they take no new task, and
+        the ones running finish (or, on a stop, checkpoint) the task they have."""
+        if self._halt is None:
+            self._halt = (code, reason)
+        self._changed()
+        return self._halt
+
+    async def _run_workers(self, resume_targets: list[CurrentTask]) -> tuple[int, str]:
+        self._change = asyncio.Event()
+        first_claims = [asyncio.Event() for _ in self.workers]
+
+        async def one(i: int, worker: Worker) -> tuple[int, str]:
+            if i:  # staggered: a worker starts once the one before it has made its first claim
+                await first_claims[i - 1].wait()
+            try:
+                return await self._worker_loop(worker, resume_targets, first_claims[i])
+            except BaseException as exc:
+                self._set_halt(EXIT_FAILED, f"runner error: {type(exc).__name__}: {exc}")
+                raise
+            finally:
+                first_claims[i].set()
+                self._changed()
+
+        results = await asyncio.gather(*(one(i, w) for i, w in enumerate(self.workers)), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        if self._halt is not None:
+            return self._halt
+        ends = [r for r in results if isinstance(r, tuple)]
+        return next((r for r in ends if r[0] != EXIT_OK), ends[0])
+
+    async def _worker_loop(
+        self, worker: Worker, resume_targets: list[CurrentTask], first_claim: asyncio.Event
+    ) -> tuple[int, str]:
         s = self.settings
-        exclude: set[str] = set()
-        failures = 0
         while True:
             if self.stopping:
                 return EXIT_INTERRUPTED, self._stop_reason or "interrupted"
+            if self._halt is not None:
+                return self._halt
+            if self._pause is not None:  # another worker hit a rate limit: everybody waits it out
+                ok, why = await asyncio.shield(self._pause)
+                if not ok:
+                    return self._set_halt(EXIT_BUDGET, why)
+                continue
             review = self._review()
             if review is not None:
-                return review
+                return self._set_halt(*review)
             refusal = self.budget.refuse()
             if refusal is not None:
                 code, why = refusal
-                if code == EXIT_OK and failures:
-                    return EXIT_FAILED, f"{why}; {failures} task(s) failed or were blocked this session"
-                return code, why
+                if code == EXIT_OK and self._failures:
+                    return EXIT_FAILED, f"{why}; {self._failures} task(s) failed or were blocked this session"
+                return (code, why) if code == EXIT_OK else self._set_halt(code, why)
+            # Reserve before claiming (no await in between): N workers cannot together start
+            # more tasks than max_tasks_per_session or spend more than the budget.
+            reserved = self.budget.reserve()
             resume_session, resume_note = None, ""
             task: Task | None = None
             while resume_targets and task is None:
                 target = resume_targets.pop(0)
-                task = self._claim_specific(target.id)
+                task = self._claim_specific(target.id, worker.worker_id)
                 if task is not None:
                     resume_session = target.backend_session_id
                     resume_note = _last_note(task) or ""
             if task is None:
                 if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, s.mode):
-                    upcoming = scheduler.next_ready(self.provider.list_tasks(), utcnow(), s.ordering, exclude)
+                    upcoming = scheduler.next_ready(self.provider.list_tasks(), utcnow(), s.ordering, self._exclude)
                     if upcoming is not None:
                         self.checkpoint(
                             cp.Checkpoint(cp.CheckpointKind.BEFORE_TASK, upcoming.key, upcoming.title), upcoming
                         )
                         review = self._review()
                         if review is not None:
-                            return review
-                task = self.provider.claim_next(self.worker_id, s.lease_seconds, s.ordering, exclude)
+                            self.budget.unreserve(reserved)
+                            return self._set_halt(*review)
+                task = self.provider.claim_next(worker.worker_id, s.lease_seconds, s.ordering, self._exclude)
+            first_claim.set()
             if task is None:
+                self.budget.unreserve(reserved)
+                if self._busy and self._change is not None:  # what the others finish may make a task ready
+                    await self._change.wait()
+                    continue
                 waiting = self._nothing_ready_reason()
-                if failures:
-                    return EXIT_FAILED, f"no more tasks can run: {failures} task(s) failed or were blocked; {waiting}"
+                if self._failures:
+                    return (
+                        EXIT_FAILED,
+                        f"no more tasks can run: {self._failures} task(s) failed or were blocked; {waiting}",
+                    )
                 return EXIT_OK, waiting
-            reserved = self.budget.reserve()
+            self._busy += 1
             self._reservations[id(worker)] = reserved
             self.state.counters["tasks_started"] = self.budget.tasks_started
             try:
                 result = await worker.run_task(task, resume_session=resume_session, resume_note=resume_note)
             finally:
                 self._reservations.pop(id(worker), None)
+                self._busy -= 1
+                self._changed()
             self.budget.settle(reserved, result.cost_usd, result.verdict == Result.DONE)
             self.state.turns += result.turns
             for checkpoint in result.checkpoints:
@@ -1187,31 +1525,41 @@ class AutonomousRunner:
             self.save_state()
             if verdict == Result.INTERRUPTED:
                 self._keep_for_resume(worker, task)
-                return EXIT_INTERRUPTED, self._stop_reason or result.message
+                return self._set_halt(EXIT_INTERRUPTED, self._stop_reason or result.message)
             if verdict == Result.LOST:
-                exclude.add(task.id)
+                self._exclude.add(task.id)
                 continue
             if verdict == Result.AUTH:
-                return EXIT_USAGE, result.message
+                return self._set_halt(EXIT_USAGE, result.message)
             if verdict == Result.BUDGET:
-                return EXIT_BUDGET, result.message
+                return self._set_halt(EXIT_BUDGET, result.message)
             if verdict == Result.RATE_LIMITED:
-                ok, why = await self._wait_rate_limit(result.retry_at, task)
+                ok, why = await self._rate_limit_pause(result.retry_at, task)
                 if not ok:
-                    return EXIT_BUDGET, why
+                    return self._set_halt(EXIT_BUDGET, why)
                 continue
             if verdict in (Result.BLOCKED, Result.FAILED):
-                failures += 1
-                exclude.add(task.id)
+                self._failures += 1
+                self._exclude.add(task.id)
                 if s.on_failure != "continue":
                     review = self._review()
                     if review is not None and review[0] == EXIT_PAUSED:
-                        return review
-                    return EXIT_FAILED, f"{task.key} {verdict}: {result.message} (stop-on-failure)"
+                        return self._set_halt(*review)
+                    return self._set_halt(EXIT_FAILED, f"{task.key} {verdict}: {result.message} (stop-on-failure)")
 
-    def _claim_specific(self, task_id: str) -> Task | None:
+    async def _rate_limit_pause(self, retry_at: datetime | None, task: Task) -> tuple[bool, str]:
+        """One pause for all workers: the first worker rate limited waits until ``retry_at``
+        (within max_rate_limit_wait); the others, rate limited or about to claim, wait on
+        the same pause."""
+        if self._pause is None:
+            pause = asyncio.ensure_future(self._wait_rate_limit(retry_at, task))
+            self._pause = pause
+            pause.add_done_callback(lambda _f: setattr(self, "_pause", None) if self._pause is pause else None)
+        return await asyncio.shield(self._pause)
+
+    def _claim_specific(self, task_id: str, worker_id: str | None = None) -> Task | None:
         try:
-            return self.provider.claim(task_id, self.worker_id, self.settings.lease_seconds)
+            return self.provider.claim(task_id, worker_id or self.worker_id, self.settings.lease_seconds)
         except (ClaimConflict, TaskNotFound, StaleClaim):
             return None
 
@@ -1221,12 +1569,13 @@ class AutonomousRunner:
         if self.state is None:
             return
         last = worker.last_current
-        self.state.current = [
+        self._kept.append(
             last
             or CurrentTask(
-                id=task.id, key=task.key, title=task.title, started_at=utcnow().isoformat(), worker_id=self.worker_id
+                id=task.id, key=task.key, title=task.title, started_at=utcnow().isoformat(), worker_id=worker.worker_id
             )
-        ]
+        )
+        self.save_state()
 
     def _nothing_ready_reason(self) -> str:
         try:
