@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from autonomous.backends.claude_cli import StreamParser, parse_stream, parse_usage_limit, summarize_input
+from autonomous.backends.claude_cli import StreamParser, parse_stream
+from autonomous.backends.result import parse_usage_limit
+from autonomous.backends.text import summarize_input
 from autonomous.events import EventKind, OutcomeStatus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,7 +316,7 @@ def test_context_tokens_count_the_cache():
 
 
 def test_summarize_input():
-    assert summarize_input("Bash", {"command": "ls   -la\n"}) == "ls -la"
-    assert summarize_input("Write", {"file_path": "a.py", "content": "x" * 1000}) == "a.py"
-    assert summarize_input("Other", {"x": 1}) == '{"x": 1}'
-    assert len(summarize_input("Other", {"x": "y" * 1000})) == 300
+    assert summarize_input({"command": "ls   -la\n"}) == "ls -la"
+    assert summarize_input({"file_path": "a.py", "content": "x" * 1000}) == "a.py"
+    assert summarize_input({"x": 1}) == '{"x": 1}'
+    assert len(summarize_input({"x": "y" * 1000})) == 300

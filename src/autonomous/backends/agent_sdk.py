@@ -14,38 +14,38 @@ What this module has to get right, learnt from the SDK and its predecessor:
 * The command policy is a ``PreToolUse`` hook on ``Bash`` answered in-process (deny with
   the reason; the model sees it) plus the CLI's own ``--disallowedTools`` rules as a first
   line of defence.
-* The outcome follows the ``ResultMessage``, with the same rules as the CLI backend: a
-  result with ``is_error`` is never a success whatever its ``subtype``;
-  ``error_max_turns`` is max_turns, ``error_max_budget_usd`` is budget_exceeded, an API
-  status of 429/529 is rate_limited, 401/403 auth_error. Success still needs the model's
-  completion report; without one the model is nudged (at most ``max_nudges`` times).
+* The outcome follows the ``ResultMessage``, converted to the CLI's ``result`` line and
+  judged by the CLI backend's rules (:func:`~autonomous.backends.result.outcome_from_result`).
+  Success still needs the model's completion report; without one the model is nudged (at
+  most ``max_nudges`` times).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from autonomous.backends.base import Backend, RunOptions
-from autonomous.backends.claude_cli import parse_usage_limit
-from autonomous.backends.report import NUDGE_PROMPT, parse_report
+from autonomous.backends.report import NUDGE_PROMPT, Nudges
+from autonomous.backends.result import (
+    context_tokens,
+    outcome_from_result,
+    resets_at,
+    stop_for_api_retry,
+    stop_for_rate_limit,
+    usage_from,
+)
+from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
 from autonomous.policy import CommandPolicy
 
 INSTALL_HINT = "pip install 'autonomous-runner[sdk]'"
-
-# How long to wait before trying again when the CLI reports a rate limit but no reset time.
-DEFAULT_RATE_LIMIT_WAIT = timedelta(minutes=5)
-_EVENT_TEXT_LIMIT = 4000
-_AUTH_TEXT = re.compile(r"authentication_error|invalid (?:x-)?api[ -]key|please run /login|oauth token", re.I)
 
 
 class AgentSDKBackend(Backend):
@@ -116,12 +116,12 @@ class AgentSDKBackend(Backend):
                             id=block.tool_use_id,
                             name=tool_names.get(block.tool_use_id, "?"),
                             is_error=bool(block.is_error),
-                            excerpt=_clip(_result_text(block.content)),
+                            excerpt=clip_middle(tool_result_text(block.content)),
                         )
                     )
         elif isinstance(message, sdk.RateLimitEvent):
             info = message.rate_limit_info
-            resets = datetime.fromtimestamp(info.resets_at, UTC) if info.resets_at else None
+            resets = resets_at(_rate_limit_info(info))
             events.append(
                 ev(
                     EventKind.RATE_LIMIT,
@@ -191,22 +191,18 @@ class AgentSDKBackend(Backend):
         session_id: str | None = options.session_id
         cost = 0.0
         turns = 0
-        context_tokens = 0
+        context = 0
         rate_limit_reset: datetime | None = None
-        nudges = 0
+        nudges = Nudges(self.max_nudges)
         result: Any = None
 
-        def outcome(status: OutcomeStatus, **kw: Any) -> Outcome:
-            return Outcome(
-                status=status,
-                cost_usd=cost,
-                turns=turns,
-                usage=usage,
-                session_id=session_id,
-                context_tokens=context_tokens,
-                duration_s=time.monotonic() - started,
-                **kw,
-            )
+        def outcome(out: Outcome, *, stderr: bool = False) -> Outcome:
+            """``out`` with this run's totals; ``stderr``: its error gets the CLI's last stderr lines."""
+            out.cost_usd, out.turns, out.usage, out.session_id = cost, turns, usage, session_id
+            out.context_tokens, out.duration_s = context, time.monotonic() - started
+            if stderr:
+                out.error = _with_stderr(out.error, stderr_tail)
+            return out
 
         client = sdk.ClaudeSDKClient(options=sdk_options)
         try:
@@ -227,22 +223,19 @@ class AgentSDKBackend(Backend):
                     if isinstance(message, sdk.SystemMessage) and message.subtype == "init":
                         session_id = (message.data or {}).get("session_id") or session_id
                     if isinstance(message, sdk.AssistantMessage) and message.parent_tool_use_id is None:
-                        context_tokens = _context_tokens(message.usage) or context_tokens
-                    if isinstance(message, sdk.RateLimitEvent) and message.rate_limit_info.resets_at:
-                        rate_limit_reset = datetime.fromtimestamp(message.rate_limit_info.resets_at, UTC)
-                    stop = _stop_early(sdk, message, self.max_api_retries, rate_limit_reset)
+                        context = context_tokens(usage_from(message.usage)) or context
+                    if isinstance(message, sdk.RateLimitEvent):
+                        rate_limit_reset = resets_at(_rate_limit_info(message.rate_limit_info)) or rate_limit_reset
+                    stop = _stop_early(sdk, message, self.max_api_retries)
                     if stop is not None:
                         # Waiting longer cannot help (credentials refused, retries exhausted,
                         # usage limit hit): end now; disconnecting stops the CLI.
-                        status, error, retry_at = stop
-                        yield outcome(status, error=_with_stderr(error, stderr_tail), retry_at=retry_at)
+                        yield outcome(stop, stderr=True)
                         return
                 while denials:
                     yield denials.pop(0)
                 if result is None:
-                    yield outcome(
-                        OutcomeStatus.ERROR, error=_with_stderr("the CLI ended without a result", stderr_tail)
-                    )
+                    yield outcome(Outcome(OutcomeStatus.ERROR, error="the CLI ended without a result"), stderr=True)
                     return
 
                 session_id = result.session_id or session_id
@@ -250,13 +243,13 @@ class AgentSDKBackend(Backend):
                 # running total of the CLI process (observed with CLI 2.1.330).
                 cost = max(cost, result.total_cost_usd or 0.0)
                 turns += result.num_turns or 0
-                usage.add(_usage(result.usage))
+                usage.add(usage_from(result.usage))
                 yield ev(
                     EventKind.USAGE,
                     usage=usage.to_dict(),
                     cost_usd=cost,
                     turns=turns,
-                    context_tokens=context_tokens,
+                    context_tokens=context,
                     context_window=options.context_window,
                 )
                 for denial in result.permission_denials or []:
@@ -269,158 +262,72 @@ class AgentSDKBackend(Backend):
                             reason="not permitted (permission mode / allowed_tools)",
                         )
 
-                final = _error_outcome(result, rate_limit_reset)
-                if final is not None:
-                    status, error, retry_at = final
-                    yield outcome(status, error=_with_stderr(error, stderr_tail), retry_at=retry_at)
+                verdict = outcome_from_result(
+                    _result_dict(result),
+                    "\n".join(last_text),
+                    now=datetime.now(UTC),
+                    rate_limit_reset=rate_limit_reset,
+                )
+                if isinstance(verdict, Outcome):
+                    yield outcome(verdict, stderr=not _reported(verdict))
                     return
-
-                report = parse_report(result.result or "\n".join(last_text))
-                if report is not None:
-                    if report.blocked:
-                        yield outcome(
-                            OutcomeStatus.BLOCKED,
-                            summary=report.summary,
-                            blocker=report.blocker,
-                            files_changed=report.files_changed,
-                        )
-                    else:
-                        yield outcome(
-                            OutcomeStatus.COMPLETED, summary=report.summary, files_changed=report.files_changed
-                        )
-                    return
-                if nudges >= self.max_nudges:
-                    yield outcome(
-                        OutcomeStatus.FAILED,
-                        summary=_clip(result.result or "", 1000),
-                        error=f"no completion report after {nudges} nudge{'s' if nudges != 1 else ''}",
-                    )
+                if nudges.exhausted:
+                    yield outcome(nudges.given_up(result.result or ""))
                     return
                 if turns >= options.max_turns:
-                    yield outcome(OutcomeStatus.MAX_TURNS, error=f"reached max_turns ({options.max_turns})")
+                    yield outcome(Outcome(OutcomeStatus.MAX_TURNS, error=f"reached max_turns ({options.max_turns})"))
                     return
                 if options.budget_usd is not None and cost >= options.budget_usd:
-                    yield outcome(
-                        OutcomeStatus.BUDGET_EXCEEDED,
-                        error=f"budget of ${options.budget_usd:.4f} reached (spent ${cost:.4f})",
-                    )
+                    error = f"budget of ${options.budget_usd:.4f} reached (spent ${cost:.4f})"
+                    yield outcome(Outcome(OutcomeStatus.BUDGET_EXCEEDED, error=error))
                     return
-                nudges += 1
-                yield ev(EventKind.NUDGE, nudge=nudges, max_nudges=self.max_nudges)
+                yield ev(EventKind.NUDGE, nudge=nudges.take(), max_nudges=self.max_nudges)
                 await client.query(NUDGE_PROMPT)
         except sdk.CLINotFoundError as exc:
             raise BackendError(f"Claude Code CLI not found: {exc}") from exc
         except sdk.ClaudeSDKError as exc:
             data = getattr(exc, "data", None)
             if isinstance(data, dict) and data.get("type") == "result" and result is None:
-                final = _error_outcome(_ResultView(data), rate_limit_reset)
-                if final is not None:
-                    status, error, retry_at = final
-                    yield outcome(status, error=_with_stderr(error, stderr_tail), retry_at=retry_at)
+                verdict = outcome_from_result(data, now=datetime.now(UTC), rate_limit_reset=rate_limit_reset)
+                if isinstance(verdict, Outcome) and not _reported(verdict):
+                    yield outcome(verdict, stderr=True)
                     return
-            yield outcome(OutcomeStatus.ERROR, error=_with_stderr(f"{type(exc).__name__}: {exc}", stderr_tail))
+            error = f"{type(exc).__name__}: {exc}"
+            yield outcome(Outcome(OutcomeStatus.ERROR, error=error), stderr=True)
         finally:
             with contextlib.suppress(Exception):
                 await client.disconnect()
 
 
-class _ResultView:
-    """A raw ``result`` payload (from a ResultError) with ResultMessage's attribute names."""
-
-    def __init__(self, data: dict[str, Any]):
-        self.subtype = data.get("subtype") or ""
-        self.is_error = bool(data.get("is_error"))
-        self.result = data.get("result")
-        self.errors = data.get("errors")
-        self.api_error_status = data.get("api_error_status")
-        self.terminal_reason = data.get("terminal_reason")
-        self.stop_reason = data.get("stop_reason")
+def _reported(out: Outcome) -> bool:
+    """Whether ``out`` is the model's own report (completed, blocked) rather than a failure."""
+    return out.status in (OutcomeStatus.COMPLETED, OutcomeStatus.BLOCKED)
 
 
-def _error_outcome(result: Any, rate_limit_reset: datetime | None) -> tuple[OutcomeStatus, str, datetime | None] | None:
-    """The outcome of a result that is not a success, or ``None`` for a success.
-
-    The same order of rules as the CLI backend (``claude_cli.StreamParser``): ``is_error``
-    decides, never ``subtype`` alone, since the CLI reports a failed API call as
-    ``subtype: success`` with ``is_error: true``.
-    """
-    subtype = result.subtype or ""
-    terminal = result.terminal_reason or ""
-    is_error = result.is_error is True
-    text = result.result if isinstance(result.result, str) else ""
-    detail = "; ".join(str(e) for e in result.errors or [] if e) or text
-    if subtype == "error_max_turns" or terminal == "max_turns":
-        return OutcomeStatus.MAX_TURNS, detail or "reached the turn limit", None
-    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
-        return OutcomeStatus.BUDGET_EXCEEDED, detail or "reached the budget", None
-    limited, retry_at = parse_usage_limit(text)
-    if limited and (is_error or len(text) < 300):
-        return OutcomeStatus.RATE_LIMITED, _clip(text), retry_at or rate_limit_reset or _default_retry_at()
-    if terminal.startswith("aborted"):
-        return OutcomeStatus.INTERRUPTED, f"the CLI stopped the turn ({terminal})", None
-    if not is_error and subtype == "success":
-        return None
-    status = result.api_error_status
-    label = f"HTTP {status}: " if status is not None else ""
-    if status in (401, 403) or _AUTH_TEXT.search(detail):
-        return OutcomeStatus.AUTH_ERROR, _clip(label + detail), None
-    if status in (429, 529):
-        return OutcomeStatus.RATE_LIMITED, _clip(label + detail), rate_limit_reset or _default_retry_at()
-    return OutcomeStatus.ERROR, _clip(label + detail) or f"the CLI reported an error (subtype {subtype or '?'})", None
+def _result_dict(message: Any) -> dict[str, Any]:
+    """A ``ResultMessage`` as the CLI's stream-json ``result`` line it was parsed from."""
+    keys = ("subtype", "is_error", "result", "errors", "api_error_status", "terminal_reason", "stop_reason")
+    return {"type": "result", **{key: getattr(message, key, None) for key in keys}}
 
 
-def _default_retry_at() -> datetime:
-    return datetime.now(UTC) + DEFAULT_RATE_LIMIT_WAIT
+def _rate_limit_info(info: Any) -> dict[str, Any]:
+    """The SDK's ``RateLimitInfo`` as the CLI's ``rate_limit_info`` object."""
+    return {
+        "status": info.status,
+        "resetsAt": info.resets_at,
+        "rateLimitType": info.rate_limit_type,
+        "utilization": info.utilization,
+        "overageStatus": info.overage_status,
+    }
 
 
-def _stop_early(
-    sdk: Any, message: Any, max_api_retries: int, rate_limit_reset: datetime | None
-) -> tuple[OutcomeStatus, str, datetime | None] | None:
-    """An outcome to end the run with now, before the CLI gives up on its own (it retries
-    refused credentials and throttling with long backoffs), or ``None`` to go on."""
+def _stop_early(sdk: Any, message: Any, max_api_retries: int) -> Outcome | None:
+    """An outcome to end the run with now, before the CLI gives up on its own, or ``None`` to go on."""
     if isinstance(message, sdk.SystemMessage) and message.subtype == "api_retry":
-        data = message.data or {}
-        status, error = data.get("error_status"), data.get("error")
-        attempt = data.get("attempt") if isinstance(data.get("attempt"), int) else 0
-        if status in (401, 403) or error == "authentication_failed":
-            return OutcomeStatus.AUTH_ERROR, f"the API refused the credentials (HTTP {status}, {error})", None
-        if (status in (429, 529) or error in ("rate_limit", "overloaded")) and attempt > max_api_retries:
-            delay = data.get("retry_delay_ms") if isinstance(data.get("retry_delay_ms"), int | float) else 0
-            retry_at = datetime.now(UTC) + max(timedelta(milliseconds=delay), timedelta(seconds=1))
-            return (
-                OutcomeStatus.RATE_LIMITED,
-                f"the API is still refusing after {attempt} retries (HTTP {status}, {error})",
-                retry_at,
-            )
+        return stop_for_api_retry(message.data or {}, max_api_retries, datetime.now(UTC))
     if isinstance(message, sdk.RateLimitEvent):
-        info = message.rate_limit_info
-        if info.status == "rejected" and info.overage_status not in ("allowed", "allowed_warning"):
-            return (
-                OutcomeStatus.RATE_LIMITED,
-                f"usage limit reached ({info.rate_limit_type or 'unknown window'})",
-                rate_limit_reset or _default_retry_at(),
-            )
+        return stop_for_rate_limit(_rate_limit_info(message.rate_limit_info))
     return None
-
-
-def _context_tokens(usage: dict[str, Any] | None) -> int:
-    if not usage:
-        return 0
-    keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-    return sum(int(usage.get(k) or 0) for k in keys)
-
-
-def summarize_input(tool_input: Any) -> str:
-    """One line saying what a tool call does: the command, the path, the pattern."""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description"):
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                return _clip(" ".join(value.split()) if key == "command" else value, 300)
-    try:
-        return _clip(json.dumps(tool_input, default=str, ensure_ascii=False), 300)
-    except (TypeError, ValueError):
-        return _clip(str(tool_input), 300)
 
 
 def _import_sdk() -> Any:
@@ -431,30 +338,6 @@ def _import_sdk() -> Any:
     return claude_agent_sdk
 
 
-def _usage(raw: dict[str, Any] | None) -> Usage:
-    raw = raw or {}
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0),
-        output_tokens=int(raw.get("output_tokens") or 0),
-        cache_creation_input_tokens=int(raw.get("cache_creation_input_tokens") or 0),
-        cache_read_input_tokens=int(raw.get("cache_read_input_tokens") or 0),
-    )
-
-
-def _result_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content)
-    return str(content)
-
-
 def _with_stderr(error: str, tail: deque[str]) -> str:
     lines = [line for line in tail if line.strip()]
     return f"{error}\nCLI stderr (last lines):\n" + "\n".join(lines[-10:]) if lines else error
-
-
-def _clip(text: str, limit: int = _EVENT_TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + "\n[...]\n" + text[-limit // 2 :]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,8 +40,10 @@ from typing import Any
 
 from autonomous.backends import pricing
 from autonomous.backends.base import Backend, RunOptions
-from autonomous.backends.report import NUDGE_PROMPT, parse_report
-from autonomous.backends.tools import LocalTools
+from autonomous.backends.report import NUDGE_PROMPT, Nudges, report_outcome
+from autonomous.backends.result import context_tokens
+from autonomous.backends.text import clip_middle, summarize_input
+from autonomous.backends.tools import INPUT_KEYS, LocalTools
 from autonomous.errors import BackendError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
 from autonomous.policy import CommandPolicy
@@ -71,7 +72,6 @@ _ERROR_TYPE_STATUS = {
     "permission_error": 403,
     "api_error": 500,
 }
-_EVENT_TEXT_LIMIT = 4000
 
 
 class RatePacer:
@@ -158,23 +158,19 @@ class AnthropicBackend(Backend):
         def ev(kind: EventKind, **data: Any) -> Event:
             return Event(kind, data, task_id=options.task_id, backend=self.name)
 
-        def outcome(status: OutcomeStatus, **kw: Any) -> Outcome:
-            return Outcome(
-                status=status,
-                cost_usd=state["cost"],
-                turns=state["turns"],
-                usage=usage,
-                context_tokens=state["context"],
-                duration_s=max(0.0, self._clock() - started),
-                **kw,
-            )
+        def outcome(status: OutcomeStatus | Outcome, **kw: Any) -> Outcome:
+            """An outcome (or ``status`` and fields) with this run's totals."""
+            out = status if isinstance(status, Outcome) else Outcome(status, **kw)
+            out.cost_usd, out.turns, out.usage = state["cost"], state["turns"], usage
+            out.context_tokens, out.duration_s = state["context"], max(0.0, self._clock() - started)
+            return out
 
         tools = LocalTools(options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env)
         system = SYSTEM_PROMPT.format(cwd=tools.root)
         if options.append_system_prompt:
             system += "\n\n" + options.append_system_prompt
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-        nudges = 0
+        nudges = Nudges(self.max_nudges)
 
         yield ev(EventKind.BACKEND_START, model=model, tools=[t["name"] for t in tools.definitions()])
         if not pricing.is_known(model):
@@ -226,9 +222,7 @@ class AnthropicBackend(Backend):
                 usage.add(req_usage)
                 req_cost = pricing.cost(model, req_usage)
                 state["cost"] += req_cost
-                state["context"] = (
-                    req_usage.input_tokens + req_usage.cache_read_input_tokens + req_usage.cache_creation_input_tokens
-                )
+                state["context"] = context_tokens(req_usage)
                 yield ev(
                     EventKind.USAGE,
                     usage=usage.to_dict(),
@@ -249,7 +243,12 @@ class AnthropicBackend(Backend):
                 if tool_uses:
                     results: list[dict[str, Any]] = []
                     for block in tool_uses:
-                        yield ev(EventKind.TOOL_USE, id=block.id, name=block.name, input=summarize_input(block.input))
+                        yield ev(
+                            EventKind.TOOL_USE,
+                            id=block.id,
+                            name=block.name,
+                            input=summarize_input(block.input, INPUT_KEYS),
+                        )
                         if stop == "max_tokens":
                             # The call may have been cut off mid-input; never run a truncated command.
                             content_text, is_error, denied = (
@@ -266,11 +265,14 @@ class AnthropicBackend(Backend):
                             id=block.id,
                             name=block.name,
                             is_error=is_error,
-                            excerpt=_clip(content_text),
+                            excerpt=clip_middle(content_text),
                         )
                         if denied:
                             yield ev(
-                                EventKind.PERMISSION_DENIED, id=block.id, name=block.name, reason=_clip(content_text)
+                                EventKind.PERMISSION_DENIED,
+                                id=block.id,
+                                name=block.name,
+                                reason=clip_middle(content_text),
                             )
                         results.append(
                             {
@@ -293,29 +295,14 @@ class AnthropicBackend(Backend):
                     return
 
                 text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", None) == "text")
-                report = parse_report(text)
-                if report is not None:
-                    if report.blocked:
-                        yield outcome(
-                            OutcomeStatus.BLOCKED,
-                            summary=report.summary,
-                            blocker=report.blocker,
-                            files_changed=report.files_changed,
-                        )
-                    else:
-                        yield outcome(
-                            OutcomeStatus.COMPLETED, summary=report.summary, files_changed=report.files_changed
-                        )
+                verdict = report_outcome(text)
+                if isinstance(verdict, Outcome):
+                    yield outcome(verdict)
                     return
-                if nudges >= self.max_nudges:
-                    yield outcome(
-                        OutcomeStatus.FAILED,
-                        summary=_clip(text, 1000),
-                        error=f"no completion report after {nudges} nudge{'s' if nudges != 1 else ''}",
-                    )
+                if nudges.exhausted:
+                    yield outcome(nudges.given_up(text))
                     return
-                nudges += 1
-                yield ev(EventKind.NUDGE, nudge=nudges, max_nudges=self.max_nudges, stop_reason=stop)
+                yield ev(EventKind.NUDGE, nudge=nudges.take(), max_nudges=self.max_nudges, stop_reason=stop)
                 _append_user_text(messages, NUDGE_PROMPT)
 
     async def _request(
@@ -454,20 +441,3 @@ def _append_user_text(messages: list[dict[str, Any]], text: str) -> None:
     if isinstance(last["content"], str):
         last["content"] = [{"type": "text", "text": last["content"]}]
     last["content"].append({"type": "text", "text": text})
-
-
-def summarize_input(tool_input: Any) -> str:
-    """One line saying what a tool call does (the command, the path, the pattern)."""
-    if isinstance(tool_input, dict):
-        for key in ("command", "path", "pattern"):
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                return _clip(" ".join(value.split()) if key == "command" else value, 300)
-    try:
-        return _clip(json.dumps(tool_input, default=str, ensure_ascii=False), 300)
-    except (TypeError, ValueError):
-        return _clip(str(tool_input), 300)
-
-
-def _clip(text: str, limit: int = _EVENT_TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + "\n[...]\n" + text[-limit // 2 :]

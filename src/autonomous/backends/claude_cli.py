@@ -32,7 +32,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -41,14 +40,26 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from autonomous.backends.base import Backend, RunOptions
-from autonomous.backends.report import NUDGE_PROMPT, parse_report
+from autonomous.backends.report import NUDGE_PROMPT, Nudge
+from autonomous.backends.result import (
+    api_failure,
+    as_int,
+    context_tokens,
+    outcome_from_result,
+    parse_usage_limit,
+    resets_at,
+    stop_for_api_retry,
+    stop_for_rate_limit,
+    usage_from,
+)
+from autonomous.backends.text import clip, summarize_input, tool_result_text
 from autonomous.errors import AutonomousError, BackendError
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.policy import CommandPolicy
 
 INSTALL_HINT = (
@@ -58,10 +69,6 @@ INSTALL_HINT = (
 )
 
 _LINE_LIMIT = 64 * 1024 * 1024  # one stream-json line can carry a whole file read by a tool
-_EXCERPT = 500
-_AUTH_STATUSES = frozenset({401, 403})
-_THROTTLE_STATUSES = frozenset({429, 529})
-_DEFAULT_RETRY_AFTER = timedelta(seconds=60)
 # Message types the CLI prints that carry nothing for us; unknown ones get one warning.
 _QUIET_TYPES = frozenset(
     {"stream_event", "control_request", "control_response", "control_cancel_request", "keep_alive", "tool_progress",
@@ -108,126 +115,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def _clip(text: str, limit: int = _EXCERPT) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def summarize_input(name: str, tool_input: Any) -> str:
-    """One line saying what a tool call does: the command, the path, the pattern ..."""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description"):
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                return _clip(" ".join(value.split()) if key == "command" else value, 300)
-    try:
-        return _clip(json.dumps(tool_input, default=str, ensure_ascii=False), 300)
-    except (TypeError, ValueError):
-        return _clip(str(tool_input), 300)
-
-
-def _tool_result_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif isinstance(block, dict):
-                parts.append(f"[{block.get('type', 'block')}]")
-        return "\n".join(parts)
-    return "" if content is None else str(content)
-
-
-def _usage_from(data: Any) -> Usage:
-    if not isinstance(data, dict):
-        return Usage()
-    return Usage(
-        input_tokens=_int(data.get("input_tokens")),
-        output_tokens=_int(data.get("output_tokens")),
-        cache_creation_input_tokens=_int(data.get("cache_creation_input_tokens")),
-        cache_read_input_tokens=_int(data.get("cache_read_input_tokens")),
-    )
-
-
-# "Claude AI usage limit reached|1700000000" (older CLIs), "You've hit your limit · resets 3pm (Europe/Paris)",
-# "5-hour limit reached ∙ resets 3:30pm", "... resets Nov 25, 3pm".
-_LIMIT_EPOCH = re.compile(r"usage limit reached\s*\|\s*(\d{9,13})", re.I)
-_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your (?:usage )?limit|limit reached|limit will reset)", re.I)
-# A successful result is only a limit message when it *is* one, not when the model's
-# summary mentions limits ("Added rate limit middleware"): the message leads the text.
-_LIMIT_HEAD = re.compile(
-    r"^\W*(?:claude(?: ai)? usage limit reached|you(?:'|\u2019)ve hit your (?:usage )?limit|\d+-hour limit reached"
-    r"|weekly limit reached|usage limit reached)",
-    re.I,
-)
-_RESETS = re.compile(
-    r"resets?\s+(?:at\s+)?(?:(?P<month>[A-Z][a-z]{2,8})\.?\s+(?P<day>\d{1,2}),?\s+(?:at\s+)?)?"
-    r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?(?:\s*\((?P<tz>[^)]+)\))?",
-    re.I,
-)
-_MONTHS = {
-    m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
-}
-
-
-def parse_usage_limit(text: str, now: datetime | None = None, *, strict: bool = False) -> tuple[bool, datetime | None]:
-    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so.
-
-    ``strict``: the text must start with the message (for texts that may be the model's own).
-    """
-    if not text or (strict and not _LIMIT_HEAD.match(text)):
-        return False, None
-    m = _LIMIT_EPOCH.search(text)
-    if m:
-        stamp = int(m.group(1))
-        if stamp > 10**11:  # milliseconds
-            stamp //= 1000
-        return True, datetime.fromtimestamp(stamp, UTC)
-    if not _LIMIT_TEXT.search(text):
-        return False, None
-    m = _RESETS.search(text)
-    if not m:
-        return True, None
-    return True, _reset_time(m, now or _now())
-
-
-def _reset_time(m: re.Match[str], now: datetime) -> datetime | None:
-    hour, minute = int(m.group("hour")), int(m.group("minute") or 0)
-    ampm = (m.group("ampm") or "").replace(".", "").lower()
-    if ampm == "pm" and hour < 12:
-        hour += 12
-    elif ampm == "am" and hour == 12:
-        hour = 0
-    if hour > 23 or minute > 59:
-        return None
-    tz: Any = None
-    if m.group("tz"):
-        try:
-            from zoneinfo import ZoneInfo
-
-            tz = ZoneInfo(m.group("tz").strip())
-        except Exception:
-            tz = None
-    local_now = now.astimezone(tz) if tz is not None else now.astimezone()
-    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    month = _MONTHS.get((m.group("month") or "")[:3].lower())
-    if month and m.group("day"):
-        try:
-            candidate = candidate.replace(month=month, day=int(m.group("day")))
-        except ValueError:
-            return None
-        if candidate < local_now - timedelta(days=1):
-            candidate = candidate.replace(year=candidate.year + 1)
-    elif candidate <= local_now:
-        candidate += timedelta(days=1)
-    return candidate.astimezone(UTC)
-
-
 class StreamParser:
     """Turns the CLI's stream-json lines into events, then into an :class:`Outcome`.
 
@@ -262,6 +149,7 @@ class StreamParser:
         self.denials: list[str] = []
         self.api_error: dict[str, Any] | None = None
         self.last_retry: dict[str, Any] | None = None
+        self.rate_limit_reset: datetime | None = None  # from the last rate_limit_event that had one
         self.lines = 0
         self._message_id: str | None = None
         self._tools: dict[str, str] = {}
@@ -282,12 +170,10 @@ class StreamParser:
         try:
             msg = json.loads(line)
         except ValueError:
-            return [
-                self._ev(EventKind.WARNING, message="claude printed a line that is not JSON", line=_clip(line, 300))
-            ]
+            return [self._ev(EventKind.WARNING, message="claude printed a line that is not JSON", line=clip(line, 300))]
         if not isinstance(msg, dict):
             return [
-                self._ev(EventKind.WARNING, message="claude printed JSON that is not an object", line=_clip(line, 300))
+                self._ev(EventKind.WARNING, message="claude printed JSON that is not an object", line=clip(line, 300))
             ]
         if isinstance(msg.get("session_id"), str) and msg["session_id"]:
             self.session_id = msg["session_id"]
@@ -331,36 +217,23 @@ class StreamParser:
         return []  # hook responses, compaction boundaries, status lines: informational
 
     def _api_retry(self, msg: dict[str, Any]) -> list[Event]:
-        status = msg.get("error_status")
-        error = msg.get("error")
-        attempt = _int(msg.get("attempt"))
-        delay_ms = _int(msg.get("retry_delay_ms"))
         self.last_retry = msg
         events = [
             self._ev(
                 EventKind.API_RETRY,
-                attempt=attempt,
+                attempt=as_int(msg.get("attempt")),
                 max_retries=msg.get("max_retries"),
-                retry_delay_ms=delay_ms,
-                error_status=status,
-                error=error,
+                retry_delay_ms=as_int(msg.get("retry_delay_ms")),
+                error_status=msg.get("error_status"),
+                error=msg.get("error"),
             )
         ]
         if self.stop is not None or not self.early_stop:
             return events
-        if status in _AUTH_STATUSES or error == "authentication_failed":
-            self.stop = Outcome(
-                OutcomeStatus.AUTH_ERROR,
-                error=f"the API refused the credentials (HTTP {status}, {error}); retrying cannot fix that",
-            )
-        elif (status in _THROTTLE_STATUSES or error in ("rate_limit", "overloaded")) and attempt > self.max_api_retries:
-            retry_at = self.clock() + max(timedelta(milliseconds=delay_ms), timedelta(seconds=1))
-            self.stop = Outcome(
-                OutcomeStatus.RATE_LIMITED,
-                error=f"the API is still refusing after {attempt} retries (HTTP {status}, {error})",
-                retry_at=retry_at,
-            )
-            events.append(self._ev(EventKind.RATE_LIMIT, status=status, retry_at=retry_at.isoformat()))
+        self.stop = stop_for_api_retry(msg, self.max_api_retries, self.clock())
+        if self.stop is not None and self.stop.retry_at is not None:
+            retry_at = self.stop.retry_at.isoformat()
+            events.append(self._ev(EventKind.RATE_LIMIT, status=msg.get("error_status"), retry_at=retry_at))
         return events
 
     def _assistant(self, msg: dict[str, Any]) -> list[Event]:
@@ -398,7 +271,7 @@ class StreamParser:
                         EventKind.TOOL_USE,
                         id=tool_id,
                         name=name,
-                        input=summarize_input(name, block.get("input")),
+                        input=summarize_input(block.get("input")),
                         subagent=not top_level,
                     )
                 )
@@ -406,8 +279,7 @@ class StreamParser:
             self.final_text = (self.final_text + "\n" + "\n".join(texts)).strip()
         usage = message.get("usage")
         if top_level and isinstance(usage, dict) and not synthetic:
-            u = _usage_from(usage)
-            self.context_tokens = u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
+            self.context_tokens = context_tokens(usage_from(usage))
         if msg.get("is_api_error_message") or (msg.get("error") and synthetic):
             text = "\n".join(texts)
             self.api_error = {
@@ -418,7 +290,7 @@ class StreamParser:
             }
             events.append(
                 self._ev(
-                    EventKind.ERROR, message=_clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
+                    EventKind.ERROR, message=clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
                 )
             )
         return events
@@ -433,16 +305,14 @@ class StreamParser:
             if not isinstance(block, dict) or block.get("type") != "tool_result":
                 continue
             tool_id = str(block.get("tool_use_id", ""))
-            text = _tool_result_text(block.get("content"))
+            text = tool_result_text(block.get("content"))
             is_error = bool(block.get("is_error"))
             name = self._tools.get(tool_id, "?")
-            events.append(
-                self._ev(EventKind.TOOL_RESULT, id=tool_id, name=name, is_error=is_error, excerpt=_clip(text))
-            )
+            events.append(self._ev(EventKind.TOOL_RESULT, id=tool_id, name=name, is_error=is_error, excerpt=clip(text)))
             if is_error and _looks_denied(text):
                 self._denied_ids.add(tool_id)
-                self.denials.append(f"{name}: {_clip(' '.join(text.split()), 200)}")
-                events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, reason=_clip(text, 300)))
+                self.denials.append(f"{name}: {clip(' '.join(text.split()), 200)}")
+                events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, reason=clip(text, 300)))
         return events
 
     def _result(self, msg: dict[str, Any]) -> list[Event]:
@@ -450,9 +320,9 @@ class StreamParser:
         events = [
             self._ev(
                 EventKind.USAGE,
-                turns=_int(msg.get("num_turns")),
+                turns=as_int(msg.get("num_turns")),
                 cost_usd=float(msg.get("total_cost_usd") or 0.0),
-                usage=_usage_from(msg.get("usage")).to_dict(),
+                usage=usage_from(msg.get("usage")).to_dict(),
             )
         ]
         denials = msg.get("permission_denials")
@@ -463,7 +333,7 @@ class StreamParser:
             if tool_id and tool_id in self._denied_ids:
                 continue
             name = str(denial.get("tool_name", "?"))
-            what = summarize_input(name, denial.get("tool_input"))
+            what = summarize_input(denial.get("tool_input"))
             self._denied_ids.add(tool_id)
             self.denials.append(f"{name}: {what}")
             events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, input=what))
@@ -471,26 +341,19 @@ class StreamParser:
 
     def _rate_limit(self, msg: dict[str, Any]) -> list[Event]:
         info = msg.get("rate_limit_info") if isinstance(msg.get("rate_limit_info"), dict) else {}
-        status = info.get("status")
-        resets = info.get("resetsAt")
-        retry_at = datetime.fromtimestamp(resets, UTC) if isinstance(resets, int | float) and resets > 0 else None
+        retry_at = resets_at(info)
+        self.rate_limit_reset = retry_at or self.rate_limit_reset
         events = [
             self._ev(
                 EventKind.RATE_LIMIT,
-                status=status,
+                status=info.get("status"),
                 limit_type=info.get("rateLimitType"),
                 utilization=info.get("utilization"),
                 retry_at=retry_at.isoformat() if retry_at else None,
             )
         ]
-        overage = info.get("overageStatus")
-        rejected = status == "rejected" and overage not in ("allowed", "allowed_warning")
-        if rejected and self.stop is None and self.early_stop:
-            self.stop = Outcome(
-                OutcomeStatus.RATE_LIMITED,
-                error=f"usage limit reached ({info.get('rateLimitType') or 'unknown window'})",
-                retry_at=retry_at,
-            )
+        if self.stop is None and self.early_stop:
+            self.stop = stop_for_rate_limit(info)
         return events
 
     # -- the outcome ----------------------------------------------------------------------
@@ -501,9 +364,9 @@ class StreamParser:
         r = self.result
         if r is not None:
             out.cost_usd = float(r.get("total_cost_usd") or 0.0)
-            out.turns = _int(r.get("num_turns"))
-            out.usage = _usage_from(r.get("usage"))
-            out.duration_s = _int(r.get("duration_ms")) / 1000
+            out.turns = as_int(r.get("num_turns"))
+            out.usage = usage_from(r.get("usage"))
+            out.duration_s = as_int(r.get("duration_ms")) / 1000
         if self.stop is not None:
             out.status, out.error, out.retry_at = self.stop.status, self.stop.error, self.stop.retry_at
         elif r is None:
@@ -517,68 +380,33 @@ class StreamParser:
 
     def _no_result(self, out: Outcome, returncode: int | None, stderr: str) -> None:
         if self.api_error is not None:
-            self._api_failure(out, self.api_error.get("status"), self.api_error.get("type"), self.api_error["text"])
+            failure = api_failure(
+                self.api_error.get("status"),
+                self.api_error.get("type"),
+                self.api_error["text"],
+                now=self.clock(),
+                rate_limit_reset=self.rate_limit_reset,
+            )
+            out.status, out.error, out.retry_at = failure.status, failure.error, failure.retry_at
             return
         limited, retry_at = parse_usage_limit(self.final_text, self.clock(), strict=True)
         if limited:
-            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(self.final_text)
+            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, clip(self.final_text)
             return
         out.status = OutcomeStatus.ERROR
-        tail = _clip(" ".join(stderr.split()[-60:]), 400) if stderr else ""
+        tail = clip(" ".join(stderr.split()[-60:]), 400) if stderr else ""
         out.error = f"claude exited with code {returncode} without a result" + (f": {tail}" if tail else "")
 
     def _from_result(self, out: Outcome, r: dict[str, Any]) -> None:
-        subtype = str(r.get("subtype") or "")
-        terminal = str(r.get("terminal_reason") or "")
-        is_error = r.get("is_error") is True
-        text = r.get("result") if isinstance(r.get("result"), str) else ""
-        errors = [str(e) for e in r.get("errors") or [] if e] if isinstance(r.get("errors"), list) else []
-        detail = "; ".join(errors) or text
-        if subtype == "error_max_turns" or terminal == "max_turns":
-            out.status, out.error = OutcomeStatus.MAX_TURNS, detail or "reached the turn limit"
-            return
-        if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
-            out.status, out.error = OutcomeStatus.BUDGET_EXCEEDED, detail or "reached the budget"
-            return
-        limited, retry_at = parse_usage_limit(text or self.final_text, self.clock(), strict=not is_error)
-        if limited:
-            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, _clip(text or self.final_text)
-            return
-        if terminal.startswith("aborted"):
-            out.status, out.error = OutcomeStatus.INTERRUPTED, f"the CLI stopped the turn ({terminal})"
-            return
-        if is_error or subtype != "success":
-            status = r.get("api_error_status")
-            if status is None and self.api_error is not None:
-                status = self.api_error.get("status")
-            err_type = r.get("api_error_type") or (self.api_error or {}).get("type")
-            if status is not None or err_type or terminal == "api_error":
-                self._api_failure(out, status, err_type, detail)
-            else:
-                out.status = OutcomeStatus.ERROR
-                out.error = _clip(detail) or f"the CLI reported an error (subtype {subtype or '?'})"
-            return
-        report = parse_report(text) or (parse_report(self.final_text) if self.final_text != text else None)
-        if report is None:
+        verdict = outcome_from_result(
+            r, self.final_text, now=self.clock(), api_error=self.api_error, rate_limit_reset=self.rate_limit_reset
+        )
+        if isinstance(verdict, Nudge):
             out.status, out.error = OutcomeStatus.FAILED, "no completion report"
             self.needs_nudge = True
-        elif report.blocked:
-            out.status, out.blocker, out.summary = OutcomeStatus.BLOCKED, report.blocker, report.summary
-            out.files_changed = list(report.files_changed)
-        else:
-            out.status, out.summary = OutcomeStatus.COMPLETED, report.summary
-            out.files_changed = list(report.files_changed)
-
-    def _api_failure(self, out: Outcome, status: Any, err_type: Any, detail: str) -> None:
-        if status in _AUTH_STATUSES or err_type in ("authentication_error", "permission_error"):
-            out.status = OutcomeStatus.AUTH_ERROR
-        elif status in _THROTTLE_STATUSES or err_type in ("rate_limit_error", "overloaded_error"):
-            out.status = OutcomeStatus.RATE_LIMITED
-            out.retry_at = self.clock() + _DEFAULT_RETRY_AFTER
-        else:
-            out.status = OutcomeStatus.ERROR
-        label = f"HTTP {status}" if status is not None else str(err_type or "API error")
-        out.error = _clip(f"{label}: {detail}" if detail else label)
+            return
+        out.status, out.error, out.retry_at = verdict.status, verdict.error, verdict.retry_at
+        out.summary, out.blocker, out.files_changed = verdict.summary, verdict.blocker, verdict.files_changed
 
 
 _DENIAL_MARKERS = (

@@ -13,7 +13,8 @@ tolerates anything and never raises: no recognisable report is ``None``, and the
 answers that with :data:`NUDGE_PROMPT`.
 
 All three backends (CLI, Agent SDK, Messages API) share this module so a report means the
-same thing whichever backend ran the task.
+same thing whichever backend ran the task: :func:`report_outcome` turns the final text
+into ``completed``/``blocked`` or :data:`NUDGE`, and :class:`Nudges` counts the nudges.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
+
+from autonomous.backends.text import clip_middle
+from autonomous.events import Outcome, OutcomeStatus
 
 ReportStatus = Literal["complete", "blocked"]
 
@@ -73,6 +77,71 @@ _MARKER = re.compile(
 )
 _FILES_LINE = re.compile(r"^[ \t*-]*files?[ \t]+(?:modified|changed)[ \t]*:[ \t]*(.+)$", re.I | re.M)
 _FILES_INLINE = re.compile(r"files?[ \t]+(?:modified|changed)[ \t]*:[ \t]*([^\n]+?)(?:\.[ \t]|\.$|$)", re.I | re.M)
+
+
+class Nudge:
+    """No completion report yet: ask again (:data:`NUDGE_PROMPT`) in the same conversation."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NUDGE"
+
+
+NUDGE: Final = Nudge()
+
+
+@dataclass(slots=True)
+class Nudges:
+    """How many nudges a run has used, out of ``limit``."""
+
+    limit: int
+    used: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    def take(self) -> int:
+        self.used += 1
+        return self.used
+
+    def counted(self) -> str:
+        """``"1 nudge"``, ``"2 nudges"``: for the error of a run that never reported."""
+        return f"{self.used} nudge{'s' if self.used != 1 else ''}"
+
+    def given_up(self, last_text: str) -> Outcome:
+        """The outcome of a run whose nudges are used up without a report."""
+        return Outcome(
+            OutcomeStatus.FAILED,
+            summary=clip_middle(last_text, 1000),
+            error=f"no completion report after {self.counted()}",
+        )
+
+
+def report_outcome(*texts: str | None) -> Outcome | Nudge:
+    """The outcome the first report found in ``texts`` (tried in order) stands for, else :data:`NUDGE`.
+
+    The returned outcome carries only what the report says (status, summary, blocker,
+    files); the backend adds cost, turns and usage.
+    """
+    seen: set[str] = set()
+    for text in texts:
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        report = parse_report(text)
+        if report is None:
+            continue
+        if report.blocked:
+            return Outcome(
+                OutcomeStatus.BLOCKED,
+                summary=report.summary,
+                blocker=report.blocker,
+                files_changed=list(report.files_changed),
+            )
+        return Outcome(OutcomeStatus.COMPLETED, summary=report.summary, files_changed=list(report.files_changed))
+    return NUDGE
 
 
 @dataclass(slots=True)

@@ -135,6 +135,8 @@ TOOL_DEFINITIONS: list[dict[str, Any]] = [
 ]
 
 TOOL_NAMES = [t["name"] for t in TOOL_DEFINITIONS]
+# The input fields that say what a call of these tools does (for events), most telling first.
+INPUT_KEYS = ("command", "path", "pattern")
 
 
 class LocalTools:

@@ -1,0 +1,230 @@
+"""A Claude Code run's structured signals → :class:`Outcome`: the rules both Claude Code
+backends (``claude-code``, reading stream-json lines, and ``claude-code-sdk``, reading the
+Agent SDK's messages converted to the same dict shapes) decide with.
+
+* :func:`outcome_from_result`: the ``result`` message. ``is_error`` decides, never
+  ``subtype`` alone (the CLI reports a failed API call as ``subtype: success`` with
+  ``is_error: true``); ``error_max_turns`` is max_turns, ``error_max_budget_usd`` is
+  budget_exceeded, a usage-limit text is rate_limited, an aborted turn is interrupted, an
+  API status of 401/403 is auth_error and 429/529 rate_limited; a success needs the
+  model's completion report, else :data:`~autonomous.backends.report.NUDGE`.
+* :func:`stop_for_api_retry`, :func:`stop_for_rate_limit`: the messages after which
+  waiting longer cannot help (refused credentials, throttling past the retry limit, a
+  rejected usage limit), so the backend ends the run before the CLI gives up on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from autonomous.backends.report import Nudge, report_outcome
+from autonomous.backends.text import clip
+from autonomous.events import Outcome, OutcomeStatus, Usage
+
+AUTH_STATUSES = frozenset({401, 403})
+THROTTLE_STATUSES = frozenset({429, 529})
+# How long to wait when the API throttled and no reset time is known.
+DEFAULT_RETRY_AFTER = timedelta(seconds=60)
+_AUTH_TYPES = ("authentication_error", "permission_error")
+_THROTTLE_TYPES = ("rate_limit_error", "overloaded_error")
+_AUTH_TEXT = re.compile(r"authentication_error|invalid (?:x-)?api[ -]key|please run /login|oauth token", re.I)
+
+
+def as_int(value: Any) -> int:
+    """A JSON number as an int; anything else (booleans included) is 0."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def usage_from(data: Any) -> Usage:
+    """A ``usage`` object of the CLI (a dict) as :class:`Usage`; anything else is no usage."""
+    if not isinstance(data, dict):
+        return Usage()
+    return Usage(
+        input_tokens=as_int(data.get("input_tokens")),
+        output_tokens=as_int(data.get("output_tokens")),
+        cache_creation_input_tokens=as_int(data.get("cache_creation_input_tokens")),
+        cache_read_input_tokens=as_int(data.get("cache_read_input_tokens")),
+    )
+
+
+def context_tokens(usage: Usage) -> int:
+    """The whole prompt of a request (input + cache reads + cache writes): how full the context is."""
+    return usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+
+
+# "Claude AI usage limit reached|1700000000" (older CLIs), "You've hit your limit · resets 3pm (Europe/Paris)",
+# "5-hour limit reached ∙ resets 3:30pm", "... resets Nov 25, 3pm".
+_LIMIT_EPOCH = re.compile(r"usage limit reached\s*\|\s*(\d{9,13})", re.I)
+_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your (?:usage )?limit|limit reached|limit will reset)", re.I)
+# A successful result is only a limit message when it *is* one, not when the model's
+# summary mentions limits ("Added rate limit middleware"): the message leads the text.
+_LIMIT_HEAD = re.compile(
+    r"^\W*(?:claude(?: ai)? usage limit reached|you(?:'|\u2019)ve hit your (?:usage )?limit|\d+-hour limit reached"
+    r"|weekly limit reached|usage limit reached)",
+    re.I,
+)
+_RESETS = re.compile(
+    r"resets?\s+(?:at\s+)?(?:(?P<month>[A-Z][a-z]{2,8})\.?\s+(?P<day>\d{1,2}),?\s+(?:at\s+)?)?"
+    r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?(?:\s*\((?P<tz>[^)]+)\))?",
+    re.I,
+)
+_MONTHS = {
+    m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
+}
+
+
+def parse_usage_limit(text: str, now: datetime | None = None, *, strict: bool = False) -> tuple[bool, datetime | None]:
+    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so.
+
+    ``strict``: the text must start with the message (for texts that may be the model's own).
+    """
+    if not text or (strict and not _LIMIT_HEAD.match(text)):
+        return False, None
+    m = _LIMIT_EPOCH.search(text)
+    if m:
+        stamp = int(m.group(1))
+        if stamp > 10**11:  # milliseconds
+            stamp //= 1000
+        return True, datetime.fromtimestamp(stamp, UTC)
+    if not _LIMIT_TEXT.search(text):
+        return False, None
+    m = _RESETS.search(text)
+    if not m:
+        return True, None
+    return True, _reset_time(m, now or datetime.now(UTC))
+
+
+def _reset_time(m: re.Match[str], now: datetime) -> datetime | None:
+    hour, minute = int(m.group("hour")), int(m.group("minute") or 0)
+    ampm = (m.group("ampm") or "").replace(".", "").lower()
+    if ampm == "pm" and hour < 12:
+        hour += 12
+    elif ampm == "am" and hour == 12:
+        hour = 0
+    if hour > 23 or minute > 59:
+        return None
+    tz: Any = None
+    if m.group("tz"):
+        try:
+            from zoneinfo import ZoneInfo
+
+            tz = ZoneInfo(m.group("tz").strip())
+        except Exception:
+            tz = None
+    local_now = now.astimezone(tz) if tz is not None else now.astimezone()
+    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    month = _MONTHS.get((m.group("month") or "")[:3].lower())
+    if month and m.group("day"):
+        try:
+            candidate = candidate.replace(month=month, day=int(m.group("day")))
+        except ValueError:
+            return None
+        if candidate < local_now - timedelta(days=1):
+            candidate = candidate.replace(year=candidate.year + 1)
+    elif candidate <= local_now:
+        candidate += timedelta(days=1)
+    return candidate.astimezone(UTC)
+
+
+def outcome_from_result(
+    result: dict[str, Any],
+    final_text: str = "",
+    *,
+    now: datetime,
+    api_error: dict[str, Any] | None = None,
+    rate_limit_reset: datetime | None = None,
+) -> Outcome | Nudge:
+    """The outcome of one ``result`` message (status, error, retry_at, report fields), or a nudge.
+
+    ``final_text``: the model's last top-level text (the report may be there when
+    ``result`` lacks it); ``api_error``: an API error message seen before the result
+    (``status``, ``type``); ``rate_limit_reset``: the reset time of the last rate-limit event.
+    """
+    subtype = str(result.get("subtype") or "")
+    terminal = str(result.get("terminal_reason") or "")
+    is_error = result.get("is_error") is True
+    text = result.get("result") if isinstance(result.get("result"), str) else ""
+    errors = [str(e) for e in result.get("errors") or [] if e] if isinstance(result.get("errors"), list) else []
+    detail = "; ".join(errors) or text
+    if subtype == "error_max_turns" or terminal == "max_turns":
+        return Outcome(OutcomeStatus.MAX_TURNS, error=detail or "reached the turn limit")
+    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
+        return Outcome(OutcomeStatus.BUDGET_EXCEEDED, error=detail or "reached the budget")
+    # A successful result is a limit message only when it starts with one (strict).
+    limited, retry_at = parse_usage_limit(text or final_text, now, strict=not is_error)
+    if limited:
+        error = clip(text or final_text)
+        return Outcome(OutcomeStatus.RATE_LIMITED, error=error, retry_at=retry_at or rate_limit_reset)
+    if terminal.startswith("aborted"):
+        return Outcome(OutcomeStatus.INTERRUPTED, error=f"the CLI stopped the turn ({terminal})")
+    if is_error or subtype != "success":
+        status = result.get("api_error_status")
+        if status is None and api_error is not None:
+            status = api_error.get("status")
+        err_type = result.get("api_error_type") or (api_error or {}).get("type")
+        if status is not None or err_type or terminal == "api_error" or _AUTH_TEXT.search(detail):
+            return api_failure(status, err_type, detail, now=now, rate_limit_reset=rate_limit_reset)
+        return Outcome(
+            OutcomeStatus.ERROR,
+            error=clip(detail) or f"the CLI reported an error (subtype {subtype or '?'})",
+        )
+    return report_outcome(text, final_text)
+
+
+def api_failure(
+    status: Any, err_type: Any, detail: str, *, now: datetime, rate_limit_reset: datetime | None = None
+) -> Outcome:
+    """A failed API call: auth_error, rate_limited (retry at the known reset, else soon) or error."""
+    out = Outcome(OutcomeStatus.ERROR)
+    if status in AUTH_STATUSES or err_type in _AUTH_TYPES or _AUTH_TEXT.search(detail):
+        out.status = OutcomeStatus.AUTH_ERROR
+    elif status in THROTTLE_STATUSES or err_type in _THROTTLE_TYPES:
+        out.status = OutcomeStatus.RATE_LIMITED
+        out.retry_at = rate_limit_reset or now + DEFAULT_RETRY_AFTER
+    label = f"HTTP {status}" if status is not None else str(err_type or "API error")
+    out.error = clip(f"{label}: {detail}" if detail else label)
+    return out
+
+
+def stop_for_api_retry(msg: dict[str, Any], max_api_retries: int, now: datetime) -> Outcome | None:
+    """A ``system``/``api_retry`` message: the outcome to stop with now, or ``None`` to let the CLI retry.
+
+    The CLI retries refused credentials and throttling with long backoffs; neither ends
+    sooner by waiting on it.
+    """
+    status, error = msg.get("error_status"), msg.get("error")
+    attempt = as_int(msg.get("attempt"))
+    if status in AUTH_STATUSES or error == "authentication_failed":
+        return Outcome(
+            OutcomeStatus.AUTH_ERROR,
+            error=f"the API refused the credentials (HTTP {status}, {error}); retrying cannot fix that",
+        )
+    if (status in THROTTLE_STATUSES or error in ("rate_limit", "overloaded")) and attempt > max_api_retries:
+        delay = max(timedelta(milliseconds=as_int(msg.get("retry_delay_ms"))), timedelta(seconds=1))
+        return Outcome(
+            OutcomeStatus.RATE_LIMITED,
+            error=f"the API is still refusing after {attempt} retries (HTTP {status}, {error})",
+            retry_at=now + delay,
+        )
+    return None
+
+
+def resets_at(info: dict[str, Any]) -> datetime | None:
+    """When the window of a ``rate_limit_info`` (``resetsAt``, epoch seconds) resets."""
+    resets = info.get("resetsAt")
+    return datetime.fromtimestamp(resets, UTC) if isinstance(resets, int | float) and resets > 0 else None
+
+
+def stop_for_rate_limit(info: dict[str, Any]) -> Outcome | None:
+    """A ``rate_limit_event``'s ``rate_limit_info``: rate_limited when the usage limit
+    rejected us and no overage allows going on, else ``None``."""
+    rejected = info.get("status") == "rejected" and info.get("overageStatus") not in ("allowed", "allowed_warning")
+    if not rejected:
+        return None
+    return Outcome(
+        OutcomeStatus.RATE_LIMITED,
+        error=f"usage limit reached ({info.get('rateLimitType') or 'unknown window'})",
+        retry_at=resets_at(info),
+    )
