@@ -84,3 +84,62 @@ def test_fallback_identity_when_none_is_configured(tmp_path: Path, monkeypatch: 
     (proj / "x").write_text("x")
     assert git.commit_all(proj, "T-1: x")
     assert sh(proj, "log", "-1", "--format=%ae").strip() == "autonomous@localhost"
+
+
+# -- worktrees and merges (parallel workers) ---------------------------------------------------
+def branch_with(repo: Path, key: str, files: dict[str, str]) -> Path:
+    """A task worktree on ``autonomous/<key>`` from the current branch, with one commit."""
+    base = git.current_branch(repo)
+    path = repo / git.WORKTREES_DIR / key
+    git.add_worktree(repo, path, git.branch_name(key), base)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    assert git.commit_all(path, f"{key}: work")
+    return path
+
+
+def test_worktree_branch_merges_no_ff_and_is_removed(repo: Path) -> None:
+    main = git.current_branch(repo)
+    git.ignore_locally(repo, "/.ai-agents/worktrees/")
+    path = branch_with(repo, "T-1.1", {"a.txt": "a\n"})
+    assert [w.branch for w in git.list_worktrees(repo)] == [main, "autonomous/T-1.1"]
+    assert git.is_clean(repo) and not git.is_merged(repo, "autonomous/T-1.1", main)
+    result = git.merge_branch(repo, "autonomous/T-1.1", main, strategy="merge", message="Merge T-1.1", worktree=path)
+    assert result.merged and result.before != result.after
+    assert sh(repo, "log", "-1", "--format=%s %p").split()[:2] == ["Merge", "T-1.1"]
+    assert len(sh(repo, "log", "-1", "--format=%p").split()) == 2  # a merge commit
+    git.remove_worktree(repo, path)
+    assert git.delete_branch(repo, "autonomous/T-1.1", merged_into=main)
+    assert not path.exists() and not git.branch_exists(repo, "autonomous/T-1.1")
+
+
+def test_conflict_is_aborted_and_nothing_is_lost(repo: Path) -> None:
+    main = git.current_branch(repo)
+    (repo / "f.txt").write_text("base\n")
+    git.commit_all(repo, "base")
+    one = branch_with(repo, "T-1.1", {"f.txt": "base\nA\n"})
+    two = branch_with(repo, "T-1.2", {"f.txt": "base\nB\n"})
+    assert git.merge_branch(repo, "autonomous/T-1.1", main, strategy="merge", message="m1", worktree=one).merged
+    before = git.head(repo)
+    result = git.merge_branch(repo, "autonomous/T-1.2", main, strategy="merge", message="m2", worktree=two)
+    assert not result.merged and result.conflict and "f.txt" in result.output
+    assert git.head(repo) == before and git.is_clean(repo)  # the integration branch is back
+    assert (repo / "f.txt").read_text() == "base\nA\n"
+    assert not git.delete_branch(repo, "autonomous/T-1.2", merged_into=main)  # unmerged: kept
+    git.remove_worktree(repo, two)
+    kept = git.rename_branch(repo, "autonomous/T-1.2", "autonomous/T-1.2-attempt")
+    assert kept == "autonomous/T-1.2-attempt"
+    assert sh(repo, "show", f"{kept}:f.txt") == "base\nB\n"
+
+
+def test_rebase_strategy_fast_forwards(repo: Path) -> None:
+    main = git.current_branch(repo)
+    one = branch_with(repo, "T-1.1", {"a.txt": "a\n"})
+    two = branch_with(repo, "T-1.2", {"b.txt": "b\n"})
+    assert git.merge_branch(repo, "autonomous/T-1.1", main, strategy="rebase", message="", worktree=one).merged
+    result = git.merge_branch(repo, "autonomous/T-1.2", main, strategy="rebase", message="", worktree=two)
+    assert result.merged
+    assert sh(repo, "log", "--merges", "--oneline") == ""  # linear history
+    assert sh(repo, "log", "--format=%s", "-2").splitlines() == ["T-1.2: work", "T-1.1: work"]
+    git.undo_merge(repo, result.before)
+    assert not (repo / "b.txt").exists() and git.branch_exists(repo, "autonomous/T-1.2")

@@ -219,6 +219,12 @@ class Worktree:
     head: str | None
 
 
+def prune_worktrees(repo: Path) -> None:
+    """Forget worktrees whose directory is gone. Not while another worktree is being added:
+    git reads a half-made one as broken."""
+    _run(["worktree", "prune"], Path(repo), check=False)
+
+
 def list_worktrees(repo: Path) -> list[Worktree]:
     out = _run(["worktree", "list", "--porcelain"], Path(repo))
     found: list[Worktree] = []
@@ -241,7 +247,6 @@ def add_worktree(repo: Path, path: Path, branch: str, base: str) -> None:
     """A new worktree at ``path`` on ``branch``: the existing branch when there is one
     (its commits are the task's earlier work), else a new branch from ``base``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _run(["worktree", "prune"], Path(repo), check=False)
     if branch_exists(repo, branch):
         _run(["worktree", "add", "-q", str(path), branch], Path(repo))
     else:

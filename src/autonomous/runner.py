@@ -450,6 +450,10 @@ class Isolation:
         self.integration = integration
         self.root = self.project_dir / git.WORKTREES_DIR
         self.merge_lock = asyncio.Lock()
+        # git's worktree bookkeeping (.git/worktrees) is not safe against concurrent
+        # add/remove/prune: every command that changes it, and the merge, take this lock
+        # (they run in threads).
+        self.git_lock = threading.Lock()
         self.kept: list[dict[str, Any]] = []
 
     @classmethod
@@ -481,9 +485,13 @@ class Isolation:
         """The task's worktree (reused when an earlier attempt left one: its work goes on)
         and the agent's working directory inside it."""
         path = self.path_for(task)
-        known = {w.path.resolve() for w in git.list_worktrees(self.repo)}
-        if path.resolve() not in known:
-            git.add_worktree(self.repo, path, git.branch_name(task.key), self.integration)
+        with self.git_lock:
+            known = {w.path.resolve() for w in git.list_worktrees(self.repo)}
+            if path.resolve() not in known:
+                if path.exists():  # a directory git forgot about: never reuse blindly
+                    raise git.GitError(f"{path} exists but is not a worktree of {self.repo}; move it away")
+                git.prune_worktrees(self.repo)
+                git.add_worktree(self.repo, path, git.branch_name(task.key), self.integration)
         return path, path / self.rel
 
     def scan_leftovers(self) -> tuple[list[str], list[dict[str, Any]]]:
@@ -492,6 +500,7 @@ class Isolation:
         cleaned: list[str] = []
         kept: list[dict[str, Any]] = []
         root = self.root.resolve()
+        git.prune_worktrees(self.repo)
         for wt in git.list_worktrees(self.repo):
             if root not in wt.path.resolve().parents:
                 continue
@@ -523,18 +532,25 @@ class Isolation:
 
     def finish(self, path: Path, branch: str) -> None:
         """After a merge: the worktree and its (merged) branch go."""
-        git.remove_worktree(self.repo, path)
-        git.delete_branch(self.repo, branch, merged_into=self.integration)
+        with self.git_lock:
+            git.remove_worktree(self.repo, path)
+            git.delete_branch(self.repo, branch, merged_into=self.integration)
         self.forget(path)
 
     def set_aside(self, path: Path, branch: str) -> str:
         """After a failed merge: the branch keeps its commits under another name and the
         worktree goes, so the retry starts on the new integration branch."""
         if git.is_clean(path):
-            git.remove_worktree(self.repo, path)
+            with self.git_lock:
+                git.remove_worktree(self.repo, path)
+                kept = git.rename_branch(self.repo, branch, f"{branch}-attempt")
             self.forget(path)
-            return git.rename_branch(self.repo, branch, f"{branch}-attempt")
+            return kept
         return branch
+
+    def _locked(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        with self.git_lock:
+            return fn(*args, **kw)
 
     async def integrate(
         self, task: Task, branch: str, path: Path, redact: Callable[[str], str]
@@ -549,6 +565,7 @@ class Isolation:
                 ), None  # fmt: skip
             title = task.title if len(task.title) < 60 else task.title[:57] + "..."
             merged = await asyncio.to_thread(
+                self._locked,
                 git.merge_branch,
                 self.repo,
                 branch,
@@ -561,7 +578,7 @@ class Isolation:
                 return merged, None
             vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
             if not vr.passed and merged.before is not None:
-                await asyncio.to_thread(git.undo_merge, self.repo, merged.before)
+                await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
                 merged.merged = False
                 merged.output = "verification failed on the merged result:\n" + vr.evidence()
             return merged, vr
@@ -804,7 +821,8 @@ class Worker:
         except StaleClaim:
             self.interrupt(Result.LOST)
 
-    def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
+    async def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
+        """Commit the task's work (in a thread: git must not stall the other workers)."""
         s = self.settings
         if self.isolation is not None:
             if self.workspace is None:  # no worktree was made: nothing of this task to commit
@@ -812,7 +830,7 @@ class Worker:
         elif not s.git_commit or not git.is_repo(s.project_dir):
             return None, ""
         try:
-            return git.commit_all(self.cwd, message, s.git_excludes), ""
+            return await asyncio.to_thread(git.commit_all, self.cwd, message, s.git_excludes), ""
         except git.GitError as exc:
             self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
             return None, f"commit failed: {exc}"
@@ -880,14 +898,14 @@ class Worker:
         files = list(outcome.files_changed)
         if (s.git_commit or self.workspace is not None) and git.is_repo(self.cwd):
             with contextlib.suppress(git.GitError):
-                files = files or git.changed_files(self.cwd, s.git_excludes)
+                files = files or await asyncio.to_thread(git.changed_files, self.cwd, s.git_excludes)
         vr = result.verification
         status = TaskStatus.TODO
         if outcome.status is OutcomeStatus.COMPLETED and vr is not None and vr.passed:
             result.verdict = Result.DONE
             status = TaskStatus.DONE
             title = task.title if len(task.title) < 70 else task.title[:67] + "..."
-            result.commit, commit_problem = self._commit(
+            result.commit, commit_problem = await self._commit(
                 task, f"{task.key}: {title}\n\nautonomous: task {task.id} done"
             )
             head = "Done" + (f" (commit {result.commit[:12]})" if result.commit else "")
@@ -946,7 +964,7 @@ class Worker:
             head = f"Failed ({outcome.status.value}): {outcome.error or outcome.summary or 'no detail'}; back to todo"
             summary = outcome.summary
         if status is not TaskStatus.DONE and not merge_failed:
-            result.commit, _ = self._commit(
+            result.commit, _ = await self._commit(
                 task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}"
             )
             if result.commit:
