@@ -9,9 +9,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,33 +20,7 @@ from autonomous.providers import file as file_module
 from autonomous.providers import get_provider
 from autonomous.providers.file import APPLICATION_ID, FILENAME, MIGRATIONS, FileProvider
 from autonomous.tasks import NewTask, TaskStatus
-
-
-def spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    """A child Python process running ``code`` (it gets ``args`` as sys.argv[1:])."""
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def start_together(children: list[subprocess.Popen[str]]) -> list[str]:
-    """Wait until every child has opened the store and says so, release them all at once,
-    and return each one's remaining output."""
-    for child in children:
-        assert child.stdout.readline() == "ready\n", child.stderr.read()
-    for child in children:
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    outputs = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        outputs.append(out)
-    return outputs
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 
 def digest(path: Path) -> str:
@@ -75,9 +46,9 @@ def test_concurrent_claimers_each_task_claimed_exactly_once(tmp_path):
     store = FileProvider(tmp_path)
     ids = [t.id for t in store.create_tasks([NewTask(f"Task number {i}") for i in range(200)]).created]
     workers = [f"w{n}" for n in range(8)]
-    outputs = start_together([spawn(CLAIM_UNTIL_EMPTY, str(tmp_path), w) for w in workers])
+    outputs = start_together(timeout=120, children=[spawn(CLAIM_UNTIL_EMPTY, str(tmp_path), w) for w in workers])
 
-    claimed = {w: [line.split()[0] for line in out.splitlines()] for w, out in zip(workers, outputs, strict=True)}
+    claimed = claimed_by(workers, outputs)
     counts = collections.Counter(tid for got in claimed.values() for tid in got)
     assert sorted(counts) == sorted(ids)
     assert set(counts.values()) == {1}
@@ -108,14 +79,8 @@ def test_racing_for_one_task_exactly_one_wins(tmp_path):
     store = FileProvider(tmp_path)
     ids = [t.id for t in store.create_tasks([NewTask(f"Task number {i}") for i in range(30)]).created]
     workers = [f"w{n}" for n in range(8)]
-    outputs = start_together([spawn(CLAIM_EACH, str(tmp_path), w, *ids) for w in workers])
-    winners = collections.defaultdict(list)
-    for worker, out in zip(workers, outputs, strict=True):
-        results = [line.split() for line in out.splitlines()]
-        assert [tid for _, tid in results] == ids  # every attempt answered: won or lost
-        for verdict, tid in results:
-            if verdict == "won":
-                winners[tid].append(worker)
+    outputs = start_together(timeout=120, children=[spawn(CLAIM_EACH, str(tmp_path), w, *ids) for w in workers])
+    winners = winners_by_task(workers, outputs, ids)
     for tid in ids:
         assert len(winners[tid]) == 1, (tid, winners[tid])
         task = store.get_task(tid)

@@ -12,9 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -30,6 +27,7 @@ from autonomous.providers import get_provider
 from autonomous.providers import postgres as postgres_module
 from autonomous.providers.postgres import MIGRATIONS, PostgresProvider
 from autonomous.tasks import NewTask, TaskStatus
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 pytestmark = pytest.mark.postgres
 
@@ -64,36 +62,6 @@ def store(schema: str) -> Iterator[PostgresProvider]:
     provider = PostgresProvider(DSN, schema=schema)
     yield provider
     provider.close()
-
-
-def spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    """A child Python process running ``code`` (it gets ``args`` as sys.argv[1:])."""
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def start_together(children: list[subprocess.Popen[str]]) -> list[str]:
-    """Wait until every child says it is ready, release them all at once, and return each
-    one's remaining output."""
-    for child in children:
-        line = child.stdout.readline()
-        if line != "ready\n":
-            child.kill()
-            pytest.fail(f"a child did not start: {line!r} {child.communicate()[1]}")
-    for child in children:
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    outputs = []
-    for child in children:
-        out, err = child.communicate(timeout=240)
-        assert child.returncode == 0, err
-        outputs.append(out)
-    return outputs
 
 
 def closed_port() -> int:
@@ -141,7 +109,7 @@ def test_sixteen_processes_claim_a_thousand_tasks_each_exactly_once(store, schem
     workers = [f"w{n}" for n in range(16)]
     outputs = start_together([spawn(CLAIM_UNTIL_EMPTY, DSN, schema, w) for w in workers])
 
-    claimed = {w: [line.split()[0] for line in out.splitlines()] for w, out in zip(workers, outputs, strict=True)}
+    claimed = claimed_by(workers, outputs)
     counts = collections.Counter(tid for got in claimed.values() for tid in got)
     assert sorted(counts) == sorted(ids)  # every task claimed ...
     assert set(counts.values()) == {1}  # ... exactly once
@@ -177,13 +145,7 @@ def test_racing_for_one_named_task_exactly_one_wins(store, schema):
     ids = [t.id for t in store.create_tasks([NewTask(f"Task number {i}") for i in range(30)]).created]
     workers = [f"w{n}" for n in range(6)]
     outputs = start_together([spawn(CLAIM_EACH, DSN, schema, w, *ids) for w in workers])
-    winners = collections.defaultdict(list)
-    for worker, out in zip(workers, outputs, strict=True):
-        results = [line.split() for line in out.splitlines()]
-        assert [tid for _, tid in results] == ids
-        for verdict, tid in results:
-            if verdict == "won":
-                winners[tid].append(worker)
+    winners = winners_by_task(workers, outputs, ids)
     for tid in ids:
         assert len(winners[tid]) == 1, (tid, winners[tid])
         assert store.get_task(tid).claim.worker_id == winners[tid][0]

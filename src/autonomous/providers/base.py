@@ -22,14 +22,14 @@ of these they can only approximate, and how.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, TaskNotFound
-from autonomous.tasks import NewTask, Note, Priority, Task, TaskStatus, utcnow
+from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, utcnow
 
 
 @dataclass(slots=True)
@@ -63,8 +63,113 @@ class SessionRecord:
             "summary": self.summary,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionRecord:
+        """The inverse of :meth:`to_dict` (stores that keep sessions as JSON)."""
+        return cls(
+            id=data["id"],
+            worker_id=data["worker_id"],
+            started_at=parse_time(data["started_at"]),
+            ended_at=parse_time(data["ended_at"]) if data.get("ended_at") else None,
+            state=data.get("state", "running"),
+            summary=data.get("summary") or {},
+        )
+
 
 _UNSET: Any = object()
+
+
+# -- the contract's rules, shared by every store ----------------------------------------------
+# Each store checks them where its data is (a SQL row, an issue body, a claim log); the
+# decisions and their messages live here once.
+
+
+def iso_time(dt: datetime) -> str:
+    """Fixed-width UTC ISO text (naive times are UTC): sorts as strings as the times do."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO time as stores and APIs write it (``Z`` or an offset; naive means UTC)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields of an ``update_task`` call that were given (not left unset)."""
+    return {name: value for name, value in fields.items() if value is not _UNSET}
+
+
+def stale_claim(key: str, task_id: str, token: int, fence: int, *, held: bool) -> StaleClaim:
+    """The refusal of a write whose token is not the current claim's (``held``: whether
+    the task has a claim now, ``fence``: the current token)."""
+    current = f"current token {fence}" if held else "no claim now"
+    return StaleClaim(f"{key} ({task_id}): token {token} is stale ({current})")
+
+
+def check_token(key: str, task_id: str, token: int | None, claim: Claim | None, fence: int) -> None:
+    """StaleClaim unless ``token`` is None or the current claim's (``fence``)."""
+    if token is not None and (claim is None or fence != token):
+        raise stale_claim(key, task_id, token, fence, held=claim is not None)
+
+
+def check_takeable(task: Task, now: datetime) -> None:
+    """ClaimConflict unless the scheduler calls the task takeable at ``now``."""
+    ok, reason = scheduler.takeable(task, now)
+    if not ok:
+        raise ClaimConflict(f"{task.key} ({task.id}) cannot be claimed: {reason}")
+
+
+def update_ends_claim(
+    key: str, task_id: str, claim: Claim | None, live: bool, *, token: int | None, force: bool, status_given: bool
+) -> bool:
+    """Whether an ``update_task`` ends the task's claim (see the module docstring); the
+    token, if any, has been checked already. Without a token a live claim refuses
+    (ClaimConflict) unless ``force``, which ends it; a status change over a lapsed claim
+    ends it too, so its absent holder cannot later overwrite the change."""
+    if token is not None or claim is None:
+        return False
+    if live:
+        if not force:
+            raise ClaimConflict(
+                f"{key} ({task_id}) is claimed by {claim.worker_id} until {iso_time(claim.expires_at)}; "
+                "use force to take it over"
+            )
+        return True
+    return status_given
+
+
+def status_after_update(old: TaskStatus, status: TaskStatus | None, end_claim: bool) -> TaskStatus:
+    """The status an ``update_task`` leaves: the one given, else a task whose claim it
+    ended goes from ``in_progress`` back to ``todo``."""
+    if status is not None:
+        return TaskStatus(status)
+    if end_claim and old is TaskStatus.IN_PROGRESS:
+        return TaskStatus.TODO
+    return old
+
+
+def claim_first_ready(
+    read: Callable[[], list[Task]],
+    claim: Callable[[Task], Task],
+    now: Callable[[], datetime],
+    ordering: scheduler.Ordering,
+    exclude: Iterable[str],
+    lost: tuple[type[Exception], ...] = (ClaimConflict,),
+) -> Task | None:
+    """Claim the scheduler's next ready task among ``read()``, or None when nothing is
+    ready; losing a race (``lost``) moves on to the next candidate."""
+    skip = set(exclude)
+    while True:
+        task = scheduler.next_ready(read(), now(), ordering, skip)
+        if task is None:
+            return None
+        try:
+            return claim(task)
+        except lost:
+            skip.add(task.id)
 
 
 class StateProvider(abc.ABC):
@@ -166,15 +271,9 @@ class StateProvider(abc.ABC):
         The default reads every task and asks the scheduler; losing a race to another
         worker just moves on to the next candidate.
         """
-        skip = set(exclude)
-        while True:
-            task = scheduler.next_ready(self.list_tasks(), utcnow(), ordering, skip)
-            if task is None:
-                return None
-            try:
-                return self.claim(task.id, worker_id, lease_seconds)
-            except ClaimConflict:
-                skip.add(task.id)
+        return claim_first_ready(
+            self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds), utcnow, ordering, exclude
+        )
 
     # -- sessions ------------------------------------------------------------------
     @abc.abstractmethod

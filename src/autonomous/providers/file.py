@@ -50,19 +50,32 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, ProviderError, StaleClaim, StoreCorrupt, TaskNotFound
-from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
-from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind, utcnow
+from autonomous.errors import ProviderError, StoreCorrupt, TaskNotFound
+from autonomous.providers import _sql
+from autonomous.providers._sql import OPEN as _OPEN
+from autonomous.providers._sql import ORDER as _ORDER
+from autonomous.providers._sql import SATISFIED as _SATISFIED
+from autonomous.providers.base import (
+    _UNSET,
+    CreateResult,
+    SessionRecord,
+    StateProvider,
+    check_takeable,
+    check_token,
+    given,
+    update_ends_claim,
+)
+from autonomous.providers.base import iso_time as _ts
+from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, utcnow
 
 FILENAME = "tasks.db"
 DEFAULT_STATE_DIR = Path(".ai-agents") / "state"
 APPLICATION_ID = 0x4155544F  # "AUTO": marks the file as ours (PRAGMA application_id)
-ID_PREFIX = "T-"
 
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1. The version
 # is ``PRAGMA user_version``; all pending scripts run in one transaction with it.
@@ -135,9 +148,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_OPEN = "('todo', 'in_progress', 'blocked')"
-_SATISFIED = "('done', 'canceled')"
-_ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
 # The scheduler's readiness of one open task, minus the policy's gate (added per query).
 # ``t.status IN _OPEN`` repeats the partial index's condition so SQLite can use it.
 _READY = f"""
@@ -159,19 +169,16 @@ _TASK_COLUMNS = (
 _ABANDONED: list[sqlite3.Connection] = []
 
 
-def _ts(dt: datetime) -> str:
-    """Fixed-width UTC ISO text: sorts as strings exactly as the times do."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _json(items: list[str]) -> str:
     return json.dumps(items) if items else "[]"
 
 
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _list(text: str) -> list[str]:
+    return json.loads(text) if text != "[]" else []
+
+
+_dt = datetime.fromisoformat  # what _ts wrote
+_LIST_COLUMNS = ("acceptance_criteria", "test_steps", "labels")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -185,16 +192,6 @@ def _statements(script: str) -> Iterator[str]:
     leftover = [line for line in buf.splitlines() if line.strip() and not line.strip().startswith("--")]
     if leftover:
         raise ValueError(f"incomplete SQL statement in a migration: {leftover[0]!r}")
-
-
-def _schedule_columns(task: Task) -> tuple[int, int, int, str, int, int]:
-    """(kind, phase, number, letter, prio, is_meta): ``scheduler.sort_key`` minus its
-    tie-breaks (created_at, id), which are columns of their own."""
-    tk = scheduler.title_key(task)
-    meta = scheduler.is_meta(task)
-    kind = TitleKind.META if meta else tk.kind
-    phase, number, letter = tk.position
-    return int(kind), phase, number, letter, task.priority.rank, int(meta)
 
 
 class FileProvider(StateProvider):
@@ -376,30 +373,10 @@ class FileProvider(StateProvider):
             deps.setdefault(task_id, []).append(depends_on)
         for task_id, at, author, text in note_rows:
             notes.setdefault(task_id, []).append(Note(text=text, author=author, at=_dt(at)))
-        return [self._task(row, deps.get(row[0], []), notes.get(row[0], [])) for row in rows]
-
-    @staticmethod
-    def _task(row: Sequence[Any], deps: list[str], notes: list[Note]) -> Task:
-        (tid, key, title, description, criteria, steps, status, priority, labels, worker, expires, fence,
-         created, updated, cost, turns) = row  # fmt: skip
-        return Task(
-            id=tid,
-            key=key,
-            title=title,
-            description=description,
-            acceptance_criteria=json.loads(criteria),
-            test_steps=json.loads(steps),
-            status=TaskStatus(status),
-            priority=Priority(priority),
-            labels=json.loads(labels),
-            dependencies=deps,
-            notes=notes,
-            claim=Claim(worker, _dt(expires), fence) if worker is not None else None,
-            created_at=_dt(created),
-            updated_at=_dt(updated),
-            cost_usd=cost,
-            turns=turns,
-        )
+        return [
+            _sql.row_task(row, deps.get(row[0], []), notes.get(row[0], []), decode_list=json.loads, decode_time=_dt)
+            for row in rows
+        ]
 
     def _one(self, db: sqlite3.Connection, task_id: str) -> Task:
         tasks = self._tasks(db, "WHERE t.id = ?", (task_id,))
@@ -454,46 +431,15 @@ class FileProvider(StateProvider):
         if not new_tasks:
             return result
         with self._write() as db:
-            now = self._now()
-            keys = {nt.key for nt in new_tasks} | {k for nt in new_tasks for k in nt.dependencies}
             known: dict[str, str] = dict(
                 db.execute(
                     "SELECT key, id FROM tasks WHERE key IN (SELECT value FROM json_each(?))",
-                    (json.dumps(sorted(keys)),),
+                    (json.dumps(_sql.keys_of(new_tasks)),),
                 )
             )
             number = db.execute("SELECT value FROM meta WHERE key = 'next_task_number'").fetchone()[0]
-            batch: dict[str, Task] = {}
-            existing_ids: list[str] = []
-            for nt in new_tasks:
-                if nt.key in known:
-                    existing_ids.append(known[nt.key])
-                    continue
-                if nt.key in batch:
-                    existing_ids.append(batch[nt.key].id)
-                    continue
-                created = now + timedelta(microseconds=len(batch))
-                task = Task(
-                    id=f"{ID_PREFIX}{number}",
-                    key=nt.key,
-                    title=nt.title,
-                    description=nt.description,
-                    acceptance_criteria=list(nt.acceptance_criteria),
-                    test_steps=list(nt.test_steps),
-                    priority=Priority(nt.priority),
-                    labels=list(nt.labels),
-                    dependencies=list(dict.fromkeys(nt.dependencies)),  # keys for now
-                    created_at=created,
-                    updated_at=created,
-                )
-                number += 1
-                batch[nt.key] = task
-            ids = {**known, **{k: t.id for k, t in batch.items()}}
-            for task in batch.values():
-                unknown = [k for k in task.dependencies if k not in ids]
-                if unknown:
-                    raise TaskNotFound(f"task {task.key!r} depends on unknown task key(s): {', '.join(unknown)}")
-                task.dependencies = [ids[k] for k in task.dependencies]
+            plan = _sql.plan_batch(new_tasks, known, number, self._now())
+            batch = plan.created
             if batch:
                 db.executemany(
                     "INSERT INTO tasks (id, key, title, description, acceptance_criteria, test_steps, status, "
@@ -503,7 +449,7 @@ class FileProvider(StateProvider):
                         (
                             t.id, t.key, t.title, t.description, _json(t.acceptance_criteria),
                             _json(t.test_steps), t.status.value, t.priority.value, _json(t.labels),
-                            *_schedule_columns(t), _ts(t.created_at), _ts(t.updated_at),
+                            *_sql.schedule_columns(t), _ts(t.created_at), _ts(t.updated_at),
                         )
                         for t in batch.values()
                     ),
@@ -512,11 +458,11 @@ class FileProvider(StateProvider):
                     "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, ?, ?)",
                     ((t.id, dep, pos) for t in batch.values() for pos, dep in enumerate(t.dependencies)),
                 )
-                db.execute("UPDATE meta SET value = ? WHERE key = 'next_task_number'", (number,))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'next_task_number'", (plan.next_number,))
                 self._bump_graph(db)
             result.created = list(batch.values())
             by_id = {t.id: t for t in result.created}
-            for tid in existing_ids:
+            for tid in plan.existing_ids:
                 result.existing.append(by_id[tid].copy() if tid in by_id else self._one(db, tid))
         return result
 
@@ -535,89 +481,54 @@ class FileProvider(StateProvider):
         labels: list[str] = _UNSET,
         dependencies: list[str] = _UNSET,
     ) -> Task:
-        """Change the given fields. With a token: StaleClaim unless it is the current claim's.
-        Without: ClaimConflict on a live claim unless ``force``, which ends the claim
-        (bumping the fence so the holder's token is stale) and, unless a status is given,
-        returns an ``in_progress`` task to ``todo``. A status change without a token on a
-        task whose claim has expired also ends that claim, so its absent holder cannot
-        later overwrite the change."""
+        """Change the given fields, under the contract's token and ``force`` rules
+        (``base.update_ends_claim``): a forced takeover bumps the fence so the holder's
+        token is stale, and returns an ``in_progress`` task to ``todo`` unless a status is given."""
+        changes = given(
+            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
+            status=status, priority=priority, labels=labels, dependencies=dependencies,
+        )  # fmt: skip
         with self._write() as db:
             now = self._now()
             row = self._row(db, task_id)
-            self._check_token(row, token)
-            has_claim = row["worker_id"] is not None
-            live = has_claim and row["expires_at"] > _ts(now)
-            end_claim = False
-            if token is None and live:
-                if not force:
-                    raise ClaimConflict(
-                        f"{row['key']} ({task_id}) is claimed by {row['worker_id']} until {row['expires_at']}; "
-                        "use force to take it over"
-                    )
-                end_claim = True
-            elif token is None and has_claim and status is not _UNSET:
-                end_claim = True
-
+            claim = self._claim_of(row)
+            check_token(row["key"], task_id, token, claim, row["fence"])
+            live = claim is not None and row["expires_at"] > _ts(now)
+            end_claim = update_ends_claim(
+                row["key"], task_id, claim, live, token=token, force=force, status_given="status" in changes
+            )
+            current = _sql.Current(
+                task_id, row["key"], row["title"], TaskStatus(row["status"]), Priority(row["priority"]),
+                json.loads(row["labels"]), row["fence"],
+            )  # fmt: skip
+            plan = _sql.plan_update(current, changes, end_claim)
             sets: dict[str, Any] = {"updated_at": _ts(now)}
-            old_status = TaskStatus(row["status"])
-            new_status = TaskStatus(status) if status is not _UNSET else old_status
-            if end_claim:
-                sets.update(worker_id=None, expires_at=None, fence=row["fence"] + 1)
-                if status is _UNSET and old_status is TaskStatus.IN_PROGRESS:
-                    new_status = TaskStatus.TODO
-            if new_status is not old_status:
-                sets["status"] = new_status.value
-            graph_changed = old_status.satisfied and not new_status.satisfied
-            if description is not _UNSET:
-                sets["description"] = description
-            if acceptance_criteria is not _UNSET:
-                sets["acceptance_criteria"] = json.dumps(list(acceptance_criteria))
-            if test_steps is not _UNSET:
-                sets["test_steps"] = json.dumps(list(test_steps))
-            if title is not _UNSET or labels is not _UNSET or priority is not _UNSET:
-                probe = Task(
-                    id=task_id,
-                    key=row["key"],
-                    title=row["title"] if title is _UNSET else title,
-                    priority=Priority(row["priority"] if priority is _UNSET else priority),
-                    labels=json.loads(row["labels"]) if labels is _UNSET else list(labels),
+            for column, value in plan.sets.items():
+                sets[column] = json.dumps(value) if column in _LIST_COLUMNS else value
+            if plan.dependencies is not None:
+                deps = plan.dependencies
+                found = db.execute(
+                    "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(deps),)
                 )
-                kind, phase, number, letter, prio, meta = _schedule_columns(probe)
-                sets.update(
-                    title=probe.title, priority=probe.priority.value, labels=json.dumps(probe.labels),
-                    kind=kind, phase=phase, number=number, letter=letter, prio=prio, is_meta=meta,
-                )  # fmt: skip
-                graph_changed = graph_changed or title is not _UNSET or labels is not _UNSET
-            if dependencies is not _UNSET:
-                deps = list(dict.fromkeys(dependencies))
-                found = {
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(deps),)
-                    )
-                }
-                unknown = [d for d in deps if d not in found]
-                if unknown:
-                    raise TaskNotFound(f"dependencies of {task_id!r} name unknown task id(s): {', '.join(unknown)}")
+                _sql.check_dependencies(task_id, deps, (r[0] for r in found))
                 db.execute("DELETE FROM dependencies WHERE task_id = ?", (task_id,))
                 db.executemany(
                     "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, ?, ?)",
                     ((task_id, dep, pos) for pos, dep in enumerate(deps)),
                 )
-                graph_changed = True
             assignments = ", ".join(f"{column} = ?" for column in sets)
             db.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*sets.values(), task_id))
-            if graph_changed:
+            if plan.graph_changed:
                 self._bump_graph(db)
             return self._one(db, task_id)
 
     @staticmethod
-    def _check_token(row: dict[str, Any], token: int | None) -> None:
-        if token is None:
-            return
-        if row["worker_id"] is None or row["fence"] != token:
-            current = f"current token {row['fence']}" if row["worker_id"] is not None else "no claim now"
-            raise StaleClaim(f"{row['key']} ({row['id']}): token {token} is stale ({current})")
+    def _claim_of(row: dict[str, Any]) -> Claim | None:
+        return Claim(row["worker_id"], _dt(row["expires_at"]), row["fence"]) if row["worker_id"] is not None else None
+
+    @classmethod
+    def _check_token(cls, row: dict[str, Any], token: int | None) -> None:
+        check_token(row["key"], row["id"], token, cls._claim_of(row), row["fence"])
 
     def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
         """Append a note. Without a token a note is always accepted, even on a claimed task:
@@ -637,17 +548,11 @@ class FileProvider(StateProvider):
         with self._write() as db:
             now = self._now()
             row = self._row(db, task_id)
-            held = row["worker_id"] is not None
             probe = Task(
-                id=task_id,
-                key=row["key"],
-                title=row["title"],
-                status=TaskStatus(row["status"]),
-                claim=Claim(row["worker_id"], _dt(row["expires_at"]), row["fence"]) if held else None,
-            )
-            ok, reason = scheduler.takeable(probe, now)
-            if not ok:
-                raise ClaimConflict(f"{row['key']} ({task_id}) cannot be claimed: {reason}")
+                id=task_id, key=row["key"], title=row["title"], status=TaskStatus(row["status"]),
+                claim=self._claim_of(row),
+            )  # fmt: skip
+            check_takeable(probe, now)
             self._take(db, task_id, worker_id, lease_seconds, now)
             return self._one(db, task_id)
 
@@ -707,8 +612,7 @@ class FileProvider(StateProvider):
         exclude: Iterable[str] = (),
     ) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it in the same transaction."""
-        if ordering not in scheduler.ORDERINGS:
-            raise ValueError(f"unknown ordering {ordering!r}; expected one of {', '.join(scheduler.ORDERINGS)}")
+        _sql.check_ordering(ordering)
         skip = json.dumps(sorted(set(exclude)))
         while True:
             with self._write() as db:
@@ -741,37 +645,19 @@ class FileProvider(StateProvider):
                 f">= (t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id) LIMIT 1"
             ).fetchone()
             if forward is not None:
-                scheduler.check_cycles(self._open_graph(db), ordering)
+                graph = _sql.open_graph(
+                    db.execute(_sql.OPEN_GRAPH_TASKS),
+                    db.execute(_sql.OPEN_GRAPH_DEPENDENCIES).fetchall(),
+                    decode_list=_list,
+                    decode_time=_dt,
+                )
+                scheduler.check_cycles(graph, ordering)
         with self._write() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
                 (f"acyclic_{ordering}", rev),
             )
-
-    @staticmethod
-    def _open_graph(db: sqlite3.Connection) -> list[Task]:
-        """The open, non-META tasks (the only ones in the scheduler's cycle check), with
-        just what the check reads."""
-        deps: dict[str, list[str]] = {}
-        for task_id, depends_on in db.execute(
-            f"SELECT d.task_id, d.depends_on FROM dependencies d JOIN tasks t ON t.id = d.task_id "
-            f"WHERE t.status IN {_OPEN} AND t.kind >= 1 ORDER BY d.task_id, d.pos"
-        ):
-            deps.setdefault(task_id, []).append(depends_on)
-        rows = db.execute(
-            f"SELECT t.id, t.key, t.title, t.status, t.priority, t.labels, t.created_at FROM tasks t "
-            f"WHERE t.status IN {_OPEN} AND t.kind >= 1"
-        )
-        statuses, priorities = {s.value: s for s in TaskStatus}, {p.value: p for p in Priority}
-        return [
-            Task(
-                id=tid, key=key, title=title, status=statuses[status], priority=priorities[priority],
-                labels=json.loads(labels) if labels != "[]" else [], dependencies=deps.get(tid, []),
-                created_at=_dt(created),
-            )
-            for tid, key, title, status, priority, labels, created in rows
-        ]  # fmt: skip
 
     @staticmethod
     def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str) -> str | None:

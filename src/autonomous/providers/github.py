@@ -63,14 +63,26 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, ProviderAuthError, ProviderError, StaleClaim, TaskNotFound
-from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
+from autonomous.errors import ClaimConflict, ProviderAuthError, ProviderError, TaskNotFound
+from autonomous.providers.base import (
+    _UNSET,
+    CreateResult,
+    SessionRecord,
+    StateProvider,
+    check_takeable,
+    check_token,
+    claim_first_ready,
+    status_after_update,
+    update_ends_claim,
+)
+from autonomous.providers.base import iso_time as _iso
+from autonomous.providers.base import parse_time as _dt
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, derive_key, utcnow
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -110,14 +122,6 @@ class GitHubAPIError(ProviderError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _marker(kind: str, data: dict[str, Any]) -> str:
@@ -640,9 +644,7 @@ class GitHubProvider(StateProvider):
         issue = self._get_issue(task_id)
         task = self._to_task(issue, None)
         fence = int(_state(issue.get("body") or "").get("fence", 0))
-        if token is not None and (task.claim is None or fence != token):
-            current = f"current token {fence}" if task.claim is not None else "no claim now"
-            raise StaleClaim(f"{task.key} ({task.id}): token {token} is stale ({current})")
+        check_token(task.key, task.id, token, task.claim, fence)
         return task, fence
 
     def update_task(
@@ -665,24 +667,14 @@ class GitHubProvider(StateProvider):
         task, fence = self._fresh(task_id, token)
         now = self._now()
         live = task.claim is not None and task.claim.live(now)
-        end_claim = False
-        if token is None and live:
-            if not force:
-                raise ClaimConflict(
-                    f"{task.key} ({task.id}) is claimed by {task.claim.worker_id} until "  # type: ignore[union-attr]
-                    f"{task.claim.expires_at.isoformat()}; use force to take it over"  # type: ignore[union-attr]
-                )
-            end_claim = True
-        elif token is None and task.claim is not None and status is not _UNSET:
-            end_claim = True
+        end_claim = update_ends_claim(
+            task.key, task.id, task.claim, live, token=token, force=force, status_given=status is not _UNSET
+        )
         new = task.copy(updated_at=now)
+        new.status = status_after_update(task.status, None if status is _UNSET else status, end_claim)
         if end_claim:
             new.claim = None
             fence += 1
-            if status is _UNSET and task.status is TaskStatus.IN_PROGRESS:
-                new.status = TaskStatus.TODO
-        if status is not _UNSET:
-            new.status = TaskStatus(status)
         for name, value in (("title", title), ("description", description)):
             if value is not _UNSET:
                 setattr(new, name, value)
@@ -734,9 +726,7 @@ class GitHubProvider(StateProvider):
         task = self._to_task(issue, None)
         number = issue["number"]
         now = self._now()
-        ok, reason = scheduler.takeable(task, now)
-        if not ok:
-            raise ClaimConflict(f"{task.key} ({task.id}) cannot be claimed: {reason}")
+        check_takeable(task, now)
         token = int(_state(issue.get("body") or "").get("fence", 0)) + 1
         expires = now + timedelta(seconds=lease_seconds)
         attempts: set[int] = set()  # our own claim comments
@@ -780,17 +770,21 @@ class GitHubProvider(StateProvider):
     ) -> Task | None:
         """One listing (no comments: scheduling needs none), then claim from what it read;
         a lost race moves on to the next candidate."""
-        skip = set(exclude)
-        while True:
-            issues = {str(i["number"]): i for i in self._list_issues()}
-            tasks = [self._to_task(i, None) for i in issues.values()]
-            task = scheduler.next_ready(tasks, self._now(), ordering, skip)
-            if task is None:
-                return None
-            try:
-                return self._claim(issues[task.id], worker_id, lease_seconds)
-            except (ClaimConflict, TaskNotFound):
-                skip.add(task.id)
+        issues: dict[str, dict[str, Any]] = {}
+
+        def read() -> list[Task]:
+            issues.clear()
+            issues.update((str(i["number"]), i) for i in self._list_issues())
+            return [self._to_task(i, None) for i in issues.values()]
+
+        return claim_first_ready(
+            read,
+            lambda task: self._claim(issues[task.id], worker_id, lease_seconds),
+            self._now,
+            ordering,
+            exclude,
+            lost=(ClaimConflict, TaskNotFound),
+        )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         task, fence = self._fresh(task_id, token)
@@ -863,12 +857,7 @@ class GitHubProvider(StateProvider):
         for pos, comment in enumerate(self._all(f"/issues/{number}/comments")):
             m = _SESSION.search(comment.get("body") or "")
             if m:
-                d = json.loads(m.group(1))
-                record = SessionRecord(
-                    id=d["id"], worker_id=d["worker_id"], started_at=_dt(d["started_at"]),
-                    ended_at=_dt(d["ended_at"]) if d.get("ended_at") else None,
-                    state=d.get("state", "running"), summary=d.get("summary") or {},
-                )  # fmt: skip
+                record = SessionRecord.from_dict(json.loads(m.group(1)))
                 records.append((record.started_at, pos, record))
         records.sort(key=lambda r: (r[0], r[1]), reverse=True)
         return [r[2] for r in records[:limit]]

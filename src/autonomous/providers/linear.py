@@ -74,7 +74,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,19 @@ import httpx
 
 from autonomous import scheduler
 from autonomous.errors import ClaimConflict, ConfigError, ProviderAuthError, ProviderError, StaleClaim, TaskNotFound
-from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
+from autonomous.providers.base import (
+    _UNSET,
+    CreateResult,
+    SessionRecord,
+    StateProvider,
+    check_takeable,
+    check_token,
+    claim_first_ready,
+    status_after_update,
+    update_ends_claim,
+)
+from autonomous.providers.base import iso_time as _ts
+from autonomous.providers.base import parse_time as _dt
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, derive_key, utcnow
 
 DEFAULT_ENDPOINT = "https://api.linear.app/graphql"
@@ -421,20 +433,6 @@ def _claim_state(entries: Sequence[_Entry]) -> _ClaimState:
     except (KeyError, ValueError):
         return _ClaimState(top, None, None)
     return _ClaimState(top, Claim(winner.fields.get("worker", "?"), expires, top), winner)
-
-
-# -- small helpers --------------------------------------------------------------------------------
-
-
-def _dt(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _ts(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -1002,9 +1000,7 @@ class LinearProvider(StateProvider):
             return
         state = issue.claim_state
         task = issue.task
-        if state.claim is None or state.claim.token != token:
-            current = f"current token {state.fence}" if state.claim else "no claim now"
-            raise StaleClaim(f"{task.key} ({task.id}): token {token} is stale ({current})")
+        check_token(task.key, task.id, token, state.claim, state.fence)
         held = self._held.get(task.id)
         if held and held[0] == token and state.entry and state.entry.fields.get("nonce") != held[1]:
             raise StaleClaim(
@@ -1060,19 +1056,10 @@ class LinearProvider(StateProvider):
         task, state = issue.task, issue.claim_state
         now = self._now()
         live = state.claim is not None and state.claim.live(now)
-        end_claim = False
-        if token is None and live:
-            if not force:
-                raise ClaimConflict(
-                    f"{task.key} ({task_id}) is claimed by {state.claim.worker_id} until "  # type: ignore[union-attr]
-                    f"{_ts(state.claim.expires_at)}; use force to take it over"  # type: ignore[union-attr]
-                )
-            end_claim = True
-        elif token is None and state.claim is not None and status is not _UNSET:
-            end_claim = True
-        new_status = TaskStatus(status) if status is not _UNSET else task.status
-        if end_claim and status is _UNSET and task.status is TaskStatus.IN_PROGRESS:
-            new_status = TaskStatus.TODO
+        end_claim = update_ends_claim(
+            task.key, task_id, state.claim, live, token=token, force=force, status_given=status is not _UNSET
+        )
+        new_status = status_after_update(task.status, None if status is _UNSET else status, end_claim)
         if dependencies is not _UNSET:
             self._set_relations(issue, list(dict.fromkeys(dependencies)))
         fields = {
@@ -1159,9 +1146,7 @@ class LinearProvider(StateProvider):
     def _claim(self, issue: _Issue, worker_id: str, lease_seconds: float) -> Task:
         now = self._now()
         task = issue.task
-        ok, reason = scheduler.takeable(task, now)
-        if not ok:
-            raise ClaimConflict(f"{task.key} ({task.id}) cannot be claimed: {reason}")
+        check_takeable(task, now)
         token = issue.claim_state.fence + 1
         nonce = uuid.uuid4().hex[:12]
         expires = now + timedelta(seconds=lease_seconds)
@@ -1192,17 +1177,15 @@ class LinearProvider(StateProvider):
         exclude: Iterable[str] = (),
     ) -> Task | None:
         """Poll once, ask the scheduler, claim from the poll's view (no second read)."""
-        skip = set(exclude)
         self._poll()
-        while True:
-            tasks = [issue.task for issue in list(self._cache.values())]
-            task = scheduler.next_ready(tasks, self._now(), ordering, skip)
-            if task is None:
-                return None
-            try:
-                return self._claim(self._cache[task.id], worker_id, lease_seconds)
-            except (ClaimConflict, TaskNotFound):
-                skip.add(task.id)
+        return claim_first_ready(
+            lambda: [issue.task for issue in list(self._cache.values())],
+            lambda task: self._claim(self._cache[task.id], worker_id, lease_seconds),
+            self._now,
+            ordering,
+            exclude,
+            lost=(ClaimConflict, TaskNotFound),
+        )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         issue = self._fetch(task_id)
@@ -1264,18 +1247,9 @@ class LinearProvider(StateProvider):
         os.replace(tmp, self.sessions_path)
 
     def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        records = [
-            SessionRecord(
-                id=d["id"],
-                worker_id=d["worker_id"],
-                started_at=_dt(d["started_at"]),
-                ended_at=_dt(d["ended_at"]) if d.get("ended_at") else None,
-                state=d.get("state", "running"),
-                summary=d.get("summary", {}),
-            )
-            for d in self._read_sessions().values()
-        ]
-        order = {sid: i for i, sid in enumerate(self._read_sessions())}
+        sessions = self._read_sessions()
+        records = [SessionRecord.from_dict(d) for d in sessions.values()]
+        order = {sid: i for i, sid in enumerate(sessions)}
         records.sort(key=lambda s: (s.started_at, order[s.id]), reverse=True)
         return records[:limit]
 

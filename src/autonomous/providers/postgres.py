@@ -64,9 +64,24 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, ConfigError, ProviderError, StaleClaim, StoreCorrupt, TaskNotFound
-from autonomous.providers.base import _UNSET, CreateResult, SessionRecord, StateProvider
-from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind
+from autonomous.errors import ClaimConflict, ConfigError, ProviderError, StoreCorrupt, TaskNotFound
+from autonomous.providers import _sql
+from autonomous.providers._sql import ID_PREFIX
+from autonomous.providers._sql import OPEN as _OPEN
+from autonomous.providers._sql import ORDER as _ORDER
+from autonomous.providers._sql import SATISFIED as _SATISFIED
+from autonomous.providers.base import (
+    _UNSET,
+    CreateResult,
+    SessionRecord,
+    StateProvider,
+    check_takeable,
+    check_token,
+    given,
+    stale_claim,
+    update_ends_claim,
+)
+from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus
 
 try:  # the optional extra; reported when the provider is opened, not on import
     import psycopg
@@ -83,7 +98,6 @@ else:
 T = TypeVar("T")
 
 DEFAULT_SCHEMA = "autonomous"
-ID_PREFIX = "T-"
 ANALYZE_AFTER = 100  # tasks created in one batch that call for fresh planner statistics
 INSTALL_HINT = "pip install 'autonomous-runner[postgres]'"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -163,11 +177,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_OPEN = "('todo', 'in_progress', 'blocked')"
-_SATISFIED = "('done', 'canceled')"
 _NOW = "coalesce(%(now)s::timestamptz, now())"
-_ORDER_COLUMNS = "kind, phase, number, letter, prio, created_at, id"
-_ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
 _TAKEABLE = f"""
     ((t.status = 'todo' AND (t.worker_id IS NULL OR t.expires_at <= {_NOW}))
      OR (t.status = 'in_progress' AND t.worker_id IS NOT NULL AND t.expires_at <= {_NOW}))
@@ -235,37 +245,14 @@ class _Retry:
 RETRY = _Retry()
 
 
-def _schedule_columns(task: Task) -> tuple[int, int, int, str, int, bool]:
-    """(kind, phase, number, letter, prio, is_meta): ``scheduler.sort_key`` minus its
-    tie-breaks (created_at, id), which are columns of their own."""
-    tk = scheduler.title_key(task)
-    meta = scheduler.is_meta(task)
-    kind = TitleKind.META if meta else tk.kind
-    phase, number, letter = tk.position
-    return int(kind), phase, number, letter, task.priority.rank, meta
+def _same(value: T) -> T:
+    return value
 
 
 def _task(row: Sequence[Any]) -> Task:
-    (tid, key, title, description, criteria, steps, status, priority, labels, worker, expires, fence,
-     created, updated, cost, turns, deps, notes) = row  # fmt: skip
-    return Task(
-        id=tid,
-        key=key,
-        title=title,
-        description=description,
-        acceptance_criteria=list(criteria),
-        test_steps=list(steps),
-        status=TaskStatus(status),
-        priority=Priority(priority),
-        labels=list(labels),
-        dependencies=list(deps),
-        notes=[Note(text=text, author=author, at=datetime.fromisoformat(at)) for at, author, text in notes],
-        claim=Claim(worker, expires, fence) if worker is not None else None,
-        created_at=created,
-        updated_at=updated,
-        cost_usd=cost,
-        turns=turns,
-    )
+    """The task of a row of ``_COLUMNS``: the shared task columns, then dependencies and notes."""
+    notes = [Note(text=text, author=author, at=datetime.fromisoformat(at)) for at, author, text in row[-1]]
+    return _sql.row_task(row[:-2], list(row[-2]), notes, decode_list=list, decode_time=_same)
 
 
 # -- the DSN: where it comes from, what may be shown of it ------------------------------------------
@@ -627,38 +614,10 @@ class PostgresProvider(StateProvider):
                 number, now = conn.execute(
                     f"SELECT value, {_NOW} FROM meta WHERE key = 'next_task_number' FOR UPDATE", self._params()
                 ).fetchone()
-                keys = sorted({nt.key for nt in new_tasks} | {k for nt in new_tasks for k in nt.dependencies})
+                keys = _sql.keys_of(new_tasks)
                 known = dict(conn.execute("SELECT key, id FROM tasks WHERE key = ANY(%s)", (keys,)).fetchall())
-                batch: dict[str, Task] = {}
-                existing_ids: list[str] = []
-                for nt in new_tasks:
-                    if nt.key in known:
-                        existing_ids.append(known[nt.key])
-                        continue
-                    if nt.key in batch:
-                        existing_ids.append(batch[nt.key].id)
-                        continue
-                    created = now + timedelta(microseconds=len(batch))
-                    batch[nt.key] = Task(
-                        id=f"{ID_PREFIX}{number}",
-                        key=nt.key,
-                        title=nt.title,
-                        description=nt.description,
-                        acceptance_criteria=list(nt.acceptance_criteria),
-                        test_steps=list(nt.test_steps),
-                        priority=Priority(nt.priority),
-                        labels=list(nt.labels),
-                        dependencies=list(dict.fromkeys(nt.dependencies)),  # keys for now
-                        created_at=created,
-                        updated_at=created,
-                    )
-                    number += 1
-                ids = {**known, **{k: t.id for k, t in batch.items()}}
-                for task in batch.values():
-                    unknown = [k for k in task.dependencies if k not in ids]
-                    if unknown:
-                        raise TaskNotFound(f"task {task.key!r} depends on unknown task key(s): {', '.join(unknown)}")
-                    task.dependencies = [ids[k] for k in task.dependencies]
+                plan = _sql.plan_batch(new_tasks, known, number, now)
+                batch = plan.created
                 if batch:
                     with conn.cursor() as cur:
                         cur.executemany(
@@ -670,7 +629,7 @@ class PostgresProvider(StateProvider):
                                 (
                                     t.id, int(t.id[len(ID_PREFIX):]), t.key, t.title, t.description,
                                     t.acceptance_criteria, t.test_steps, t.status.value, t.priority.value, t.labels,
-                                    *_schedule_columns(t), t.created_at, t.updated_at, nonce,
+                                    *_sql.schedule_columns(t), t.created_at, t.updated_at, nonce,
                                 )
                                 for t in batch.values()
                             ],
@@ -682,16 +641,16 @@ class PostgresProvider(StateProvider):
                             cur.executemany(
                                 "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (%s, %s, %s)", deps
                             )
-                    conn.execute("UPDATE meta SET value = %s WHERE key = 'next_task_number'", (number,))
+                    conn.execute("UPDATE meta SET value = %s WHERE key = 'next_task_number'", (plan.next_number,))
                     self._bump_graph(conn)
                 result.created = list(batch.values())
                 by_id = {t.id: t for t in result.created}
-                missing = [tid for tid in existing_ids if tid not in by_id]
+                missing = [tid for tid in plan.existing_ids if tid not in by_id]
                 found = {
                     r[0]: _task(r)
                     for r in conn.execute(f"SELECT {_COLUMNS} FROM tasks t WHERE t.id = ANY(%s)", (missing,))
                 }
-                result.existing = [by_id[tid].copy() if tid in by_id else found[tid] for tid in existing_ids]
+                result.existing = [by_id[tid].copy() if tid in by_id else found[tid] for tid in plan.existing_ids]
             return result
 
         def recover(conn: Any) -> CreateResult | _Retry:
@@ -737,10 +696,13 @@ class PostgresProvider(StateProvider):
         labels: list[str] = _UNSET,
         dependencies: list[str] = _UNSET,
     ) -> Task:
-        """Change the given fields; the token and ``force`` rules are the local store's
-        (``FileProvider.update_task``): without a token a live claim needs ``force``, which
-        ends it (bumping the fence); a status change over a lapsed claim ends it too."""
+        """Change the given fields, under the contract's token and ``force`` rules
+        (``base.update_ends_claim``), checked and written in one transaction."""
         nonce = uuid.uuid4()
+        changes = given(
+            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
+            status=status, priority=priority, labels=labels, dependencies=dependencies,
+        )  # fmt: skip
 
         def work(conn: Any) -> Task:
             with conn.transaction():
@@ -752,54 +714,20 @@ class PostgresProvider(StateProvider):
                 if row is None:
                     raise TaskNotFound(f"no task with id {task_id!r}")
                 _, key, old_title, old_status, old_priority, old_labels, worker, expires, fence, live, now = row
-                if token is not None and (worker is None or fence != token):
-                    raise self._stale(task_id, key, token, worker, fence)
-                end_claim = False
-                if token is None and live:
-                    if not force:
-                        raise ClaimConflict(
-                            f"{key} ({task_id}) is claimed by {worker} until {expires.isoformat()}; "
-                            "use force to take it over"
-                        )
-                    end_claim = True
-                elif token is None and worker is not None and status is not _UNSET:
-                    end_claim = True
-                sets: dict[str, Any] = {"updated_at": now, "write_nonce": nonce}
-                before = TaskStatus(old_status)
-                after = TaskStatus(status) if status is not _UNSET else before
-                if end_claim:
-                    sets.update(worker_id=None, expires_at=None, fence=fence + 1)
-                    if status is _UNSET and before is TaskStatus.IN_PROGRESS:
-                        after = TaskStatus.TODO
-                if after is not before:
-                    sets["status"] = after.value
-                graph_changed = before.satisfied and not after.satisfied
-                if description is not _UNSET:
-                    sets["description"] = description
-                if acceptance_criteria is not _UNSET:
-                    sets["acceptance_criteria"] = list(acceptance_criteria)
-                if test_steps is not _UNSET:
-                    sets["test_steps"] = list(test_steps)
-                if title is not _UNSET or labels is not _UNSET or priority is not _UNSET:
-                    probe = Task(
-                        id=task_id,
-                        key=key,
-                        title=old_title if title is _UNSET else title,
-                        priority=Priority(old_priority if priority is _UNSET else priority),
-                        labels=list(old_labels) if labels is _UNSET else list(labels),
-                    )
-                    kind, phase, number, letter, prio, meta = _schedule_columns(probe)
-                    sets.update(
-                        title=probe.title, priority=probe.priority.value, labels=probe.labels,
-                        kind=kind, phase=phase, number=number, letter=letter, prio=prio, is_meta=meta,
-                    )  # fmt: skip
-                    graph_changed = graph_changed or title is not _UNSET or labels is not _UNSET
-                if dependencies is not _UNSET:
-                    deps = list(dict.fromkeys(dependencies))
-                    found = {r[0] for r in conn.execute("SELECT id FROM tasks WHERE id = ANY(%s)", (deps,))}
-                    unknown = [d for d in deps if d not in found]
-                    if unknown:
-                        raise TaskNotFound(f"dependencies of {task_id!r} name unknown task id(s): {', '.join(unknown)}")
+                claim = Claim(worker, expires, fence) if worker is not None else None
+                check_token(key, task_id, token, claim, fence)
+                end_claim = update_ends_claim(
+                    key, task_id, claim, live, token=token, force=force, status_given="status" in changes
+                )
+                current = _sql.Current(
+                    task_id, key, old_title, TaskStatus(old_status), Priority(old_priority), list(old_labels), fence
+                )
+                plan = _sql.plan_update(current, changes, end_claim)
+                sets: dict[str, Any] = {"updated_at": now, "write_nonce": nonce, **plan.sets}
+                if plan.dependencies is not None:
+                    deps = plan.dependencies
+                    found = conn.execute("SELECT id FROM tasks WHERE id = ANY(%s)", (deps,))
+                    _sql.check_dependencies(task_id, deps, (r[0] for r in found))
                     conn.execute("DELETE FROM dependencies WHERE task_id = %s", (task_id,))
                     if deps:
                         with conn.cursor() as cur:
@@ -807,7 +735,6 @@ class PostgresProvider(StateProvider):
                                 "INSERT INTO dependencies (task_id, depends_on, pos) VALUES (%s, %s, %s)",
                                 [(task_id, dep, pos) for pos, dep in enumerate(deps)],
                             )
-                    graph_changed = True
                 assignments = sql.SQL(", ").join(
                     sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in sets
                 )
@@ -817,22 +744,19 @@ class PostgresProvider(StateProvider):
                     ),
                     {**sets, "_id": task_id, "_fence": fence},  # the token's check, in the writing statement
                 )
-                if graph_changed:
+                if plan.graph_changed:
                     self._bump_graph(conn)
                 return _task(conn.execute(f"SELECT {_COLUMNS} FROM tasks t WHERE t.id = %s", (task_id,)).fetchone())
 
         return self._run(work, recover=lambda c: self._nonce_task(c, nonce) or RETRY, doing=f"updating {task_id}")
-
-    def _stale(self, task_id: str, key: str, token: int, worker: str | None, fence: int) -> StaleClaim:
-        current = f"current token {fence}" if worker is not None else "no claim now"
-        return StaleClaim(f"{key} ({task_id}): token {token} is stale ({current})")
 
     def _refused(self, conn: Any, task_id: str, token: int) -> ProviderError:
         """Why a fenced write matched no row: no such task, or a stale token."""
         row = conn.execute("SELECT key, worker_id, fence FROM tasks WHERE id = %s", (task_id,)).fetchone()
         if row is None:
             return TaskNotFound(f"no task with id {task_id!r}")
-        return self._stale(task_id, row[0], token, row[1], row[2])
+        key, worker, fence = row
+        return stale_claim(key, task_id, token, fence, held=worker is not None)
 
     def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
         """Append a note. Without a token a note is always accepted, even on a claimed task:
@@ -881,8 +805,8 @@ class PostgresProvider(StateProvider):
             if row is None:
                 raise TaskNotFound(f"no task with id {task_id!r}")
             current = _task(row[:-1])
-            _, reason = scheduler.takeable(current, row[-1])
-            raise ClaimConflict(f"{current.key} ({task_id}) cannot be claimed: {reason or 'taken meanwhile'}")
+            check_takeable(current, row[-1])
+            raise ClaimConflict(f"{current.key} ({task_id}) cannot be claimed: taken meanwhile")
 
         return self._run(work, recover=lambda c: self._nonce_task(c, nonce) or RETRY, doing=f"claiming {task_id}")
 
@@ -956,8 +880,7 @@ class PostgresProvider(StateProvider):
         exclude: Iterable[str] = (),
     ) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it, in one statement."""
-        if ordering not in scheduler.ORDERINGS:
-            raise ValueError(f"unknown ordering {ordering!r}; expected one of {', '.join(scheduler.ORDERINGS)}")
+        _sql.check_ordering(ordering)
         skip = sorted(set(exclude))
         lease = timedelta(seconds=lease_seconds)
         while True:
@@ -993,29 +916,12 @@ class PostgresProvider(StateProvider):
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 rev = conn.execute("SELECT value FROM meta WHERE key = 'graph_rev'").fetchone()[0]
-                # only open, non-META tasks take part in the scheduler's cycle check
-                rows = conn.execute(
-                    f"SELECT t.id, t.key, t.title, t.status, t.priority, t.labels, t.created_at FROM tasks t "
-                    f"WHERE t.status IN {_OPEN} AND t.kind >= 1"
-                ).fetchall()
-                deps = conn.execute(
-                    f"SELECT d.task_id, d.depends_on FROM dependencies d JOIN tasks t ON t.id = d.task_id "
-                    f"WHERE t.status IN {_OPEN} AND t.kind >= 1 ORDER BY d.task_id, d.pos"
-                ).fetchall()
+                rows = conn.execute(_sql.OPEN_GRAPH_TASKS).fetchall()
+                deps = conn.execute(_sql.OPEN_GRAPH_DEPENDENCIES).fetchall()
             return rev, rows, deps
 
         rev, rows, dep_rows = self._run(work, doing="checking dependencies")
-        deps: dict[str, list[str]] = {}
-        for task_id, depends_on in dep_rows:
-            deps.setdefault(task_id, []).append(depends_on)
-        light = [
-            Task(
-                id=tid, key=key, title=title, status=TaskStatus(status), priority=Priority(priority),
-                labels=list(labels), dependencies=deps.get(tid, []), created_at=created,
-            )
-            for tid, key, title, status, priority, labels, created in rows
-        ]  # fmt: skip
-        scheduler.check_cycles(light, ordering)
+        scheduler.check_cycles(_sql.open_graph(rows, dep_rows, decode_list=list, decode_time=_same), ordering)
         self._acyclic[ordering] = rev
 
     # -- sessions ------------------------------------------------------------------------
