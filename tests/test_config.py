@@ -62,6 +62,7 @@ EVERY_KEY: dict[str, Any] = {
         "team_id": "team-1",
         "project_name": "My App",
         "repo": "octocat/hello-world",
+        "write_interval": 0.5,
         "dsn": "postgresql://localhost/tasks",
         "schema": "tasks_team_a",
     },

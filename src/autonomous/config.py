@@ -149,6 +149,7 @@ with warnings.catch_warnings():
         team_id: str | None = None
         project_name: str | None = None
         repo: str | None = None  # github: owner/name
+        write_interval: float | None = Field(None, ge=0)  # github: seconds between writes; None: 1 s
         dsn: str | None = None  # postgres; None: ${DATABASE_URL}
         schema: str = "autonomous"  # postgres: the schema holding every table
 

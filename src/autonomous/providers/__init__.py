@@ -62,6 +62,8 @@ def get_provider(config: Any = "file", /, **options: Any) -> StateProvider:
         if not isinstance(config, str):
             section = _get(config, "state_provider")
             options = {"repo": _get(section, "repo"), "api_key_env": _get(section, "api_key_env"), **options}
+            if _get(section, "write_interval") is not None:  # None: the provider's own default
+                options.setdefault("write_interval", float(_get(section, "write_interval")))
         return GitHubProvider(**options)
     if kind == "file":
         from autonomous.providers.file import FileProvider
