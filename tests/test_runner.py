@@ -921,3 +921,80 @@ def test_leftover_worktrees_are_cleaned_or_kept_and_reported(project: Path) -> N
     status = collect_status(project / ".ai-agents" / "state", project / ".ai-agents" / "logs", None)
     assert [k["key"] for k in status["worktrees_kept"]] == ["OLD-1"]
     assert "Worktree:" in render_status(status) and "OLD-1" in render_status(status)
+
+
+def test_a_failing_check_after_the_merge_undoes_it_then_blocks(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 1)
+    backend = ScriptedBackend(default=complete("bad.txt"))
+    # passes in the worktree (no marker there), fails on the merged result (the marker is in main)
+    (project / "MAIN_ONLY").write_text("x\n")
+    git(project, "add", "MAIN_ONLY")
+    git(project, "commit", "-q", "-m", "marker")
+    git(project, "rm", "-q", "--cached", "MAIN_ONLY")
+    (project / ".git" / "info" / "exclude").write_text("MAIN_ONLY\n")
+    git(project, "commit", "-q", "-m", "untrack marker")
+    before = git(project, "rev-parse", "HEAD").strip()
+    runner, _ = make_runner(
+        project,
+        p,
+        backend,
+        autonomous={"workers": 2},
+        execution={"ordering": "phases", "on_failure": "continue"},
+        verification={"commands": ["test ! -f MAIN_ONLY"]},
+    )
+    result = runner.start()
+    assert result.exit_code == EXIT_FAILED, result.reason
+    task = p.by_key("PAR-1.1")
+    assert task.status is TaskStatus.BLOCKED
+    merge_notes = [n.text for n in task.notes if n.text.startswith("Merge failed")]
+    assert len(merge_notes) == 2  # max_merge_attempts (2): one retry, then blocked
+    assert "verification failed on the merged result" in merge_notes[0] and "blocked" in merge_notes[1]
+    assert git(project, "rev-parse", "HEAD").strip() == before  # every merge was undone
+    assert not (project / "bad.txt").exists()
+    # the work is kept: the first attempt on a branch of its own, the last one in its worktree
+    assert "autonomous/PAR-1.1-attempt" in git(project, "branch", "--list")
+    assert (project / ".ai-agents" / "worktrees" / "PAR-1.1" / "bad.txt").exists()
+    assert json.loads((project / ".ai-agents" / "state" / "worktrees.json").read_text())["kept"][0]["key"] == "PAR-1.1"
+
+
+def test_rebase_strategy_gives_a_linear_history(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 3)
+    backend = BarrierBackend(2, {f"PAR-1.{i}": [complete(f"r{i}.txt")] for i in range(1, 4)})
+    backend.barrier = asyncio.Barrier(1)
+    runner, _ = make_runner(
+        project, p, backend, autonomous={"workers": 2}, execution={"git": {"merge_strategy": "rebase"}}
+    )
+    assert runner.start().exit_code == EXIT_OK
+    assert merges(project) == []
+    subjects = git(project, "log", "--format=%s").splitlines()
+    assert sorted(subjects[:3]) == [f"PAR-1.{i}: [PAR-1.{i}] Part {i}" for i in range(1, 4)]
+    assert all((project / f"r{i}.txt").exists() for i in range(1, 4))
+
+
+def test_one_rate_limit_pauses_every_worker(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 4)
+    soon = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow() + timedelta(seconds=0.3))
+    backend = BarrierBackend(2, {"PAR-1.1": [soon, complete()]}, default=complete())
+    runner, rec = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
+    original = backend.run
+
+    async def run(prompt, options):  # only the first two runs meet at the barrier
+        if len(backend.runs) >= 2:
+            async for item in ScriptedBackend.run(backend, prompt, options):
+                yield item
+            return
+        async for item in original(prompt, options):
+            yield item
+
+    backend.run = run
+    result = runner.start()
+    assert result.exit_code == EXIT_OK, result.reason
+    assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
+    pauses = [e for e in rec.kinds(EventKind.RATE_LIMIT) if "retry_at" in e.data]
+    assert len(pauses) == 1  # one pause for the session, counted once
+    # nobody claimed during the pause: every claim after the rate limit came after retry_at
+    claimed_after = [e for e in rec.kinds(EventKind.TASK_CLAIMED) if e.at > pauses[0].at]
+    assert claimed_after and all(e.at.isoformat() >= pauses[0].data["retry_at"] for e in claimed_after)

@@ -29,8 +29,11 @@ Safety rules kept here, in one place:
 * State survives crashes: runner_state.json is written atomically at every step, and a
   claim whose runner died (pid gone) is handed back at the next start.
 
-The loop is written as one :class:`Worker` per agent sharing a :class:`SessionBudget`, so
-several workers can later run side by side; today one worker runs.
+The loop is written as one :class:`Worker` per agent sharing a :class:`SessionBudget`;
+``autonomous.workers`` (``start --workers N``) of them run side by side as coroutines of
+one event loop. With more than one (or ``execution.git.branch_per_task``) in a git
+repository, each task runs in its own worktree and comes back through the merge queue
+(:class:`Isolation`; docs/runner.md "Parallel workers").
 """
 
 from __future__ import annotations
