@@ -998,3 +998,22 @@ def test_one_rate_limit_pauses_every_worker(project: Path) -> None:
     # nobody claimed during the pause: every claim after the rate limit came after retry_at
     claimed_after = [e for e in rec.kinds(EventKind.TASK_CLAIMED) if e.at > pauses[0].at]
     assert claimed_after and all(e.at.isoformat() >= pauses[0].data["retry_at"] for e in claimed_after)
+
+
+def test_status_shows_every_busy_worker(project: Path) -> None:
+    from autonomous.progress import collect_status, render_status
+    from autonomous.runner_state import CurrentTask, RunnerState
+
+    state_dir = project / ".ai-agents" / "state"
+    now = utcnow().isoformat()
+    state = RunnerState(session_id="s-1", worker_id="h:1:abc", started_at=now, backend="scripted")
+    state.current = [
+        CurrentTask("t2", "PAR-1.1", "Part 1", now, tool="Bash", turns=3, cost_usd=0.12, worker_id="h:1:abc:w1"),
+        CurrentTask("t3", "PAR-1.2", "Part 2", now, tool="Edit", turns=5, cost_usd=0.3, worker_id="h:1:abc:w2"),
+    ]
+    runner_state.save(state_dir, state)
+    status = collect_status(state_dir, project / ".ai-agents" / "logs", None)
+    assert [c["worker_id"] for c in status["current"]] == ["h:1:abc:w1", "h:1:abc:w2"]
+    text = render_status(status)
+    assert "Current:  [w1] PAR-1.1 Part 1" in text and "tool Bash, 3 turns, $0.1200" in text
+    assert "Current:  [w2] PAR-1.2 Part 2" in text and "tool Edit, 5 turns, $0.3000" in text
