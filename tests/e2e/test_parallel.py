@@ -130,7 +130,7 @@ def test_three_workers_finish_a_phase_of_six_about_three_times_faster(tmp_path: 
         with file_store(project) as provider:
             create(provider, keys)
         configure(project, execution={"ordering": "phases", "git": {"branch_per_task": True}})
-        with ScriptedModelServer(task_rules(keys, delay=1.5)) as server:
+        with ScriptedModelServer(task_rules(keys, delay=2.5)) as server:
             started = time.monotonic()
             proc = run(project, server, tmp_path, "--workers", str(workers))
             walls[workers] = time.monotonic() - started
