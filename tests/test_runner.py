@@ -1017,3 +1017,25 @@ def test_status_shows_every_busy_worker(project: Path) -> None:
     text = render_status(status)
     assert "Current:  [w1] PAR-1.1 Part 1" in text and "tool Bash, 3 turns, $0.1200" in text
     assert "Current:  [w2] PAR-1.2 Part 2" in text and "tool Edit, 5 turns, $0.3000" in text
+
+
+def test_stop_interrupts_every_worker_and_keeps_both_for_resume(project: Path) -> None:
+    p = MemoryProvider()
+    one_phase(p, 3)
+    backend = ScriptedBackend(default=complete())
+    backend.hold = {"PAR-1.1": asyncio.Event(), "PAR-1.2": asyncio.Event()}
+    runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
+
+    async def scenario() -> int:
+        session = asyncio.ensure_future(runner.run())
+        while len(backend.entered) < 2:  # both agents are inside their task
+            await asyncio.sleep(0)
+        runner.request_stop("test stop")
+        return (await session).exit_code
+
+    assert asyncio.run(scenario()) == EXIT_INTERRUPTED
+    assert sorted(p.claims) == ["PAR-1.1", "PAR-1.2"]
+    assert all(p.by_key(k).status is TaskStatus.TODO for k in ("PAR-1.1", "PAR-1.2", "PAR-1.3"))
+    state = runner_state.load(project / ".ai-agents" / "state")
+    assert sorted(c.key for c in state.current) == ["PAR-1.1", "PAR-1.2"]
+    assert len({c.worker_id for c in state.current}) == 2

@@ -915,7 +915,11 @@ class Worker:
             if commit_problem:
                 head += f" ({commit_problem})"
             summary = outcome.summary or "(no summary)"
-            if self.isolation is not None and self.worktree is not None and not commit_problem:
+            if self.isolation is not None and self.worktree is not None and commit_problem:
+                # not on the task branch, so not mergeable: not done; the worktree keeps the work
+                result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
+                head = f"Failed: verified, but the work could not be committed in {self.worktree} ({commit_problem})"
+            elif self.isolation is not None and self.worktree is not None:
                 merge_ok, head = await self._merge(task, token, result)
                 merge_failed = not merge_ok
                 if merge_failed:
