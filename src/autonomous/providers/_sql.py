@@ -17,7 +17,7 @@ from typing import Any
 
 from autonomous import scheduler
 from autonomous.errors import TaskNotFound
-from autonomous.providers.base import status_after_update
+from autonomous.providers.base import check_dependency_keys, status_after_update
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind
 
 ID_PREFIX = "T-"
@@ -144,9 +144,7 @@ def plan_batch(new_tasks: Sequence[NewTask], known: Mapping[str, str], number: i
         number += 1
     ids = {**known, **{k: t.id for k, t in batch.items()}}
     for task in batch.values():
-        unknown = [k for k in task.dependencies if k not in ids]
-        if unknown:
-            raise TaskNotFound(f"task {task.key!r} depends on unknown task key(s): {', '.join(unknown)}")
+        check_dependency_keys(task.key, task.dependencies, ids)
         task.dependencies = [ids[k] for k in task.dependencies]
     return Batch(batch, existing_ids, number)
 

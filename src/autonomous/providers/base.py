@@ -22,7 +22,7 @@ of these they can only approximate, and how.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +113,14 @@ def check_token(key: str, task_id: str, token: int | None, claim: Claim | None, 
     """StaleClaim unless ``token`` is None or the current claim's (``fence``)."""
     if token is not None and (claim is None or fence != token):
         raise stale_claim(key, task_id, token, fence, held=claim is not None)
+
+
+def check_dependency_keys(key: str, dependencies: Iterable[str], known: Collection[str]) -> None:
+    """TaskNotFound when a new task ``key`` depends on keys that are not ``known`` (of
+    existing tasks or of the batch being created)."""
+    unknown = [k for k in dependencies if k not in known]
+    if unknown:
+        raise TaskNotFound(f"task {key!r} depends on unknown task key(s): {', '.join(unknown)}")
 
 
 def check_takeable(task: Task, now: datetime) -> None:

@@ -75,6 +75,7 @@ from autonomous.providers.base import (
     CreateResult,
     SessionRecord,
     StateProvider,
+    check_dependency_keys,
     check_takeable,
     check_token,
     claim_first_ready,
@@ -592,13 +593,10 @@ class GitHubProvider(StateProvider):
         if not new_tasks:
             return result
         known = {t.key: t for t in self._light_tasks()}
-        batch_keys = {nt.key for nt in new_tasks}
+        keys = known.keys() | {nt.key for nt in new_tasks}
         for nt in new_tasks:
-            if nt.key in known:
-                continue
-            unknown = [k for k in nt.dependencies if k not in known and k not in batch_keys]
-            if unknown:
-                raise TaskNotFound(f"task {nt.key!r} depends on unknown task key(s): {', '.join(unknown)}")
+            if nt.key not in known:
+                check_dependency_keys(nt.key, nt.dependencies, keys)
         now = self._now()
         ids = {k: t.id for k, t in known.items()}
         created: dict[str, Task] = {}

@@ -87,6 +87,7 @@ from autonomous.providers.base import (
     CreateResult,
     SessionRecord,
     StateProvider,
+    check_dependency_keys,
     check_takeable,
     check_token,
     claim_first_ready,
@@ -948,9 +949,7 @@ class LinearProvider(StateProvider):
                 batch[nt.key] = nt
                 ids[nt.key] = str(uuid.uuid4())  # client-chosen: a retried create cannot duplicate
         for nt in batch.values():
-            unknown = [k for k in nt.dependencies if k not in ids]
-            if unknown:
-                raise TaskNotFound(f"task {nt.key!r} depends on unknown task key(s): {', '.join(unknown)}")
+            check_dependency_keys(nt.key, nt.dependencies, ids)
         now = self._now()
         if self._last_created is not None and now <= self._last_created:  # batches keep their order
             now = self._last_created + timedelta(microseconds=1)
