@@ -1039,3 +1039,41 @@ def test_stop_interrupts_every_worker_and_keeps_both_for_resume(project: Path) -
     state = runner_state.load(project / ".ai-agents" / "state")
     assert sorted(c.key for c in state.current) == ["PAR-1.1", "PAR-1.2"]
     assert len({c.worker_id for c in state.current}) == 2
+
+
+def test_a_worker_refused_by_the_budget_waits_for_the_running_tasks_to_settle(project: Path) -> None:
+    class Counting(ScriptedBackend):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.in_flight = self.most = self.started = 0
+            self.pair = asyncio.Barrier(2)
+
+        async def run(self, prompt, options):
+            self.in_flight += 1
+            self.started += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                if self.started <= 2:  # the first two run together (the third worker tries meanwhile)
+                    await asyncio.wait_for(self.pair.wait(), timeout=20)
+                async for item in super().run(prompt, options):
+                    yield item
+            finally:
+                self.in_flight -= 1
+
+    p = MemoryProvider()
+    one_phase(p, 4)
+    backend = Counting(default=complete(cost=0.01))
+    runner, _ = make_runner(
+        project,
+        p,
+        backend,
+        autonomous={"workers": 3, "cost_limit_per_session": 0.25, "first_task_cost": 0.1},
+        execution={"ordering": "phases"},
+    )
+    result = runner.start()
+    # two tasks fit the budget at the 0.1 floor: never three at once; the cheap actual costs
+    # then leave room for the rest
+    assert result.exit_code == EXIT_OK, result.reason
+    assert backend.most == 2
+    assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
+    assert result.cost_usd == pytest.approx(0.04)

@@ -1489,6 +1489,10 @@ class AutonomousRunner:
                 code, why = refusal
                 if code == EXIT_OK and self._failures:
                     return EXIT_FAILED, f"{why}; {self._failures} task(s) failed or were blocked this session"
+                if code == EXIT_BUDGET and self._busy and self._change is not None:
+                    # the running tasks may cost less than they reserved: decide when one ends
+                    await self._change.wait()
+                    continue
                 return (code, why) if code == EXIT_OK else self._set_halt(code, why)
             # Reserve before claiming (no await in between): N workers cannot together start
             # more tasks than max_tasks_per_session or spend more than the budget.
