@@ -1802,8 +1802,11 @@ def recovery_context(config: Config, *, events: int = 20, provider: StateProvide
         how = (
             f"continuing its conversation {cur.backend_session_id}" if cur.backend_session_id else "in a fresh context"
         )
+        others = [c.key for c in state.current[1:]]
         info["would"] = (
-            f"continue session {state.session_id}: first {cur.key} ({cur.title}) {how}, then the next ready tasks"
+            f"continue session {state.session_id}: first {cur.key} ({cur.title}) {how}"
+            + (f", with {', '.join(others)} on the other workers" if others else "")
+            + ", then the next ready tasks"
         )
     elif state.state == "paused":
         info["would"] = f"continue session {state.session_id} after the pause ({state.pause_reason})"
