@@ -990,7 +990,7 @@ class Worker:
             + (f", backend session: {outcome.session_id}" if outcome.session_id else "")
         )
         note = self.runner.redactor.text("\n".join(lines))
-        result.message = head
+        result.message = self.runner.redactor.text(head)  # it becomes the session's stop reason
         try:
             self.provider.release(
                 task.id, token, status=status, note=note, author=AUTHOR, cost_usd=result.cost_usd, turns=result.turns
@@ -1647,6 +1647,9 @@ class AutonomousRunner:
     def _end(self, record: SessionRecord, exit_code: int, reason: str) -> RunResult:
         state = self.state
         assert state is not None
+        # Every way a session ends passes here; a reason can quote a model's blocker or an
+        # error text, and it goes to the state file, the META task, events and stderr.
+        reason = self.redactor.text(reason)
         elapsed = self.budget.elapsed()
         state_name = {EXIT_OK: "completed", EXIT_PAUSED: "paused", EXIT_INTERRUPTED: "stopped"}.get(exit_code, "error")
         state.state = state_name

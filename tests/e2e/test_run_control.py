@@ -425,12 +425,6 @@ def test_slack_messages_reach_a_real_webhook_and_no_secret_leaks(
     assert "Done with ***" in places["events.jsonl"] and "Done with ***" in places["autonomous.log"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported, runner.py is not ours to edit): the session's stop reason quotes the task's "
-    "unredacted message (Worker._record: result.message = head; _worker_loop: _set_halt(..., result.message)), "
-    "and goes as it is to runner_state.json stop_reason, `autonomous status` and the stderr line of `start`",
-)
 def test_the_stop_reason_of_a_blocked_task_masks_secrets(project: Path, tmp_path: Path) -> None:
     make_tasks(project, ("DEMO-1.1",))
     tracker_token = f"trk-{secrets.token_hex(12)}"  # declared through state_provider.api_key_env
