@@ -96,6 +96,7 @@ from autonomous.providers.base import (
 )
 from autonomous.providers.base import iso_time as _ts
 from autonomous.providers.base import parse_time as _dt
+from autonomous.runner_state import write_json_atomic
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, derive_key, utcnow
 
 DEFAULT_ENDPOINT = "https://api.linear.app/graphql"
@@ -1240,10 +1241,7 @@ class LinearProvider(StateProvider):
     def record_session(self, session: SessionRecord) -> None:
         sessions = self._read_sessions()
         sessions[session.id] = session.to_dict()
-        self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.sessions_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sessions, indent=1))
-        os.replace(tmp, self.sessions_path)
+        write_json_atomic(self.sessions_path, sessions)
 
     def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
         sessions = self._read_sessions()
