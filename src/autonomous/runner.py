@@ -1222,10 +1222,7 @@ class AutonomousRunner:
         backend: str | None = None,
     ) -> RunResult:
         """Run the session to its end (sync). See the module docstring for exit codes."""
-        if dry_run:
-            self.out(self.dry_run())
-            return RunResult(EXIT_OK, "dry run: nothing claimed, nothing spent")
-        return asyncio.run(self.run(resume=resume, max_tasks=max_tasks, backend=backend))
+        return asyncio.run(self.run(resume=resume, max_tasks=max_tasks, backend=backend, dry_run=dry_run))
 
     def dry_run(self) -> str:
         """The execution plan: order, what waits on what, and the first task's prompt."""
@@ -1261,8 +1258,18 @@ class AutonomousRunner:
             lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
         return "\n".join(lines)
 
-    async def run(self, *, resume: bool = False, max_tasks: int | None = None, backend: str | None = None) -> RunResult:
+    async def run(
+        self,
+        *,
+        resume: bool = False,
+        max_tasks: int | None = None,
+        backend: str | None = None,
+        dry_run: bool = False,
+    ) -> RunResult:
         """The session, async (``AutonomousRunnerSDK`` and embedding use this)."""
+        if dry_run:
+            self.out(self.dry_run())
+            return RunResult(EXIT_OK, "dry run: nothing claimed, nothing spent")
         if max_tasks is not None:
             self.settings.max_tasks_per_session = max_tasks
             self.budget.max_tasks = max_tasks

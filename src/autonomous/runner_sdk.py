@@ -43,10 +43,7 @@ class AutonomousRunnerSDK(AutonomousRunner):
         backend: str | None = None,
     ) -> RunResult:
         """Run the session in the caller's event loop; returns a RunResult (``.exit_code``)."""
-        if dry_run:
-            self.out(self.dry_run())
-            return RunResult(0, "dry run: nothing claimed, nothing spent")
-        return await self.run(resume=resume, max_tasks=max_tasks, backend=backend)
+        return await self.run(resume=resume, max_tasks=max_tasks, backend=backend, dry_run=dry_run)
 
 
 def __getattr__(name: str) -> Any:
