@@ -55,7 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from autonomous import checkpoints as cp
-from autonomous import git, prompts, runner_state, scheduler, verify
+from autonomous import prompts, runner_state, scheduler, verify
+from autonomous.workspace import git
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autonomous import git
+from autonomous.workspace import git
 
 TAIL_LINES = 40
 _LINE_CAP = 400  # characters kept of one output line

@@ -1,4 +1,4 @@
-"""git.py: commits per task stay inside the project, respect .gitignore, never push."""
+"""workspace/git.py: commits per task stay inside the project, respect .gitignore, never push."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from autonomous import git
+from autonomous.workspace import changes, git
+from autonomous.workspace.commit import commit_change_set
 
 
 def sh(cwd: Path, *args: str) -> str:
@@ -30,24 +31,31 @@ def test_not_a_repository(tmp_path: Path) -> None:
     assert git.head(tmp_path) is None
 
 
-def test_commit_all_respects_gitignore_and_runtime_dirs(repo: Path) -> None:
+def commit_work(path: Path, message: str, before: changes.TreeState | None = None) -> str | None:
+    """What the runner does at the end of a task: commit its change set."""
+    cs = changes.diff(before or changes.TreeState(git.toplevel(path), git.head(path), {}), changes.capture(path))
+    return commit_change_set(cs, message).sha
+
+
+def test_task_commit_respects_gitignore_and_tool_dirs(repo: Path) -> None:
     (repo / "app.py").write_text("print(1)\n")
     (repo / "debug.log").write_text("noise\n")
     (repo / ".ai-agents" / "state").mkdir(parents=True)
     (repo / ".ai-agents" / "state" / "tasks.json").write_text("{}")
-    sha = git.commit_all(repo, "AUTH-1.1: login")
+    sha = commit_work(repo, "AUTH-1.1: login")
     assert sha == git.head(repo)
     assert sh(repo, "show", "--name-only", "--format=%s", "HEAD").split() == ["AUTH-1.1:", "login", "app.py"]
-    assert git.commit_all(repo, "nothing") is None  # nothing left to commit
+    assert commit_work(repo, "nothing") is None  # nothing left to commit
 
 
-def test_runtime_dirs_excluded_even_when_not_ignored(repo: Path) -> None:
+def test_tool_dirs_excluded_even_when_not_ignored(repo: Path) -> None:
     (repo / ".gitignore").write_text("")
     sh(repo, "commit", "-q", "-am", "unignore")
     (repo / ".ai-agents" / "logs").mkdir(parents=True)
     (repo / ".ai-agents" / "logs" / "autonomous.log").write_text("x")
+    (repo / ".ai-agents" / "config.yml").write_text("x: 1\n")
     (repo / "f.txt").write_text("x")
-    git.commit_all(repo, "T-1")
+    commit_work(repo, "T-1")
     assert sh(repo, "show", "--name-only", "--format=", "HEAD").split() == ["f.txt"]
 
 
@@ -57,20 +65,17 @@ def test_only_the_project_subdirectory_is_committed(repo: Path) -> None:
     (project / "main.py").write_text("x")
     (repo / "outside.txt").write_text("not mine")
     sh(repo, "add", "outside.txt")  # the user staged something elsewhere
-    git.commit_all(project, "API-1.1: main")
+    commit_work(project, "API-1.1: main")
     assert sh(repo, "show", "--name-only", "--format=", "HEAD").split() == ["services/api/main.py"]
     assert "outside.txt" in sh(repo, "diff", "--cached", "--name-only")  # still staged, untouched
 
 
-def test_snapshot_sees_new_commits_and_edits(repo: Path) -> None:
-    before = git.snapshot(repo)
-    assert not git.changed_since(repo, before)
-    (repo / "a.txt").write_text("a")
-    assert git.changed_since(repo, before)
-    assert git.changed_files(repo) == ["a.txt"]
-    sh(repo, "add", "a.txt")
-    sh(repo, "commit", "-q", "-m", "a")
-    assert git.changed_since(repo, before)
+def test_clean_check_can_leave_untracked_files_aside(repo: Path) -> None:
+    (repo / ".env").write_text("TOKEN=x\n")
+    assert git.is_clean(repo, untracked=False) and not git.is_clean(repo)
+    (repo / ".gitignore").write_text("changed\n")
+    assert not git.is_clean(repo, untracked=False)
+    assert git.tracked_changes(repo, [":(top)"]) == [".gitignore"]
 
 
 def test_fallback_identity_when_none_is_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +87,7 @@ def test_fallback_identity_when_none_is_configured(tmp_path: Path, monkeypatch: 
     proj.mkdir()
     git.init(proj)
     (proj / "x").write_text("x")
-    assert git.commit_all(proj, "T-1: x")
+    assert commit_work(proj, "T-1: x")
     assert sh(proj, "log", "-1", "--format=%ae").strip() == "autonomous@localhost"
 
 
@@ -94,7 +99,7 @@ def branch_with(repo: Path, key: str, files: dict[str, str]) -> Path:
     git.add_worktree(repo, path, git.branch_name(key), base)
     for name, text in files.items():
         (path / name).write_text(text)
-    assert git.commit_all(path, f"{key}: work")
+    assert commit_work(path, f"{key}: work")
     return path
 
 
@@ -116,7 +121,7 @@ def test_worktree_branch_merges_no_ff_and_is_removed(repo: Path) -> None:
 def test_conflict_is_aborted_and_nothing_is_lost(repo: Path) -> None:
     main = git.current_branch(repo)
     (repo / "f.txt").write_text("base\n")
-    git.commit_all(repo, "base")
+    commit_work(repo, "base")
     one = branch_with(repo, "T-1.1", {"f.txt": "base\nA\n"})
     two = branch_with(repo, "T-1.2", {"f.txt": "base\nB\n"})
     assert git.merge_branch(repo, "autonomous/T-1.1", main, strategy="merge", message="m1", worktree=one).merged

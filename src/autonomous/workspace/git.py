@@ -3,19 +3,20 @@ task's work as its own commit.
 
 Rules it keeps, because the repository is someone's real work:
 
-* it only ever stages and commits paths inside the project directory (a pathspec of
-  ``.`` run from there), so files elsewhere in an enclosing repository are untouched;
-* ``.gitignore`` is respected (``git add -A`` never adds ignored files), and the runner's
-  own runtime folders (state, logs) are excluded explicitly;
+* it stages and commits only the paths it is given (a task's change set,
+  :mod:`autonomous.workspace.changes`), never ``git add -A``: a user's untracked ``.env``,
+  notes or config stay untracked, and what the user staged stays staged and uncommitted;
+* paths are passed NUL-separated through ``--pathspec-from-file`` and taken literally, so
+  no file name is read as an option or a glob;
 * it never pushes or stashes; the worktree and merge-queue helpers at the end (parallel
-  workers) rebase task branches and reset only the integration checkout, see there;
-* every command runs with stdin closed and a timeout, so a hook or a signing prompt
-  cannot hang an unattended night.
+  workers) rebase task branches and move only the integration checkout, with
+  ``reset --keep``, which refuses rather than overwrite a user's uncommitted edit;
+* every command runs with stdin closed (or fed by us) and a timeout, so a hook or a
+  signing prompt cannot hang an unattended night.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -33,12 +34,15 @@ class GitError(AutonomousError):
     """A git command failed; the message carries its stderr."""
 
 
-def _run(args: Sequence[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None) -> str:
+def _run(
+    args: Sequence[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
     try:
         proc = subprocess.run(
             ["git", *args],
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             capture_output=True,
             text=True,
             timeout=_TIMEOUT,
@@ -69,56 +73,125 @@ def head(path: Path) -> str | None:
         return None
 
 
-def _pathspec(excludes: Iterable[str], path: Path | None = None) -> list[str]:
-    """``.`` minus the excludes. An exclude that .gitignore already ignores is left out:
-    git refuses to ``add`` a pathspec naming an ignored path, even as an exclusion."""
-    excludes = list(excludes)
-    if path is not None and excludes:
-        ignored = set(_run(["check-ignore", "--", *excludes], path, check=False).split())
-        excludes = [e for e in excludes if e not in ignored]
-    return [".", *(f":(exclude){e}" for e in excludes)]
+_EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the empty tree (sha1 repositories)
+_ARGS_CHUNK = 500  # paths per command line where git takes no --pathspec-from-file
 
 
-def _status(path: Path, excludes: Iterable[str]) -> list[str]:
+def _paths_input(paths: Iterable[str]) -> str:
+    """Paths for ``--pathspec-from-file=- --pathspec-file-nul``, each taken literally."""
+    return "".join(f":(top,literal){p}\0" for p in paths)
+
+
+def status_paths(repo: Path, pathspec: Sequence[str], *, untracked: bool = True) -> list[tuple[str, str]]:
+    """``(XY, path)`` of every path under ``pathspec`` (relative to ``repo``, or ``:(top)``)
+    that differs from HEAD, staged or not, untracked ones too unless ``untracked`` is
+    false; ignored files and submodules aside. The paths printed are relative to the
+    repository's top level (porcelain output always is)."""
     out = _run(
-        ["status", "--porcelain=v1", "-z", "--no-renames", "--untracked-files=all", "--", *_pathspec(excludes)], path
+        [
+            "status", "--porcelain=v1", "-z", "--no-renames", "--ignore-submodules=all",
+            f"--untracked-files={'all' if untracked else 'no'}", "--", *pathspec,
+        ],
+        Path(repo),
+    )  # fmt: skip
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if entry]
+
+
+def changed_between(repo: Path, old: str | None, new: str | None, pathspec: Sequence[str]) -> list[str]:
+    """Paths under ``pathspec`` that differ between two commits (None: no commit yet)."""
+    if old == new:
+        return []
+    out = _run(
+        ["diff", "--name-only", "-z", "--no-renames", old or _EMPTY_TREE, new or _EMPTY_TREE, "--", *pathspec],
+        Path(repo),
     )
-    return [entry for entry in out.split("\0") if entry]
+    return [p for p in out.split("\0") if p]
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What the project looked like when a task started: HEAD and a fingerprint of the
-    uncommitted changes (paths, plus size and mtime of each changed file, so a file that
-    was already dirty and is edited again still counts as a change)."""
-
-    head: str | None
-    fingerprint: str
-
-
-def snapshot(path: Path, excludes: Iterable[str] = RUNTIME_EXCLUDES) -> Snapshot:
-    path = Path(path)
-    excludes = tuple(excludes)
-    digest = hashlib.sha256()
-    for entry in _status(path, excludes):
-        digest.update(entry.encode())
-        name = entry[3:]
-        try:
-            st = (path / name).stat()
-            digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        except OSError:
-            digest.update(b"-")
-    return Snapshot(head(path), digest.hexdigest())
+def blobs_at(repo: Path, commit: str | None, paths: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """``path -> (mode, blob id)`` of the given paths in ``commit`` (absent paths left out)."""
+    found: dict[str, tuple[int, str]] = {}
+    if commit is None or not paths:
+        return found
+    for entry in _chunked(repo, ["ls-tree", "-r", "-z", "--full-tree", commit], paths).split("\0"):
+        if not entry:
+            continue
+        meta, path = entry.split("\t", 1)
+        mode, kind, sha = meta.split()
+        if kind == "blob":
+            found[path] = (int(mode, 8), sha)
+    return found
 
 
-def changed_since(path: Path, before: Snapshot, excludes: Iterable[str] = RUNTIME_EXCLUDES) -> bool:
-    """Whether a commit was made or the working tree changed since ``before``."""
-    return snapshot(path, excludes) != before
+def tracked_changes(repo: Path, pathspec: Sequence[str]) -> list[str]:
+    """Tracked paths with uncommitted changes (staged or not) under ``pathspec``."""
+    return sorted({path for _xy, path in status_paths(repo, pathspec, untracked=False)})
 
 
-def changed_files(path: Path, excludes: Iterable[str] = RUNTIME_EXCLUDES) -> list[str]:
-    """Uncommitted changes under the project, as paths relative to the repository root."""
-    return sorted({entry[3:] for entry in _status(Path(path), tuple(excludes))})
+def tracked(repo: Path, paths: Sequence[str]) -> set[str]:
+    """Which of ``paths`` are in the index."""
+    if not paths:
+        return set()
+    return {p for p in _chunked(repo, ["ls-files", "-z", "--full-name"], paths).split("\0") if p}
+
+
+def staged_diff(repo: Path, paths: Sequence[str]) -> str:
+    """The staged change of ``paths`` against HEAD, as a zero-context patch (for the secret check)."""
+    base = ["--cached"] if head(repo) else ["--cached", _EMPTY_TREE]
+    args = [*base, "-U0", "--no-color", "--no-ext-diff", "--no-renames"]
+    return _chunked(repo, ["diff", *args], paths)
+
+
+def _chunked(repo: Path, args: Sequence[str], paths: Sequence[str]) -> str:
+    """``git ARGS -- PATHS`` for the commands that take no --pathspec-from-file (diff,
+    ls-files, ls-tree), in chunks that fit a command line; outputs concatenated."""
+    return "".join(
+        _run([*args, "--", *(f":(top,literal){p}" for p in paths[i : i + _ARGS_CHUNK])], Path(repo))
+        for i in range(0, len(paths), _ARGS_CHUNK)
+    )
+
+
+def stage(repo: Path, paths: Sequence[str]) -> None:
+    """Stage exactly ``paths``: present ones added, missing tracked ones removed."""
+    repo = Path(repo)
+    present = [p for p in paths if os.path.lexists(repo / p)]
+    missing = sorted(tracked(repo, [p for p in paths if p not in set(present)]))
+    if present:
+        _run(["add", "--pathspec-from-file=-", "--pathspec-file-nul"], repo, stdin=_paths_input(present))
+    if missing:
+        _run(
+            ["rm", "-q", "--cached", "--ignore-unmatch", "--pathspec-from-file=-", "--pathspec-file-nul"],
+            repo, stdin=_paths_input(missing),
+        )  # fmt: skip
+
+
+def unstage(repo: Path, paths: Sequence[str]) -> None:
+    """Put the index entries of ``paths`` back to HEAD's (the working tree is not touched)."""
+    if not paths:
+        return
+    if head(repo):
+        _run(["reset", "-q", "--pathspec-from-file=-", "--pathspec-file-nul"], Path(repo), stdin=_paths_input(paths))
+    else:
+        _run(
+            ["rm", "-q", "--cached", "--ignore-unmatch", "--pathspec-from-file=-", "--pathspec-file-nul"],
+            Path(repo), stdin=_paths_input(paths),
+        )  # fmt: skip
+
+
+def commit_paths(repo: Path, paths: Sequence[str], message: str) -> str | None:
+    """Commit exactly ``paths`` (already staged with :func:`stage`): whatever else the user
+    has staged stays staged and uncommitted. Returns the new commit, or None when the
+    paths hold no change against HEAD."""
+    repo = Path(repo)
+    base = [] if head(repo) else [_EMPTY_TREE]
+    staged = [p for p in _chunked(repo, ["diff", "--cached", *base, "--name-only", "-z"], paths).split("\0") if p]
+    if not staged:
+        return None
+    _run(
+        ["commit", "-q", "--no-edit", "-m", message, "--pathspec-from-file=-", "--pathspec-file-nul"],
+        repo, stdin=_paths_input(staged), env=_identity_env(repo),
+    )  # fmt: skip
+    return head(repo)
 
 
 def _identity_env(path: Path) -> dict[str, str]:
@@ -134,21 +207,6 @@ def _identity_env(path: Path) -> dict[str, str]:
     }
 
 
-def commit_all(path: Path, message: str, excludes: Iterable[str] = RUNTIME_EXCLUDES) -> str | None:
-    """Stage every change under ``path`` (ignored files and ``excludes`` left out) and
-    commit only those paths. Returns the new commit's sha, or None when there was
-    nothing to commit. Changes the user staged elsewhere in the repository stay staged
-    and uncommitted."""
-    path = Path(path)
-    spec = _pathspec(tuple(excludes), path)
-    _run(["add", "-A", "--", *spec], path)
-    staged = _run(["diff", "--cached", "--name-only", "--", *spec], path).strip()
-    if not staged:
-        return None
-    _run(["commit", "-q", "--no-edit", "-m", message, "--", *spec], path, env=_identity_env(path))
-    return head(path)
-
-
 def init(path: Path) -> None:
     """Create a repository (used by tests and by people trying the tool out)."""
     _run(["init", "-q"], Path(path))
@@ -159,7 +217,7 @@ def init(path: Path) -> None:
 # With several workers each task runs in its own worktree on its own branch, created from
 # the integration branch (the branch checked out in the project when the runner started).
 # The runner merges finished branches one at a time. The only destructive commands here
-# (``merge --abort``, ``reset --hard`` to the commit before the merge) run on the
+# (``merge --abort``, ``reset --keep`` to the commit before the merge) run on the
 # integration checkout, and only after :func:`is_clean` said it held no uncommitted work;
 # a task branch and its commits are never deleted unless merged.
 
@@ -177,9 +235,11 @@ def current_branch(path: Path) -> str | None:
     return out or None
 
 
-def is_clean(path: Path, excludes: Iterable[str] = RUNTIME_EXCLUDES) -> bool:
-    """No uncommitted change under ``path`` (ignored files and ``excludes`` aside)."""
-    return not _status(Path(path), tuple(excludes))
+def is_clean(path: Path, excludes: Iterable[str] = RUNTIME_EXCLUDES, *, untracked: bool = True) -> bool:
+    """No uncommitted change under ``path`` (ignored files and ``excludes`` aside); with
+    ``untracked=False`` untracked files do not count (a user's ``.env`` is not work)."""
+    spec = [".", *(f":(exclude){e}" for e in excludes)]
+    return not status_paths(Path(path), spec, untracked=untracked)
 
 
 def branch_exists(path: Path, branch: str) -> bool:
@@ -317,7 +377,7 @@ def merge_branch(
         output = (proc.stdout + proc.stderr).strip()
         _run(["merge", "--abort"], repo, check=False)
         if head(repo) != before and before is not None:
-            _run(["reset", "-q", "--hard", before], repo)
+            _run(["reset", "-q", "--keep", before], repo)
         return MergeResult(False, before, conflict="CONFLICT" in output, output=output)
     return MergeResult(True, before, head(repo))
 
@@ -325,4 +385,4 @@ def merge_branch(
 def undo_merge(repo: Path, before: str) -> None:
     """Put the integration branch back on ``before`` (after a failing post-merge check).
     Only for the integration checkout, which was clean before the merge."""
-    _run(["reset", "-q", "--hard", before], Path(repo))
+    _run(["reset", "-q", "--keep", before], Path(repo))
