@@ -95,7 +95,14 @@ EVERY_KEY: dict[str, Any] = {
         "on_failure": "continue",
         "ordering": "dependencies",
         "checkpoints": {"turn_interval": 10, "context_threshold": 0.9},
-        "git": {"commit": False, "branch_per_task": True, "merge_strategy": "rebase", "max_merge_attempts": 3},
+        "git": {
+            "commit": False,
+            "allow_dirty": True,
+            "allow_files": [".env.test"],
+            "branch_per_task": True,
+            "merge_strategy": "rebase",
+            "max_merge_attempts": 3,
+        },
     },
     "progress": {
         "slack_webhook": None,

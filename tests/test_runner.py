@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, parse_config
 from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.preflight import RunnerBusy
 from autonomous.providers.base import CreateResult, SessionRecord, StateProvider
 from autonomous.runner import (
     EXIT_BUDGET,
@@ -648,8 +650,41 @@ def test_dead_runner_claims_are_recovered_at_start(project: Path) -> None:
 
 
 def test_a_live_runner_is_not_started_twice(project: Path) -> None:
+    """The project lock is an flock held by another process: a second runner refuses
+    (exit 2) before claiming anything, and runs once the holder is gone."""
     p = MemoryProvider()
     two_phase(p)
+    state_dir = project / ".ai-agents" / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_dir / "runner.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        runner, _ = make_runner(project, p, ScriptedBackend(default=complete()))
+        busy = f"another runner is running on this project \\(pid {holder.pid}\\)"
+        with pytest.raises(RunnerBusy, match=busy) as err:
+            runner.start()
+        assert err.value.exit_code == EXIT_USAGE
+        assert p.claims == []
+    finally:
+        holder.communicate("")  # the holder exits: the kernel frees its lock
+    runner, _ = make_runner(project, p, ScriptedBackend(default=complete()))
+    assert runner.start().exit_code == EXIT_OK
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_stop_signals_the_runner_named_in_the_state_file(project: Path) -> None:
     state_dir = project / ".ai-agents" / "state"
     live = subprocess.Popen(["sleep", "30"])
     try:
@@ -657,9 +692,6 @@ def test_a_live_runner_is_not_started_twice(project: Path) -> None:
             state_dir,
             runner_state.RunnerState(session_id="s", worker_id=f"{os.uname().nodename}:{live.pid}:x", pid=live.pid),
         )
-        runner, _ = make_runner(project, p, ScriptedBackend())
-        with pytest.raises(Exception, match="already running"):
-            runner.start()
         ok, message = request_stop(state_dir)
         assert ok and "SIGTERM" in message
         live.wait()

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from autonomous import verify
+from autonomous.workspace import changes
 
 
 def run(coro):
@@ -48,26 +49,13 @@ def test_no_verification_configured_passes_and_says_so(tmp_path: Path) -> None:
     assert "nothing was checked" in result.evidence()
 
 
-def test_require_changes_in_a_git_repository(tmp_path: Path) -> None:
+def test_require_changes_reads_the_task_change_set(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "a").write_text("1")
-    before = verify.baseline(tmp_path)
-    assert not run(verify.verify(tmp_path, [], require_changes=True, before=before)).passed
+    before = changes.capture(tmp_path)
+    result = run(verify.verify(tmp_path, [], require_changes=True, change_set=changes.diff(before, before)))
+    assert not result.passed and "changed nothing" in result.reason
+    assert "NONE" in result.evidence()
     (tmp_path / "a").write_text("22")  # already dirty before; edited again counts
-    assert run(verify.verify(tmp_path, [], require_changes=True, before=before)).passed
-
-
-def test_runtime_folders_do_not_count_as_changes(tmp_path: Path) -> None:
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    before = verify.baseline(tmp_path)
-    (tmp_path / ".ai-agents" / "state").mkdir(parents=True)
-    (tmp_path / ".ai-agents" / "state" / "runner_state.json").write_text("{}")
-    assert not verify.changed(tmp_path, before)
-
-
-def test_require_changes_without_git(tmp_path: Path) -> None:
-    before = verify.baseline(tmp_path)
-    assert before.git is None
-    assert not verify.changed(tmp_path, before)
-    (tmp_path / "new.txt").write_text("x")
-    assert verify.changed(tmp_path, before)
+    cs = changes.diff(before, changes.capture(tmp_path))
+    assert run(verify.verify(tmp_path, [], require_changes=True, change_set=cs)).passed

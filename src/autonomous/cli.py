@@ -447,6 +447,11 @@ def init_cmd(
     default=None,
     help="Override autonomous.workers: parallel agents, each task in its own git worktree.",
 )
+@click.option(
+    "--allow-dirty",
+    is_flag=True,
+    help="Start although tracked files have uncommitted changes (they stay out of every task commit).",
+)
 @config_option
 @handle_errors
 def start_cmd(
@@ -455,6 +460,7 @@ def start_cmd(
     backend: str | None,
     dry_run: bool,
     workers: int | None,
+    allow_dirty: bool,
     config_path: Path | None,
 ) -> None:
     """Run coding agents on the ready tasks until the work is done or a limit is reached."""
@@ -464,6 +470,8 @@ def start_cmd(
     config = load(config_path)
     if workers is not None:
         config.autonomous.workers = workers
+    if allow_dirty:
+        config.execution.git.allow_dirty = True
     if dry_run:
         runner = AutonomousRunner(config)
         try:

@@ -260,6 +260,8 @@ class CheckpointsSection(_Section):
 
 class GitSection(_Section):
     commit: bool = True
+    allow_dirty: bool = False  # start with tracked files already modified (left out of task commits)
+    allow_files: list[str] = []  # credential-file patterns (.env, *.pem ...) a task may commit anyway
     branch_per_task: bool = False
     merge_strategy: Literal["rebase", "merge"] = "merge"
     max_merge_attempts: int = Field(2, ge=1)  # merge conflicts / failing post-merge checks before blocked

@@ -21,6 +21,7 @@ Steps, each of which can be re-run safely:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -59,6 +60,7 @@ from autonomous.spec import (
     split_sections,
 )
 from autonomous.tasks import NewTask, Priority, Task, TaskStatus, TitleKind, parse_title, utcnow
+from autonomous.workspace import git
 
 MARKER_NAME = ".project_state.json"
 MARKER_SCHEMA_VERSION = 1
@@ -693,6 +695,8 @@ class ProjectInitializer:
         mpath = marker_path(self.settings.project_dir)
         write_marker(mpath, self._marker(plan, meta, created_at, now))
         result.marker_path = mpath
+        with contextlib.suppress(git.GitError, OSError):  # a courtesy: the runner does it again at start
+            git.hide_tool_dirs(self.settings.project_dir, [self.config.state_dir, self.config.log_dir])
         return result
 
     def _marker(self, plan: InitPlan, meta: Task, created_at: str, now: datetime) -> dict[str, Any]:

@@ -55,8 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from autonomous import checkpoints as cp
-from autonomous import prompts, runner_state, scheduler, verify
-from autonomous.workspace import git
+from autonomous import preflight, prompts, runner_state, scheduler, verify
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
@@ -64,6 +63,8 @@ from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
+from autonomous.workspace import changes, git
+from autonomous.workspace.commit import TaskCommit, commit_change_set
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -129,6 +130,8 @@ class Settings:
     turn_interval: int
     context_threshold: float
     git_commit: bool
+    allow_dirty: bool
+    allow_files: list[str]
     verify_commands: list[str]
     require_changes: bool
     max_attempts: int
@@ -171,6 +174,8 @@ class Settings:
             turn_interval=execution.checkpoints.turn_interval,
             context_threshold=execution.checkpoints.context_threshold,
             git_commit=execution.git.commit,
+            allow_dirty=execution.git.allow_dirty,
+            allow_files=list(execution.git.allow_files),
             verify_commands=list(verification.commands),
             require_changes=verification.require_changes,
             max_attempts=verification.max_attempts,
@@ -184,9 +189,12 @@ class Settings:
 
     @property
     def git_excludes(self) -> tuple[str, ...]:
+        """The tool's runtime folders inside the project (beyond ``.ai-agents``), relative
+        to it: never part of a task's change set."""
         excludes = list(git.RUNTIME_EXCLUDES)
-        with contextlib.suppress(ValueError):
-            excludes.append(str(self.state_dir.relative_to(self.project_dir)))
+        for folder in (self.state_dir, self.log_dir):
+            with contextlib.suppress(ValueError):
+                excludes.append(folder.relative_to(self.project_dir.resolve()).as_posix())
         return tuple(dict.fromkeys(excludes))
 
 
@@ -287,6 +295,7 @@ class TaskResult:
     turns: int = 0
     duration_s: float = 0.0
     verification: verify.VerificationResult | None = None
+    change_set: changes.ChangeSet | None = None  # what the task changed, as of its last agent run
     commit: str | None = None
     retry_at: datetime | None = None
     message: str = ""
@@ -552,6 +561,31 @@ class Isolation:
             return kept
         return branch
 
+    def obstacles(self, branch: str) -> str:
+        """Why merging ``branch`` into the project's checkout cannot work, or "": a path the
+        branch changes that the user has modified there (tracked, uncommitted) or that lies
+        there untracked while the branch adds it. Untracked files elsewhere (a ``.env``, the
+        config) are no obstacle. Found before the merge, so the task is not redone for a
+        conflict that a redo cannot solve."""
+        fork = git.merge_base(self.repo, self.integration, branch)
+        touched = set(git.changed_between(self.repo, fork, branch, [":(top)"]))
+        if not touched:
+            return ""
+        here = {path: xy for xy, path in git.status_paths(self.repo, [":(top)"])}
+        dirty = sorted(p for p in touched if p in here and here[p] != "??")
+        untracked = sorted(p for p in set(git.added_paths(self.repo, self.integration, branch)) if here.get(p) == "??")
+        problems = []
+        if dirty:
+            problems.append(f"uncommitted changes in {', '.join(dirty[:5])}")
+        if untracked:
+            problems.append(f"untracked {', '.join(untracked[:5])} would be overwritten")
+        if not problems:
+            return ""
+        return (
+            f"cannot merge into {self.repo}: {'; '.join(problems)}. Commit, move or remove them there, then "
+            "set the task back to todo (its work is kept on its branch)"
+        )
+
     def _locked(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         with self.git_lock:
             return fn(*args, **kw)
@@ -562,11 +596,9 @@ class Isolation:
         """One merge at a time: merge, verify the merged result, undo on failure."""
         s = self.settings
         async with self.merge_lock:
-            if not await asyncio.to_thread(git.is_clean, self.project_dir, s.git_excludes):
-                return git.MergeResult(
-                    False, output="the project's checkout has uncommitted changes; the runner merges only into "
-                    "a clean integration checkout"
-                ), None  # fmt: skip
+            obstacles = await asyncio.to_thread(self._locked, self.obstacles, branch)
+            if obstacles:
+                return git.MergeResult(False, output=obstacles, obstacle=True), None
             title = task.title if len(task.title) < 60 else task.title[:57] + "..."
             merged = await asyncio.to_thread(
                 self._locked,
@@ -756,7 +788,7 @@ class Worker:
                 except git.GitError as exc:
                     result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
                     return await self._record(task, token, result)
-            baseline = await asyncio.to_thread(verify.baseline, self.cwd, s.git_excludes)
+            before = await asyncio.to_thread(self._tree_at_claim)
             all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
             session_id = resume_session
@@ -773,6 +805,7 @@ class Worker:
                     prompt = build_prompt(task, all_tasks, s)
                     outcome = await self._run_backend(prompt, self._options(task, None), task, result.turns)
                 result.outcome = outcome
+                result.change_set = await asyncio.to_thread(self._changes_since, before)
                 result.cost_usd += outcome.cost_usd
                 result.turns += outcome.turns
                 seen = self.current.backend_session_id if self.current else None
@@ -790,8 +823,7 @@ class Worker:
                     s.verify_commands,
                     timeout=s.verify_timeout,
                     require_changes=s.require_changes,
-                    before=baseline,
-                    excludes=s.git_excludes,
+                    change_set=result.change_set,
                     redact=self.runner.redactor.text,
                 )
                 result.verification = vr
@@ -825,19 +857,42 @@ class Worker:
         except StaleClaim:
             self.interrupt(Result.LOST)
 
-    async def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
-        """Commit the task's work (in a thread: git must not stall the other workers)."""
+    def _tree_at_claim(self) -> changes.TreeState:
+        """What the task's change set is measured against. In the project itself: the tree
+        as it is now (a user's untracked and dirty files are not the task's). In the task's
+        own worktree: the point where its branch left the integration branch, with nothing
+        dirty, so work an earlier attempt left there (committed or not) is the task's."""
+        s = self.settings
+        if self.isolation is not None and self.worktree is not None:
+            top = git.toplevel(self.worktree)
+            fork = git.merge_base(top, "HEAD", self.isolation.integration) or git.head(top)
+            return changes.TreeState(top, fork, {}, changes.project_pathspec(self.cwd, top, s.git_excludes))
+        return changes.capture(self.cwd, s.git_excludes)
+
+    def _changes_since(self, before: changes.TreeState) -> changes.ChangeSet:
+        return changes.diff(before, changes.capture(self.cwd, self.settings.git_excludes))
+
+    async def _commit(self, task: Task, message: str, change_set: changes.ChangeSet) -> tuple[TaskCommit, str]:
+        """Commit exactly the task's change set (in a thread: git must not stall the other
+        workers). Returns what was committed, and a problem to report (empty when none)."""
         s = self.settings
         if self.isolation is not None:
             if self.workspace is None:  # no worktree was made: nothing of this task to commit
-                return None, ""
+                return TaskCommit(), ""
         elif not s.git_commit or not git.is_repo(s.project_dir):
-            return None, ""
+            return TaskCommit(), ""
+        if not change_set:
+            return TaskCommit(), ""
         try:
-            return await asyncio.to_thread(git.commit_all, self.cwd, message, s.git_excludes), ""
+            done = await asyncio.to_thread(
+                commit_change_set, change_set, message, secrets=s.secrets, allow_files=s.allow_files
+            )
         except git.GitError as exc:
             self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
-            return None, f"commit failed: {exc}"
+            return TaskCommit(), f"commit failed: {exc}"
+        if done.refused:
+            self.emit(EventKind.WARNING, task, message=f"nothing committed: {done.describe_refusal()}")
+        return done, ""
 
     async def _merge(self, task: Task, token: int, result: TaskResult) -> tuple[bool, str]:
         """Through the merge queue into the integration branch. Returns (merged, the head of
@@ -865,8 +920,8 @@ class Worker:
                 f"as {(result.commit or '-')[:12]}, {s.merge_strategy})"
             )
         attempts = sum(1 for n in task.notes if n.text.startswith(MERGE_NOTE)) + 1
-        what = "conflict" if merged.conflict else "failed"
-        if attempts >= s.max_merge_attempts:
+        what = "conflict" if merged.conflict else "blocked by the checkout" if merged.obstacle else "failed"
+        if attempts >= s.max_merge_attempts or merged.obstacle:
             result.verdict = Result.BLOCKED
             iso.kept.append({"key": task.key, "branch": branch, "path": str(path), "reason": f"merge {what}"})
             await asyncio.to_thread(iso.save_leftovers)
@@ -899,24 +954,26 @@ class Worker:
             result.message = f"lost the lease on {task.key}; nothing recorded"
             return result
         merge_failed = False
-        files = list(outcome.files_changed)
-        if (s.git_commit or self.workspace is not None) and git.is_repo(self.cwd):
-            with contextlib.suppress(git.GitError):
-                files = files or await asyncio.to_thread(git.changed_files, self.cwd, s.git_excludes)
+        change_set = result.change_set or changes.ChangeSet(self.cwd)
+        committed = TaskCommit()
         vr = result.verification
         status = TaskStatus.TODO
         if outcome.status is OutcomeStatus.COMPLETED and vr is not None and vr.passed:
             result.verdict = Result.DONE
             status = TaskStatus.DONE
             title = task.title if len(task.title) < 70 else task.title[:67] + "..."
-            result.commit, commit_problem = await self._commit(
-                task, f"{task.key}: {title}\n\nautonomous: task {task.id} done"
+            committed, commit_problem = await self._commit(
+                task, f"{task.key}: {title}\n\nautonomous: task {task.id} done", change_set
             )
+            result.commit = committed.sha
             head = "Done" + (f" (commit {result.commit[:12]})" if result.commit else "")
             if commit_problem:
                 head += f" ({commit_problem})"
             summary = outcome.summary or "(no summary)"
-            if self.isolation is not None and self.worktree is not None and commit_problem:
+            if committed.refused:
+                result.verdict, status, merge_failed = Result.BLOCKED, TaskStatus.BLOCKED, True
+                head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
+            elif self.isolation is not None and self.worktree is not None and commit_problem:
                 # not on the task branch, so not mergeable: not done; the worktree keeps the work
                 result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
                 head = f"Failed: verified, but the work could not be committed in {self.worktree} ({commit_problem})"
@@ -972,19 +1029,26 @@ class Worker:
             head = f"Failed ({outcome.status.value}): {outcome.error or outcome.summary or 'no detail'}; back to todo"
             summary = outcome.summary
         if status is not TaskStatus.DONE and not merge_failed:
-            result.commit, _ = await self._commit(
-                task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}"
+            committed, _ = await self._commit(
+                task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}", change_set
             )
+            result.commit = committed.sha
             if result.commit:
                 head += f" (work in progress committed: {result.commit[:12]})"
+            if committed.refused:
+                result.verdict, status = Result.BLOCKED, TaskStatus.BLOCKED
+                head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
         lines = [head]
         if summary:
             lines.append(f"Summary: {summary}")
-        if files:
-            shown = files[:30]
-            lines.append(
-                "Files changed: " + ", ".join(shown) + (f" and {len(files) - 30} more" if len(files) > 30 else "")
-            )
+        if change_set:
+            lines.append("Files changed: " + change_set.describe())
+        if committed.left_out:
+            lines.append(committed.describe_left_out())
+        left_dirty = sorted(set(self.runner.dirty_at_start) - set(change_set.paths))
+        if left_dirty and result.commit:
+            shown = ", ".join(left_dirty[:10]) + (f" and {len(left_dirty) - 10} more" if len(left_dirty) > 10 else "")
+            lines.append(f"Left out of the commit (already modified before the run, --allow-dirty): {shown}")
         lines.append(
             f"Turns: {result.turns}, cost: ${result.cost_usd:.4f}, duration: {result.duration_s:.1f}s"
             + (f", commit: {result.commit}" if result.commit else "")
@@ -1060,6 +1124,8 @@ class AutonomousRunner:
         self._lock = threading.Lock()
         self.isolation: Isolation | None = None
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
+        self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
+        self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -1288,19 +1354,43 @@ class AutonomousRunner:
 
     # -- the session -----------------------------------------------------------------------------
     async def _session(self, resume: bool) -> RunResult:
+        lock = preflight.RunnerLock(self.settings.state_dir)
+        lock.acquire()
+        try:
+            return await self._checked_session(resume)
+        finally:
+            lock.release()
+
+    def _preflight(self) -> None:
+        """Everything that can be known to fail, before the first claim (preflight.py):
+        each failure raises PreflightError (exit 2) with nothing claimed, spent or committed."""
         s = self.settings
-        previous = _load_previous(s.state_dir)
-        if (
-            previous is not None
-            and previous.state in ("running", "paused")
-            and previous.pid != os.getpid()
-            and runner_state.pid_alive(previous.pid)
-            and _same_host(previous.worker_id)
-        ):
-            raise RunnerBusy(
-                f"a runner is already running here (pid {previous.pid}, session {previous.session_id}); "
-                "stop it with `autonomous stop` first"
+        git.hide_tool_dirs(s.project_dir, [s.state_dir, s.log_dir, s.project_dir / git.WORKTREES_DIR])
+        if self._backend is None:  # a backend given by the caller is the caller's to check
+            self.backend_check = preflight.check_backend(s.backend, claude_path=s.claude_path)
+        try:
+            tasks = [t for t in self.provider.list_tasks() if not scheduler.is_meta(t)]
+        except AutonomousError:
+            raise
+        except Exception as exc:
+            raise preflight.PreflightError(f"the state store does not answer: {type(exc).__name__}: {exc}") from None
+        if not tasks:
+            raise preflight.PreflightError(
+                "no tasks yet: create them from a spec with `autonomous init --spec FILE` (or `autonomous tasks add`)"
             )
+        workspace = preflight.check_workspace(s.project_dir, allow_dirty=s.allow_dirty, excludes=s.git_excludes)
+        self.dirty_at_start = workspace.dirty
+        for warning in workspace.warnings:
+            print(f"autonomous: warning: {warning}", file=sys.stderr, flush=True)
+            self.emit(Event(EventKind.WARNING, {"message": warning}))
+        branch = git.current_branch(s.project_dir) if workspace.in_git else None
+        if branch is not None and (s.workers > 1 or s.branch_per_task):
+            preflight.check_merge_obstacles(s.project_dir, branch, git.branches(s.project_dir, git.BRANCH_PREFIX))
+
+    async def _checked_session(self, resume: bool) -> RunResult:
+        s = self.settings
+        self._preflight()
+        previous = _load_previous(s.state_dir)
         backend_ = self.backend()
         self.isolation = Isolation.setup(self)
         count = max(1, s.workers)
@@ -1339,7 +1429,14 @@ class AutonomousRunner:
         self.emit(
             Event(
                 EventKind.SESSION_START,
-                {"session_id": session_id, "worker_id": self.worker_id, "resumed": continuing, "pid": os.getpid()},
+                {
+                    "session_id": session_id,
+                    "worker_id": self.worker_id,
+                    "resumed": continuing,
+                    "pid": os.getpid(),
+                    **({"backend_check": self.backend_check} if self.backend_check else {}),
+                    **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
+                },
                 backend=worker.backend.name,
             )
         )
@@ -1557,7 +1654,7 @@ class AutonomousRunner:
                 self.state.tasks_completed.append(task.key)
             elif verdict == Result.BLOCKED:
                 self.state.tasks_blocked.append(task.key)
-            elif verdict in (Result.FAILED, Result.AUTH):
+            elif verdict == Result.FAILED:
                 self.state.tasks_failed.append(task.key)
             self.save_state()
             if verdict == Result.INTERRUPTED:
@@ -1711,10 +1808,6 @@ class AutonomousRunner:
             cost_usd=self.budget.spent,
             duration_s=elapsed,
         )
-
-
-class RunnerBusy(AutonomousError):
-    exit_code = EXIT_USAGE
 
 
 def _load_previous(state_dir: Path) -> RunnerState | None:

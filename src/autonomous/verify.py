@@ -3,9 +3,9 @@
 A model saying "done" is a claim, not a fact. Before a task is marked done the runner
 runs the configured ``verification.commands`` in the project (through the shell, with
 a timeout, in their own process group so a timeout kills everything they started) and,
-when ``verification.require_changes`` is set, checks that the task changed something:
-a new commit, or a different working tree, compared with a :class:`Baseline` taken when
-the task started. The result carries the evidence (command, exit code, last lines of
+when ``verification.require_changes`` is set, checks that the task's change set (the
+paths it created, modified or deleted since it was claimed,
+:mod:`autonomous.workspace.changes`) is not empty. The result carries the evidence (command, exit code, last lines of
 output) that goes into the task's notes and, on failure, back to the agent.
 """
 
@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autonomous.workspace import git
+from autonomous.workspace.changes import ChangeSet
 
 TAIL_LINES = 40
 _LINE_CAP = 400  # characters kept of one output line
-_SKIP_DIRS = {".git", ".ai-agents", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache"}
-_TREE_FILE_CAP = 50_000
 
 
 @dataclass(slots=True)
@@ -49,14 +46,6 @@ class CommandResult:
 
 
 @dataclass(slots=True)
-class Baseline:
-    """What the project looked like when the task started."""
-
-    git: git.Snapshot | None = None
-    tree: str | None = None  # fingerprint of the file tree, for projects without git
-
-
-@dataclass(slots=True)
 class VerificationResult:
     passed: bool
     commands: list[CommandResult] = field(default_factory=list)
@@ -72,7 +61,8 @@ class VerificationResult:
         """The note stored on the task, whatever the result."""
         lines = [f"Verification {'passed' if self.passed else 'FAILED'}" + (f": {self.reason}" if self.reason else "")]
         if self.require_changes:
-            lines.append(f"required changes: {'found' if self.changed else 'NONE (no new commit, tree unchanged)'}")
+            found = "found" if self.changed else "NONE (no file created, modified or deleted)"
+            lines.append(f"required changes: {found}")
         lines += [c.evidence() for c in self.commands]
         if not self.ran_anything:
             lines.append("(no verification configured: nothing was checked beyond the agent's report)")
@@ -88,37 +78,6 @@ class VerificationResult:
                 for c in self.commands
             ],
         }
-
-
-def _tree_fingerprint(root: Path) -> str:
-    digest = hashlib.sha256()
-    count = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            digest.update(f"{os.path.relpath(full, root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-            count += 1
-            if count >= _TREE_FILE_CAP:
-                return digest.hexdigest()
-    return digest.hexdigest()
-
-
-def baseline(project_dir: Path, excludes: Iterable[str] = git.RUNTIME_EXCLUDES) -> Baseline:
-    project_dir = Path(project_dir)
-    if git.is_repo(project_dir):
-        return Baseline(git=git.snapshot(project_dir, excludes))
-    return Baseline(tree=_tree_fingerprint(project_dir))
-
-
-def changed(project_dir: Path, before: Baseline, excludes: Iterable[str] = git.RUNTIME_EXCLUDES) -> bool:
-    if before.git is not None:
-        return git.changed_since(Path(project_dir), before.git, excludes)
-    return _tree_fingerprint(Path(project_dir)) != before.tree
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -178,18 +137,18 @@ async def verify(
     *,
     timeout: float = 600.0,
     require_changes: bool = False,
-    before: Baseline | None = None,
-    excludes: Iterable[str] = git.RUNTIME_EXCLUDES,
+    change_set: ChangeSet | None = None,
     redact: Callable[[str], str] | None = None,
 ) -> VerificationResult:
-    """Run every command (all of them, so the evidence is complete) and the change check."""
+    """Run every command (all of them, so the evidence is complete) and the change check
+    (``change_set``: what the task changed, from the runner's own snapshots)."""
     project_dir = Path(project_dir)
     result = VerificationResult(passed=True, require_changes=require_changes)
     if require_changes:
-        result.changed = changed(project_dir, before, excludes) if before is not None else None
+        result.changed = bool(change_set)
         if not result.changed:
             result.passed = False
-            result.reason = "the task changed nothing (no new commit, working tree unchanged)"
+            result.reason = "the task changed nothing (no file created, modified or deleted)"
     for command in commands:
         cr = await run_command(command, project_dir, timeout)
         if redact is not None:

@@ -123,6 +123,16 @@ def blobs_at(repo: Path, commit: str | None, paths: Sequence[str]) -> dict[str, 
     return found
 
 
+def added_paths(repo: Path, base: str, branch: str) -> list[str]:
+    """Paths ``branch`` adds since it left ``base``."""
+    out = _run(["diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", f"{base}...{branch}"], Path(repo))
+    return [p for p in out.split("\0") if p]
+
+
+def merge_base(repo: Path, a: str, b: str) -> str | None:
+    return _run(["merge-base", a, b], Path(repo), check=False).strip() or None
+
+
 def tracked_changes(repo: Path, pathspec: Sequence[str]) -> list[str]:
     """Tracked paths with uncommitted changes (staged or not) under ``pathspec``."""
     return sorted({path for _xy, path in status_paths(repo, pathspec, untracked=False)})
@@ -242,6 +252,12 @@ def is_clean(path: Path, excludes: Iterable[str] = RUNTIME_EXCLUDES, *, untracke
     return not status_paths(Path(path), spec, untracked=untracked)
 
 
+def branches(path: Path, prefix: str) -> list[str]:
+    """Local branches whose name starts with ``prefix``."""
+    out = _run(["for-each-ref", "--format=%(refname:short)", f"refs/heads/{prefix}"], Path(path), check=False)
+    return [b for b in out.splitlines() if b]
+
+
 def branch_exists(path: Path, branch: str) -> bool:
     return _run(["rev-parse", "--verify", "-q", f"refs/heads/{branch}"], Path(path), check=False).strip() != ""
 
@@ -258,6 +274,22 @@ def is_merged(path: Path, branch: str, into: str) -> bool:
 def branch_name(key: str) -> str:
     safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in key).strip(".-") or "task"
     return BRANCH_PREFIX + safe
+
+
+def hide_tool_dirs(project_dir: Path, dirs: Iterable[Path]) -> None:
+    """Keep the tool's runtime folders (state, logs, worktrees) out of ``git status``
+    through the repository's own ``info/exclude``: nothing tracked changes, and the
+    user's ``.gitignore`` is not touched. Folders outside the repository are skipped."""
+    if not is_repo(project_dir):
+        return
+    repo = toplevel(project_dir).resolve()
+    for folder in dirs:
+        try:
+            rel = Path(folder).resolve().relative_to(repo)
+        except ValueError:
+            continue
+        if rel.parts:
+            ignore_locally(repo, "/" + rel.as_posix() + "/")
 
 
 def ignore_locally(repo: Path, pattern: str) -> None:
@@ -341,6 +373,7 @@ class MergeResult:
     before: str | None = None  # the integration branch's commit before the merge
     after: str | None = None
     conflict: bool = False
+    obstacle: bool = False  # the project's checkout is in the way (a redo would not help)
     output: str = ""
 
 
