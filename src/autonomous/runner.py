@@ -76,6 +76,7 @@ EXIT_INTERRUPTED = 130
 HANDOFF_CAP = 4096  # bytes of handoff notes in one prompt, all sources together
 NOTE_CAP = 1200  # characters kept of any single note quoted in a prompt
 CONVENTIONS_CAP = 8192  # characters of AGENTS.md / CLAUDE.md quoted in a prompt
+STATUS_INTERVAL = 1.0  # seconds between live-progress writes of the state file
 CONTEXT_REQUEUE_LIMIT = 3  # fresh-context restarts of one task per session before it counts as failed
 AUTHOR = "runner"
 
@@ -714,8 +715,9 @@ class Worker:
                 )
         if "cost_usd" in data and isinstance(data["cost_usd"], int | float):
             cur.cost_usd = float(data["cost_usd"])
-        if changed:
-            self.runner.save_state()
+        # `autonomous status` reads the state file: keep it as live as the event log, at
+        # most one write a second (a session id is worth a write at once: --resume needs it).
+        self.runner.save_state(at_most_every=0.0 if changed else STATUS_INTERVAL)
 
     async def _run_backend(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
         started = time.monotonic()
@@ -1122,6 +1124,7 @@ class AutonomousRunner:
         self._meta_id: str | None = None
         self._last_done_id: str | None = None
         self._lock = threading.Lock()
+        self._saved_at = 0.0  # monotonic time of the last state write
         self.isolation: Isolation | None = None
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
@@ -1187,9 +1190,15 @@ class AutonomousRunner:
         return self._reservations.get(id(worker), 0.0)
 
     # -- state file ---------------------------------------------------------------------------
-    def save_state(self) -> None:
+    def save_state(self, at_most_every: float = 0.0) -> None:
+        """Write runner_state.json; with ``at_most_every`` skip the write when the last
+        one is more recent than that many seconds (live progress, not decisions)."""
         if self.state is None:
             return
+        now = time.monotonic()
+        if at_most_every and now - self._saved_at < at_most_every:
+            return
+        self._saved_at = now
         with self._lock:
             self.state.updated_at = utcnow().isoformat()
             self.state.cost_usd = round(self.budget.spent, 6)
@@ -1668,6 +1677,15 @@ class AutonomousRunner:
             if verdict == Result.BUDGET:
                 return self._set_halt(EXIT_BUDGET, result.message)
             if verdict == Result.RATE_LIMITED:
+                # The same task is tried again after the pause: that is not a new task for
+                # max_tasks_per_session, and the time the backend already spent retrying
+                # counts against max_rate_limit_wait, so a storm ends with exit 4.
+                self.budget.tasks_started = max(0, self.budget.tasks_started - 1)
+                self.budget.rate_limit_wait_left -= result.duration_s
+                if self.budget.rate_limit_wait_left <= 0:
+                    return self._set_halt(
+                        EXIT_BUDGET, f"rate limited: max_rate_limit_wait ({s.max_rate_limit_wait:.0f}s) is spent"
+                    )
                 ok, why = await self._rate_limit_pause(result.retry_at, task)
                 if not ok:
                     return self._set_halt(EXIT_BUDGET, why)
