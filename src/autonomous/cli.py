@@ -397,6 +397,20 @@ def next_cmd(explain: bool, config_path: Path | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the tasks that would be created; touch nothing.")
 @click.option("--no-model", is_flag=True, help="Never call a model (free-form specs are refused).")
 @click.option("--model-only", is_flag=True, help="Use the model even for a structured spec.")
+@click.option(
+    "--format",
+    "spec_format",
+    type=click.Choice(["speckit", "kiro", "taskmaster", "beads", "autonomous"]),
+    default=None,
+    help="The spec's format (default: recognised from the content).",
+)
+@click.option("--tag", default=None, help="Task Master: the tag to import (default: master).")
+@click.option(
+    "--include-optional/--skip-optional",
+    "include_optional",
+    default=None,
+    help="Kiro optional '- [ ]*' tasks: work to do, or imported canceled (default: initializer.include_optional).",
+)
 @config_option
 @json_option
 def init_cmd(
@@ -407,6 +421,9 @@ def init_cmd(
     dry_run: bool,
     no_model: bool,
     model_only: bool,
+    spec_format: str | None,
+    tag: str | None,
+    include_optional: bool | None,
     config_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -423,6 +440,9 @@ def init_cmd(
             as_json=as_json,
             no_model=no_model,
             model_only=model_only,
+            format=spec_format,
+            tag=tag,
+            include_optional=include_optional,
             config_path=config_path,
         )
     )
