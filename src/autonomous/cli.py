@@ -451,6 +451,37 @@ def init_cmd(
 # -- the coding loop -------------------------------------------------------------------------
 
 
+@main.command("export")
+@click.option(
+    "--format", "export_format", required=True, type=click.Choice(["taskmaster", "beads", "speckit"]),
+    help="The tool to write for.",
+)  # fmt: skip
+@click.option("--output", "output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to this file (default: standard output).")  # fmt: skip
+@config_option
+@handle_errors
+def export_cmd(export_format: str, output: Path | None, config_path: Path | None) -> None:
+    """Write the project's tasks as a Task Master tasks.json, beads issues.jsonl or Spec Kit tasks.md."""
+    from autonomous import scheduler
+    from autonomous.init.export import export
+    from autonomous.init.ledger import read_ledger
+    from autonomous.initializer import read_marker
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        tasks = [t for t in scheduler.order(provider.list_tasks()) if not scheduler.is_meta(t)]
+    name = str((read_marker(config.project_dir) or {}).get("project_name") or config.project_dir.name)
+    text = export(tasks, export_format, project_name=name, ledger=read_ledger(config.state_dir))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"Wrote {len(tasks)} task(s) to {output} ({export_format}).", err=True)
+
+
 @main.command("start")
 @click.option("--resume", is_flag=True, help="Continue the last session, its own in-progress task first.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Override max_tasks_per_session.")

@@ -466,9 +466,11 @@ class ProjectInitializer:
         finally:
             self.close()
 
-    def plan(self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto") -> InitPlan:
+    def plan(
+        self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto", **formats: Any
+    ) -> InitPlan:
         """The tasks the spec asks for, dependencies checked among themselves; writes nothing."""
-        plan = asyncio.run(self.plan_async(spec_path, project_name, use_model=use_model))
+        plan = asyncio.run(self.plan_async(spec_path, project_name, use_model=use_model, **formats))
         plan.warnings += resolve_dependencies(plan.tasks, (), self.settings.ordering)
         return plan
 

@@ -60,6 +60,7 @@ from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
+from autonomous.init.tick import Tick, tick_done
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
@@ -137,6 +138,7 @@ class Settings:
     branch_per_task: bool
     merge_strategy: str  # merge | rebase
     max_merge_attempts: int
+    tick_source: bool  # tick a finished task's box in its imported tasks.md
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -179,6 +181,7 @@ class Settings:
             branch_per_task=execution.git.branch_per_task,
             merge_strategy=execution.git.merge_strategy,
             max_merge_attempts=execution.git.max_merge_attempts,
+            tick_source=config.initializer.tick_source,
         )
 
     @property
@@ -290,6 +293,7 @@ class TaskResult:
     retry_at: datetime | None = None
     message: str = ""
     checkpoints: list[cp.Checkpoint] = field(default_factory=list)
+    tick: Tick | None = None  # the source checklist's tick; tick.commit_path belongs to the task's change set
 
 
 @dataclass(slots=True)
@@ -824,16 +828,21 @@ class Worker:
         except StaleClaim:
             self.interrupt(Result.LOST)
 
-    async def _commit(self, task: Task, message: str) -> tuple[str | None, str]:
-        """Commit the task's work (in a thread: git must not stall the other workers)."""
+    async def _commit(self, task: Task, message: str, leave_out: Path | None = None) -> tuple[str | None, str]:
+        """Commit the task's work (in a thread: git must not stall the other workers);
+        ``leave_out``: a file never to commit (a ticked checklist git does not track)."""
         s = self.settings
+        excludes = s.git_excludes
+        if leave_out is not None:
+            with contextlib.suppress(ValueError):
+                excludes = (*excludes, str(leave_out.resolve().relative_to(Path(self.cwd).resolve())))
         if self.isolation is not None:
             if self.workspace is None:  # no worktree was made: nothing of this task to commit
                 return None, ""
         elif not s.git_commit or not git.is_repo(s.project_dir):
             return None, ""
         try:
-            return await asyncio.to_thread(git.commit_all, self.cwd, message, s.git_excludes), ""
+            return await asyncio.to_thread(git.commit_all, self.cwd, message, excludes), ""
         except git.GitError as exc:
             self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
             return None, f"commit failed: {exc}"
@@ -908,8 +917,11 @@ class Worker:
             result.verdict = Result.DONE
             status = TaskStatus.DONE
             title = task.title if len(task.title) < 70 else task.title[:67] + "..."
+            if s.tick_source:
+                result.tick = await asyncio.to_thread(tick_done, task, self.cwd, s.state_dir)
+            untracked = result.tick.path if result.tick and result.tick.ticked and not result.tick.commit_path else None
             result.commit, commit_problem = await self._commit(
-                task, f"{task.key}: {title}\n\nautonomous: task {task.id} done"
+                task, f"{task.key}: {title}\n\nautonomous: task {task.id} done", leave_out=untracked
             )
             head = "Done" + (f" (commit {result.commit[:12]})" if result.commit else "")
             if commit_problem:
@@ -977,6 +989,8 @@ class Worker:
             if result.commit:
                 head += f" (work in progress committed: {result.commit[:12]})"
         lines = [head]
+        if result.tick and result.tick.note:
+            lines.append(result.tick.note)
         if summary:
             lines.append(f"Summary: {summary}")
         if files:

@@ -100,7 +100,7 @@ def parse(text: str) -> Imported:
             fields["priority"] = 4
         labels = [str(x) for x in obj.get("labels") or [] if str(x).strip()]
         issue_type = str(obj.get("issue_type") or "").strip()
-        if issue_type and issue_type not in labels:
+        if issue_type and issue_type != "task" and issue_type not in labels:  # "task" is beads' default
             labels.insert(0, issue_type)
         if issue_type:
             fields["issue_type"] = issue_type

@@ -54,9 +54,11 @@ class Group:
     line: int = 0
     line_sha: str = ""
     members: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)  # the parent's own fields (Task Master)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "line": self.line, "line_sha": self.line_sha, "members": list(self.members)}
+        out = {"title": self.title, "line": self.line, "line_sha": self.line_sha, "members": list(self.members)}
+        return {**out, "fields": self.fields} if self.fields else out
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ class Imported:
             "format": self.format,
             "source": source_path,
             "checklist": self.checklist,
-            "tasks": {k: s.to_dict() for k, s in self.sources.items()},
+            "tasks": {st.key: {**self.sources[st.key].to_dict(), "phase": st.phase} for st in self.tasks},
             "groups": {k: g.to_dict() for k, g in self.groups.items()},
         }
 

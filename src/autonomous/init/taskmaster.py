@@ -88,7 +88,9 @@ def parse(text: str, *, tag: str | None = None) -> Imported:
         if subtasks:
             groups[key] = []
             group_deps[key] = deps
-            result.groups[key] = Group(key, str(raw.get("title", "")))
+            result.groups[key] = Group(
+                key, str(raw.get("title", "")), fields={k: v for k, v in raw.items() if k != "subtasks"}
+            )
             for j, sub in enumerate(subtasks):
                 swhere = f"{where}.subtasks[{j}]"
                 sid = _id(sub, swhere)
