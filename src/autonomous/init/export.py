@@ -20,6 +20,7 @@ from typing import Any
 from autonomous.init import beads, taskmaster
 from autonomous.init.common import PARALLEL_LABEL, plain_title, sequence
 from autonomous.init.speckit import TASK_ID
+from autonomous.spec import parse_priority
 from autonomous.tasks import Priority, Task, TaskStatus, TitleKind, parse_title
 
 EXPORTS = ("taskmaster", "beads", "speckit")
@@ -80,7 +81,7 @@ def _taskmaster(tasks: Sequence[Task], project_name: str, fields: dict[str, dict
 
 # -- beads --------------------------------------------------------------------------------------
 
-_BEADS_TYPES = ("bug", "feature", "epic", "chore", "task")
+_BEADS_TYPES = ("bug", "feature", "epic", "chore")  # "task", the default, is no label
 
 
 def _beads(tasks: Sequence[Task], fields: dict[str, dict[str, Any]]) -> str:
@@ -93,10 +94,8 @@ def _beads(tasks: Sequence[Task], fields: dict[str, dict[str, Any]]) -> str:
         issue_type = extra.pop("issue_type", None)
         extra.pop("references", None)
         labels = list(t.labels)
-        if issue_type is None and labels and labels[0] in _BEADS_TYPES:
-            issue_type = labels[0]
-        if issue_type in labels:
-            labels.remove(issue_type)
+        if labels and labels[0] in _BEADS_TYPES and issue_type in (None, labels[0]):
+            issue_type = labels.pop(0)  # the importer makes the type the first label
         status = beads.EXPORT_STATUS[t.status]
         if source_status and beads.STATUS.get(source_status) is t.status:
             status = source_status
@@ -142,10 +141,12 @@ def _speckit(tasks: Sequence[Task], project_name: str, phase_names: dict[str, st
     for n, (_phase, members) in enumerate(sorted(phases.items()), 1):
         name = next((phase_names[t.key] for t in members if phase_names.get(t.key)), "")
         name = name.split(":", 1)[1].strip() if name.lower().startswith("phase") and ":" in name else name
-        name = _STRIP_PRIORITY.sub("", name).strip() or f"Tasks {n}"
         prios = {t.priority for t in members}
-        if len(prios) == 1 and (p := _SK_PRIORITY.get(next(iter(prios)))):
-            name += f" (Priority: {p})"
+        written = _STRIP_PRIORITY.search(name)
+        if not (written and len(prios) == 1 and parse_priority(written["p"]) in prios):
+            name = _STRIP_PRIORITY.sub("", name).strip() or f"Tasks {n}"  # the story's priority changed: say the new
+            if len(prios) == 1 and (p := _SK_PRIORITY.get(next(iter(prios)))):
+                name += f" (Priority: {p})"
         lines += [f"## Phase {n}: {name}", ""]
         implied = sequence([t.id for t in members], [PARALLEL_LABEL in t.labels for t in members])
         for t in members:
@@ -164,4 +165,4 @@ def _speckit(tasks: Sequence[Task], project_name: str, phase_names: dict[str, st
     return "\n".join(lines)
 
 
-_STRIP_PRIORITY = re.compile(r"\s*\(\s*Priority\s*:\s*P\d\s*\)", re.I)
+_STRIP_PRIORITY = re.compile(r"\s*\(\s*Priority\s*:\s*(?P<p>P\d)\s*\)", re.I)
