@@ -138,7 +138,7 @@ def test_kiro_task_heading_variant_and_inconsistent_group():
     text = "- [x] 1. Group\n  - [ ] 1.1 Child\n"
     imp = parse(text, "kiro")
     assert imp.warnings == ["line 2: 1.1 is not ticked but its group 1 (line 1) is; kept as not done"]
-    with pytest.raises(SpecError, match="duplicate task number 1.1 on lines 2 and 3"):
+    with pytest.raises(SpecError, match=r"duplicate task number 1\.1 on lines 2 and 3"):
         parse("- [ ] 1. A\n- [ ] 1.1 B\n- [ ] 1.1 C\n", "kiro")
 
 
