@@ -497,10 +497,12 @@ class ProjectInitializer:
         spec = read_spec(Path(spec_path).absolute())
         if include_optional is None:
             include_optional = self.settings.include_optional
-        imported = self._import(spec, project_name, format, tag, include_optional, use_model)
+        # the tool's own grammar is parsed once: to count its task lines, then to plan
+        parsed = None if format or spec.text.lstrip().startswith(("{", "[")) else parse_structured(spec.text)
+        imported = self._import(spec, project_name, format, tag, include_optional, use_model, parsed)
         if imported is not None:
             return imported
-        parsed = parse_structured(spec.text)
+        parsed = parsed or parse_structured(spec.text)
         name = (project_name or "").strip() or parsed.title or self.settings.project_dir.name or "project"
         structured = is_structured(parsed)
         if use_model == "never" and not structured:
@@ -516,13 +518,12 @@ class ProjectInitializer:
 
     def _import(
         self, spec: SpecFile, project_name: str | None, fmt: str | None, tag: str | None, include_optional: bool,
-        use_model: ModelUse,
+        use_model: ModelUse, parsed: ParsedSpec | None,
     ) -> InitPlan | None:  # fmt: skip
         """The plan of a task list in another tool's format, or None for the tool's own."""
         warnings: list[str] = []
         if fmt is None:
-            counted = 0 if spec.text.lstrip().startswith(("{", "[")) else len(parse_structured(spec.text).tasks)
-            detection = detect(spec.text, counted)
+            detection = detect(spec.text, len(parsed.tasks) if parsed else 0)
             fmt = detection.format
             warnings += detection.warnings
             if fmt != "autonomous":
