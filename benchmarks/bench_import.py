@@ -107,11 +107,14 @@ def main() -> None:
             tasks = parse(text, fmt).tasks
             assert detect(text).format == fmt
             print(f"{fmt}: {len(tasks)} tasks, {len(text) / 1e6:.2f} MB")
-            print(f"  detect + parse          {best(args.runs, lambda t=text, f=fmt: parse(t, detect(t).format)):.3f} s")
-            plan = lambda s=spec: ProjectInitializer(parse_config({}, root=Path(tmp))).plan(s)  # noqa: E731
-            print(f"  plan (read, parse, deps) {best(args.runs, plan):.3f} s")
-            print(f"  init into a fresh store {best(args.runs, lambda s=spec: init_into_fresh_store(s)):.3f} s")
-            print(f"  `autonomous init` process CPU {min(command_cpu(spec) for _ in range(args.runs)):.3f} s")
+            imported = best(args.runs, lambda t=text: parse(t, detect(t).format))
+            planned = best(args.runs, lambda s=spec: ProjectInitializer(parse_config({}, root=Path(tmp))).plan(s))
+            stored = best(args.runs, lambda s=spec: init_into_fresh_store(s))
+            process = min(command_cpu(spec) for _ in range(args.runs))
+            print(f"  detect + parse                 {imported:.3f} s")
+            print(f"  plan (read, parse, deps)       {planned:.3f} s")
+            print(f"  init into a fresh store        {stored:.3f} s")
+            print(f"  `autonomous init` process CPU  {process:.3f} s")
 
 
 if __name__ == "__main__":

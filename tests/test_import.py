@@ -130,6 +130,15 @@ def test_kiro_optional_tasks_are_canceled_unless_included():
     assert included.statuses["2.3"] is TaskStatus.TODO and by_key(included)["2.3"].task.labels == ["optional"]
 
 
+def test_kiro_emphasis_and_emojis_around_the_number():
+    text = "- [ ] ✅ 1. Emoji first\n- [ ] **2.** Bold number\n- [x] 🎯 **3. Bold all**\n- [ ] Task 4: Worded\n"
+    imp = parse(text, "kiro")
+    assert [(t.key, t.task.title) for t in imp.tasks] == [
+        ("1", "1.0: Emoji first"), ("2", "2.0: Bold number"), ("3", "3.0: Bold all"), ("4", "4.0: Worded"),
+    ]  # fmt: skip
+    assert imp.statuses["3"] is TaskStatus.DONE
+
+
 def test_kiro_task_heading_variant_and_inconsistent_group():
     text = "# Plan\n\n## Task 1: Setup 🎉\n\n- [ ] Create folders\n- [ ] Add config\n\n### Task 2: Deploy\n"
     imp = parse(text, "kiro")

@@ -120,3 +120,32 @@ def test_speckit_tasks_run_in_order_and_their_boxes_are_ticked_in_their_commits(
     assert git(project, "status", "--porcelain") == ""
     note = state["T002"].notes[-1].text
     assert f"Ticked T002 in {SPEC} (line 10), committed with the task" in note
+
+
+def test_an_untracked_checklist_is_ticked_on_disk_and_never_committed(tmp_path: Path):
+    root = tmp_path / "proj2"
+    (root / "specs").mkdir(parents=True)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "e2e@example.com")
+    git(root, "config", "user.name", "e2e")
+    (root / ".gitignore").write_text(".ai-agents/\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    spec = root / "specs" / "tasks.md"  # the user never added it to git
+    spec.write_text("# Tasks: One\n\n## Phase 1: Setup\n\n- [ ] T001 Create hello.txt\n")
+    configure(root, verification={"require_changes": True})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    init = subprocess.run([sys.executable, "-m", "autonomous", "init", "--spec", "specs/tasks.md"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    with ScriptedModelServer(complete_task_rules("Task T001:", files={"hello.txt": "Hello!\n"})) as server:
+        proc = subprocess.run([sys.executable, "-m", "autonomous", "start"], cwd=root, env=env_for(server, tmp_path),
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert spec.read_text().endswith("- [x] T001 Create hello.txt\n")
+    committed = git(root, "show", "--name-only", "--format=", "HEAD").split()
+    assert "hello.txt" in committed and "specs/tasks.md" not in committed
+    assert git(root, "log", "--all", "--format=%H", "--", "specs/tasks.md") == ""  # in no commit at all
+    assert git(root, "status", "--porcelain") == "?? specs/\n"
+    note = tasks(root)["T001"].notes[-1].text
+    assert "Ticked T001 in specs/tasks.md (line 5) on disk only: git does not track it here" in note

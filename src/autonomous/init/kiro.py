@@ -203,6 +203,8 @@ def _entry(num: str, title: str, line: int, raw: str, mark: str, star: bool, *, 
     parallel = bool(_PARALLEL.search(title))
     title = _PARALLEL.sub(" ", title).strip()
     title = re.sub(r"^\*\*(.+?)\*\*", r"\1", title).strip()
+    if title.endswith("**") and title.count("**") % 2:  # "**3. Title**": the number opened the bold
+        title = title[:-2].rstrip()
     return _Entry(num.rstrip("."), title, line, raw, status, tickable, star, parallel)
 
 
