@@ -116,6 +116,7 @@ def speckit_files(draw) -> str:
             if deps:
                 text += " (depends on " + ", ".join(f"T{d:03d}" for d in deps) + ")"
             lines.append(text)
+            lines += [f"  - {line}" for line in draw(st.lists(_LINE, max_size=2))]
         if draw(st.booleans()):
             lines += ["", f"**Checkpoint**: {draw(_TEXT)}"]
         lines.append("")

@@ -62,6 +62,10 @@ def test_speckit_markers_priority_and_dependencies():
     assert "T012" in tasks["T016"].task.dependencies
     # checkpoints are acceptance criteria of the phase's last task
     assert tasks["T008"].task.acceptance_criteria == ["Foundation ready - user stories can begin"]
+    # an indented line under a task is more of its description
+    assert tasks["T016"].task.description == (
+        "Run quickstart.md validation\nverify: every command in quickstart.md exits 0"
+    )
 
 
 def test_sequence_rule():

@@ -159,6 +159,9 @@ def _speckit(tasks: Sequence[Task], project_name: str, phase_names: dict[str, st
             if deps:
                 text += f" (depends on {', '.join(deps)})"
             lines.append(text)
+            first, _, more = t.description.partition("\n")
+            if first == plain_title(t.title):  # lines under the task line: the rest of its description
+                lines += [f"  - {line}" for line in more.split("\n") if line.strip()]
         for criterion in members[-1].acceptance_criteria:
             lines += ["", f"**Checkpoint**: {criterion}"]
         lines.append("")

@@ -43,6 +43,7 @@ _IDS = re.compile(r"\bT(\d{3,})(?:\s*[-\u2013]\s*T?(\d{3,}))?\b")
 _AFTER = re.compile(r"\b(depends\s+on|depend\s+on|requires?|needs?|after|blocked\s+by)\b", re.I)
 _BEFORE = re.compile(r"\b(blocks?|before)\b", re.I)
 _DEPS_SECTION = re.compile(r"dependenc", re.I)
+_DETAIL_BULLET = re.compile(r"^[-*+]\s+")
 _CHECKPOINT = re.compile(r"^\s*(?:[-*]\s+)?\*\*Checkpoint\*\*\s*:?\s*(?P<text>.*)$", re.I)
 
 
@@ -83,9 +84,11 @@ def parse(text: str) -> Imported:
     phases: dict[int, list[tuple[str, bool]]] = {}
     numbers: dict[int, int] = {}
     last_in_phase: NewTask | None = None
+    detail_of: tuple[NewTask, int] | None = None  # the task whose indented lines follow, and its indent
     for line_no, raw in content_lines(text):
         h = _HEADING.match(raw)
         if h:
+            detail_of = None
             level = len(h["hashes"])
             if level == 1 and result.title is None:
                 result.title = re.sub(r"^Tasks\s*:\s*", "", h["text"]).strip() or None
@@ -110,6 +113,14 @@ def parse(text: str) -> Imported:
             last_in_phase.acceptance_criteria.append(cp["text"].strip())
             continue
         m = CHECKBOX.match(raw)
+        indent = len(raw) - len(raw.lstrip())
+        task_line = m is not None and m["rest"][:1] == "T" and m["rest"][1:2].isdigit()
+        if detail_of is not None and raw.strip() and indent > detail_of[1] and not task_line:
+            detail = _DETAIL_BULLET.sub("", raw.strip(), count=1)
+            detail_of[0].description += "\n" + detail  # a line under a task: more of its description
+            continue
+        if raw.strip() and indent == 0:
+            detail_of = None
         if not m:
             continue
         rest = m["rest"].strip()
@@ -166,6 +177,7 @@ def parse(text: str) -> Imported:
                    source=Source(line=line_no, line_sha=line_sha(raw), fields=fields))  # fmt: skip
         phases.setdefault(number, []).append((key, parallel))
         last_in_phase = task
+        detail_of = (task, indent)
     by_key = {t.key: t.task for t in result.tasks}
     for members in phases.values():
         implied = sequence([k for k, _p in members], [p for _k, p in members])
