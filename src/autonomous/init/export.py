@@ -3,7 +3,8 @@ another tool's format, so a project can move between tools. Importing the result
 the same tasks back (a property test holds the exporters and importers to that).
 
 Each format says what it can: Spec Kit has no blocked or canceled (blocked is written
-``[ ]``, canceled ``[x]``), no test steps and no description beyond the task line;
+``[ ]``, canceled ``[x]``) and no test steps (a description is the task line and the
+indented lines under it);
 Task Master has no acceptance criteria and no labels; beads has no test steps. The
 fields an import kept in the ledger (Task Master's ``complexity``, beads' ``assignee``
 ...) are written back when the tasks came from that format.
