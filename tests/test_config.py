@@ -117,7 +117,13 @@ EVERY_KEY: dict[str, Any] = {
         "timeout": 30.0,
     },
     "logging": {"level": "debug", "dir": "var/logs"},
-    "initializer": {"max_turns": 5, "max_attempts": 4, "section_chars": 20000},
+    "initializer": {
+        "max_turns": 5,
+        "max_attempts": 4,
+        "section_chars": 20000,
+        "include_optional": True,
+        "tick_source": False,
+    },
 }
 
 

@@ -397,6 +397,20 @@ def next_cmd(explain: bool, config_path: Path | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the tasks that would be created; touch nothing.")
 @click.option("--no-model", is_flag=True, help="Never call a model (free-form specs are refused).")
 @click.option("--model-only", is_flag=True, help="Use the model even for a structured spec.")
+@click.option(
+    "--format",
+    "spec_format",
+    type=click.Choice(["speckit", "kiro", "taskmaster", "beads", "autonomous"]),
+    default=None,
+    help="The spec's format (default: recognised from the content).",
+)
+@click.option("--tag", default=None, help="Task Master: the tag to import (default: master).")
+@click.option(
+    "--include-optional/--skip-optional",
+    "include_optional",
+    default=None,
+    help="Kiro optional '- [ ]*' tasks: work to do, or imported canceled (default: initializer.include_optional).",
+)
 @config_option
 @json_option
 def init_cmd(
@@ -407,6 +421,9 @@ def init_cmd(
     dry_run: bool,
     no_model: bool,
     model_only: bool,
+    spec_format: str | None,
+    tag: str | None,
+    include_optional: bool | None,
     config_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -423,12 +440,46 @@ def init_cmd(
             as_json=as_json,
             no_model=no_model,
             model_only=model_only,
+            format=spec_format,
+            tag=tag,
+            include_optional=include_optional,
             config_path=config_path,
         )
     )
 
 
 # -- the coding loop -------------------------------------------------------------------------
+
+
+@main.command("export")
+@click.option(
+    "--format", "export_format", required=True, type=click.Choice(["taskmaster", "beads", "speckit"]),
+    help="The tool to write for.",
+)  # fmt: skip
+@click.option("--output", "output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to this file (default: standard output).")  # fmt: skip
+@config_option
+@handle_errors
+def export_cmd(export_format: str, output: Path | None, config_path: Path | None) -> None:
+    """Write the project's tasks as a Task Master tasks.json, beads issues.jsonl or Spec Kit tasks.md."""
+    from autonomous import scheduler
+    from autonomous.init.export import export
+    from autonomous.init.ledger import read_ledger
+    from autonomous.initializer import read_marker
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        tasks = [t for t in scheduler.order(provider.list_tasks()) if not scheduler.is_meta(t)]
+    name = str((read_marker(config.project_dir) or {}).get("project_name") or config.project_dir.name)
+    text = export(tasks, export_format, project_name=name, ledger=read_ledger(config.state_dir))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"Wrote {len(tasks)} task(s) to {output} ({export_format}).", err=True)
 
 
 @main.command("start")

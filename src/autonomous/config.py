@@ -306,6 +306,9 @@ class InitializerSection(_Section):
     max_turns: int = Field(3, gt=0)  # turns per model answer
     max_attempts: int = Field(3, ge=1)  # answers per spec section before init gives up
     section_chars: int = Field(12_000, gt=0)  # a long spec is decomposed in sections of about this size
+    # Imported task lists (Spec Kit, Kiro, Task Master, beads; autonomous.init):
+    include_optional: bool = False  # Kiro's optional "- [ ]*" tasks are work to do (else imported canceled)
+    tick_source: bool = True  # tick a finished task's box in its source tasks.md, in the task's commit
 
 
 # -- the whole file ------------------------------------------------------------------------------

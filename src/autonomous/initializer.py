@@ -46,6 +46,9 @@ from autonomous.errors import (
     SpecError,
 )
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.init import FORMATS, Imported, detect
+from autonomous.init import parse as parse_import
+from autonomous.init.ledger import clear_ledger, write_ledger
 from autonomous.runner_state import write_json_atomic
 from autonomous.spec import (
     ParsedSpec,
@@ -92,6 +95,8 @@ class Settings:
     inactivity_timeout: float
     provider_type: str
     provider_ids: dict[str, Any]  # what the marker records about the store
+    state_dir: Path  # where an import's ledger goes (autonomous.init.ledger)
+    include_optional: bool  # import optional checklist tasks as work to do
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -115,6 +120,8 @@ class Settings:
                 "repo": store.repo,
                 "state_dir": store.state_dir,
             },
+            state_dir=config.state_dir,
+            include_optional=init.include_optional,
         )
 
 
@@ -257,6 +264,8 @@ class InitPlan:
     warnings: list[str] = field(default_factory=list)
     cost_usd: float = 0.0
     model_calls: int = 0
+    format: str = "autonomous"  # the spec's format (autonomous.init.FORMATS)
+    imported: Imported | None = None  # statuses and ledger of an imported task list
 
     @property
     def phases(self) -> list[str]:
@@ -285,6 +294,8 @@ class InitResult:
     warnings: list[str] = field(default_factory=list)
     cost_usd: float = 0.0
     model_calls: int = 0
+    format: str = "autonomous"
+    ledger_path: Path | None = None
 
     @property
     def tasks_created(self) -> int:
@@ -304,6 +315,7 @@ class InitResult:
             "project_name": self.project_name,
             "spec": {"path": str(self.spec_path), "sha256": self.spec_sha256},
             "method": self.method,
+            "format": self.format,
             "dry_run": self.dry_run,
             "tasks_created": self.tasks_created,
             "planned": [t.to_dict() for t in self.planned],
@@ -420,11 +432,13 @@ class ProjectInitializer:
         prune: bool = False,
         dry_run: bool = False,
         use_model: ModelUse = "auto",
+        **formats: Any,
     ) -> InitResult:
-        """Create (or with ``force``, update) the project's tasks from the spec."""
+        """Create (or with ``force``, update) the project's tasks from the spec.
+        ``formats``: ``format``, ``tag``, ``include_optional`` (see :meth:`plan_async`)."""
         return asyncio.run(
             self.initialize_async(
-                spec_path, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model
+                spec_path, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model, **formats
             )
         )
 
@@ -437,6 +451,7 @@ class ProjectInitializer:
         prune: bool = False,
         dry_run: bool = False,
         use_model: ModelUse = "auto",
+        **formats: Any,
     ) -> InitResult:
         marker = read_marker(self.settings.project_dir)
         mpath = marker_path(self.settings.project_dir)
@@ -445,7 +460,7 @@ class ProjectInitializer:
                 f"project already initialized: {mpath} exists; use --force to apply the spec again "
                 "(tasks are matched by key, nothing is duplicated)"
             )
-        plan = await self.plan_async(spec_path, project_name, use_model=use_model)
+        plan = await self.plan_async(spec_path, project_name, use_model=use_model, **formats)
         try:
             if dry_run and marker is None and self._provider is None:
                 return self._dry_run_without_store(plan)
@@ -453,20 +468,43 @@ class ProjectInitializer:
         finally:
             self.close()
 
-    def plan(self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto") -> InitPlan:
+    def plan(
+        self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto", **formats: Any
+    ) -> InitPlan:
         """The tasks the spec asks for, dependencies checked among themselves; writes nothing."""
-        plan = asyncio.run(self.plan_async(spec_path, project_name, use_model=use_model))
+        plan = asyncio.run(self.plan_async(spec_path, project_name, use_model=use_model, **formats))
         plan.warnings += resolve_dependencies(plan.tasks, (), self.settings.ordering)
         return plan
 
     async def plan_async(
-        self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto"
+        self,
+        spec_path: str | Path,
+        project_name: str | None = None,
+        *,
+        use_model: ModelUse = "auto",
+        format: str | None = None,
+        tag: str | None = None,
+        include_optional: bool | None = None,
     ) -> InitPlan:
-        """Read the spec and work out its tasks (asking the model when it has to)."""
+        """Read the spec and work out its tasks (asking the model when it has to).
+
+        ``format`` forces one of :data:`autonomous.init.FORMATS` (default: recognised from
+        the content); a Spec Kit, Kiro, Task Master or beads list is imported exactly,
+        ``tag`` picking a Task Master tag and ``include_optional`` (default: the config's)
+        making optional checklist tasks work to do."""
         if use_model not in ("auto", "never", "always"):
             raise ConfigError(f"use_model: {use_model!r} is not one of auto, never, always")
+        if format is not None and format not in FORMATS:
+            raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")
         spec = read_spec(Path(spec_path).absolute())
-        parsed = parse_structured(spec.text)
+        if include_optional is None:
+            include_optional = self.settings.include_optional
+        # the tool's own grammar is parsed once: to count its task lines, then to plan
+        parsed = None if format or spec.text.lstrip().startswith(("{", "[")) else parse_structured(spec.text)
+        imported = self._import(spec, project_name, format, tag, include_optional, use_model, parsed)
+        if imported is not None:
+            return imported
+        parsed = parsed or parse_structured(spec.text)
         name = (project_name or "").strip() or parsed.title or self.settings.project_dir.name or "project"
         structured = is_structured(parsed)
         if use_model == "never" and not structured:
@@ -478,6 +516,32 @@ class ProjectInitializer:
             plan = InitPlan(name, spec, "structured", parsed.tasks, list(parsed.warnings))
         else:
             plan = await self._decompose(spec, name, parsed)
+        return plan
+
+    def _import(
+        self, spec: SpecFile, project_name: str | None, fmt: str | None, tag: str | None, include_optional: bool,
+        use_model: ModelUse, parsed: ParsedSpec | None,
+    ) -> InitPlan | None:  # fmt: skip
+        """The plan of a task list in another tool's format, or None for the tool's own."""
+        warnings: list[str] = []
+        if fmt is None:
+            detection = detect(spec.text, len(parsed.tasks) if parsed else 0)
+            fmt = detection.format
+            warnings += detection.warnings
+            if fmt != "autonomous":
+                self.progress(f"{spec.path.name}: read as {fmt} ({detection.reason})")
+        if fmt == "autonomous":
+            if tag is not None:
+                raise ConfigError("--tag is for Task Master files")
+            return None
+        if use_model == "always":
+            raise ConfigError(f"--model-only: {spec.path} is a {fmt} task list, imported exactly without a model")
+        imported = parse_import(spec.text, fmt, tag=tag, include_optional=include_optional)
+        if not imported.tasks:
+            raise SpecError(f"{spec.path}: read as {fmt}, but it names no tasks")
+        name = (project_name or "").strip() or imported.title or self.settings.project_dir.name or "project"
+        plan = InitPlan(name, spec, "structured", imported.tasks, warnings + imported.warnings)
+        plan.format, plan.imported = fmt, imported
         return plan
 
     # -- model decomposition ---------------------------------------------------------------------------
@@ -576,6 +640,7 @@ class ProjectInitializer:
             spec_path=plan.spec.path,
             spec_sha256=plan.spec.sha256,
             method=plan.method,
+            format=plan.format,
             dry_run=True,
             planned=plan.tasks,
             to_create=list(plan.tasks),
@@ -591,6 +656,7 @@ class ProjectInitializer:
             spec_path=plan.spec.path,
             spec_sha256=plan.spec.sha256,
             method=plan.method,
+            format=plan.format,
             dry_run=dry_run,
             planned=plan.tasks,
             warnings=list(plan.warnings),
@@ -663,6 +729,9 @@ class ProjectInitializer:
                 result.warnings.append(f"{st.key} is claimed by a worker right now; not updated (re-run later)")
                 result.unchanged.append(current)
 
+        if plan.imported is not None:
+            result.created = self._imported_statuses(plan.imported, result)
+
         if prune:
             for t in result.not_in_spec:
                 if t.status.satisfied:
@@ -692,12 +761,42 @@ class ProjectInitializer:
         )
         result.meta = meta
 
+        if plan.imported is not None:
+            result.ledger_path = write_ledger(self.settings.state_dir, plan.imported.ledger(self._spec_ref(plan)))
+        else:
+            clear_ledger(self.settings.state_dir)
         mpath = marker_path(self.settings.project_dir)
         write_marker(mpath, self._marker(plan, meta, created_at, now))
         result.marker_path = mpath
         with contextlib.suppress(git.GitError, OSError):  # a courtesy: the runner does it again at start
             git.hide_tool_dirs(self.settings.project_dir, [self.config.state_dir, self.config.log_dir])
         return result
+
+    def _imported_statuses(self, imported: Imported, result: InitResult) -> list[Task]:
+        """Give each task created from an imported list the status its file gives it (a
+        store creates tasks as todo), and make an optional task skipped by an earlier init
+        work to do when optional tasks are now included. A re-init never touches any
+        other status: the store's, set by the runner or a person, is the newer truth."""
+        created = []
+        for task in result.created:
+            wanted = imported.statuses.get(task.key, TaskStatus.TODO)
+            if wanted is not task.status:
+                task = self.provider.update_task(task.id, status=wanted)
+            created.append(task)
+        for i, task in enumerate(result.unchanged + result.updated):
+            wanted = imported.statuses.get(task.key)
+            if wanted is TaskStatus.TODO and task.status is TaskStatus.CANCELED and "optional" in task.labels:
+                reopened = self.provider.update_task(task.id, status=TaskStatus.TODO)
+                target = result.unchanged if i < len(result.unchanged) else result.updated
+                target[target.index(task)] = reopened
+        return created
+
+    def _spec_ref(self, plan: InitPlan) -> str:
+        """The spec's path relative to the project (where a worker's copy of it is), else absolute."""
+        try:
+            return str(plan.spec.path.resolve().relative_to(self.settings.project_dir.resolve()))
+        except ValueError:
+            return str(plan.spec.path.resolve())
 
     def _marker(self, plan: InitPlan, meta: Task, created_at: str, now: datetime) -> dict[str, Any]:
         s = self.settings
@@ -924,6 +1023,8 @@ def render_table(result: InitResult, out: TextIO) -> None:
             out.write(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}\n")
         out.write("\n")
     how = "parsed from the structured spec" if result.method == "structured" else "decomposed by the model"
+    if result.format != "autonomous":
+        how = f"imported from the {result.format} task list"
     summary = (
         f"{verb} {result.tasks_created} task(s) for {result.project_name!r} ({how}, {len(result.planned)} in spec)"
     )
@@ -959,6 +1060,9 @@ def run_init(
     as_json: bool = False,
     no_model: bool = False,
     model_only: bool = False,
+    format: str | None = None,
+    tag: str | None = None,
+    include_optional: bool | None = None,
     config_path: str | Path | None = None,
     project_dir: str | Path | None = None,
     config: Config | None = None,
@@ -986,8 +1090,9 @@ def run_init(
             config, provider=provider, backend=backend, project_dir=project_dir, progress=progress
         )
         result = initializer.initialize(
-            spec, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model
-        )
+            spec, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model,
+            format=format, tag=tag, include_optional=include_optional,
+        )  # fmt: skip
     except AutonomousError as exc:
         print(f"error: {exc}", file=err)
         return exc.exit_code

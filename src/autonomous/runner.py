@@ -60,6 +60,7 @@ from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
+from autonomous.init.tick import Tick, tick_done
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
@@ -142,6 +143,7 @@ class Settings:
     branch_per_task: bool
     merge_strategy: str  # merge | rebase
     max_merge_attempts: int
+    tick_source: bool  # tick a finished task's box in its imported tasks.md
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -186,6 +188,7 @@ class Settings:
             branch_per_task=execution.git.branch_per_task,
             merge_strategy=execution.git.merge_strategy,
             max_merge_attempts=execution.git.max_merge_attempts,
+            tick_source=config.initializer.tick_source,
         )
 
     @property
@@ -301,6 +304,7 @@ class TaskResult:
     retry_at: datetime | None = None
     message: str = ""
     checkpoints: list[cp.Checkpoint] = field(default_factory=list)
+    tick: Tick | None = None  # the source checklist's tick; tick.commit_path belongs to the task's change set
 
 
 @dataclass(slots=True)
@@ -964,6 +968,15 @@ class Worker:
             result.verdict = Result.DONE
             status = TaskStatus.DONE
             title = task.title if len(task.title) < 70 else task.title[:67] + "..."
+            if s.tick_source:
+                result.tick = await asyncio.to_thread(tick_done, task, self.cwd, s.state_dir)
+            if result.tick and result.tick.ticked:
+                # the ticked box goes with the task's work; a file git does not track stays out
+                change_set = (
+                    change_set.including(result.tick.commit_path)
+                    if result.tick.commit_path
+                    else change_set.excluding(result.tick.path)
+                )
             committed, commit_problem = await self._commit(
                 task, f"{task.key}: {title}\n\nautonomous: task {task.id} done", change_set
             )
@@ -1041,6 +1054,8 @@ class Worker:
                 result.verdict, status = Result.BLOCKED, TaskStatus.BLOCKED
                 head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
         lines = [head]
+        if result.tick and result.tick.note:
+            lines.append(result.tick.note)
         if summary:
             lines.append(f"Summary: {summary}")
         if change_set:

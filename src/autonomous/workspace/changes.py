@@ -88,6 +88,25 @@ class ChangeSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _rel(self, path: Path) -> str | None:
+        try:
+            return Path(path).resolve().relative_to(self.base.resolve()).as_posix()
+        except ValueError:
+            return None
+
+    def including(self, path: Path) -> ChangeSet:
+        """This set plus a file the runner itself changed for the task (a ticked checklist)."""
+        rel = self._rel(path)
+        if rel is None or rel in self.paths:
+            return self
+        return ChangeSet(self.base, list(self.created), sorted([*self.modified, rel]), list(self.deleted))
+
+    def excluding(self, path: Path) -> ChangeSet:
+        """This set without ``path`` (a file that must stay out of the task's commit)."""
+        rel = self._rel(path)
+        keep = [p for p in self.created if p != rel], [p for p in self.modified if p != rel]
+        return ChangeSet(self.base, keep[0], keep[1], [p for p in self.deleted if p != rel])
+
     def describe(self, limit: int = 30) -> str:
         """``a.py (new), b.py, c.py (deleted)``, capped at ``limit`` paths."""
         mark = {**{p: " (new)" for p in self.created}, **{p: " (deleted)" for p in self.deleted}}
