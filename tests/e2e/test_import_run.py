@@ -146,6 +146,6 @@ def test_an_untracked_checklist_is_ticked_on_disk_and_never_committed(tmp_path: 
     committed = git(root, "show", "--name-only", "--format=", "HEAD").split()
     assert "hello.txt" in committed and "specs/tasks.md" not in committed
     assert git(root, "log", "--all", "--format=%H", "--", "specs/tasks.md") == ""  # in no commit at all
-    assert git(root, "status", "--porcelain") == "?? specs/\n"
+    assert git(root, "status", "--porcelain") == "?? .project_state.json\n?? specs/\n"
     note = tasks(root)["T001"].notes[-1].text
     assert "Ticked T001 in specs/tasks.md (line 5) on disk only: git does not track it here" in note
