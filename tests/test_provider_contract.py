@@ -521,7 +521,7 @@ def test_edit_refuses_a_cycle_before_writing(provider):
 def test_retry_cancel_and_priority(provider):
     from autonomous import actions
 
-    a, b = create(provider, "1.1: a", "1.2: b")
+    a, _ = create(provider, "1.1: a", "1.2: b")
     claimed = provider.claim(a.id, "w1", 60)
     provider.release(a.id, claimed.claim.token, status=TaskStatus.BLOCKED, note="Blocked: stuck")
     retried = actions.retry(provider, "1.1", "bob")

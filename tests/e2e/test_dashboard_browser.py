@@ -58,9 +58,8 @@ def autonomous(project: Path, *args: str) -> subprocess.CompletedProcess:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run of the demo, plus a task a person blocked and one that waits on it."""
     target = tmp_path_factory.mktemp("dash") / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "autonomous", "demo", str(target)], env=env(), capture_output=True, text=True, timeout=600
-    )
+    demo = [sys.executable, "-m", "autonomous", "demo", str(target)]
+    proc = subprocess.run(demo, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     autonomous(target, "tasks", "add", "--title", f"[{BLOCKED}] Add tags to todos")
     autonomous(target, "tasks", "update", BLOCKED, "--status", "blocked", "--note", "Blocked: which tag format?")

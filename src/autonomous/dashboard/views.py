@@ -82,7 +82,6 @@ def board(
         if not scheduler.is_meta(task) and task.status.value in by_column:
             by_column[task.status.value].append(task)
     wanted = [column] if column else COLUMNS
-    work = [t for t in ordered if not scheduler.is_meta(t)]
     return {
         "columns": {
             name: {
@@ -93,8 +92,6 @@ def board(
             for name in wanted
         },
         "meta": _card(meta, waits) if meta else None,
-        "done": sum(1 for t in work if t.status is TaskStatus.DONE),
-        "total": len(work),
     }
 
 

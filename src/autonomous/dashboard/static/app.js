@@ -81,6 +81,7 @@ function renderStatus(status) {
         el("td", {}, c.phase), el("td", {}, c.tool || "-"), el("td", {}, c.turns),
         el("td", {}, money(c.cost_usd)), el("td", {}, c.elapsed_s === null ? "-" : `${Math.round(c.elapsed_s)}s`)))));
   }
+  if (status.tasks) renderProgress(status.tasks.completed, status.tasks.total);
   const r = status.runner || {};
   document.getElementById("meta").dataset.state = status.state;
   renderMeta.session = [
@@ -150,7 +151,6 @@ async function loadBoard() {
   board.replaceChildren(...Object.entries(data.columns).map(([name, col]) => column(name, col)));
   renderMeta.card = data.meta;
   renderMeta();
-  renderProgress(data.done, data.total);
   board.dataset.loaded = "true";
 }
 
