@@ -177,3 +177,21 @@ def test_a_token_is_checked_on_every_request(project: Path) -> None:
 def test_what_counts_as_loopback() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com"))
+
+
+def test_cost_over_time_counts_the_session_and_the_task_in_flight(project: Path, web: TestClient) -> None:
+    from autonomous.events import Event, EventKind
+    from autonomous.sinks import JsonlSink
+
+    sink = JsonlSink(project / ".ai-agents" / "logs")
+    for event in (
+        Event(EventKind.TASK_RECORDED, {"key": "OLD-1", "status": "done", "cost_usd": 5.0}, task_id="T-9"),
+        Event(EventKind.SESSION_START, {"session_id": "s-2"}),
+        Event(EventKind.USAGE, {"turns": 1, "cost_usd_estimate": 0.1}, task_id="T-2"),
+        Event(EventKind.TASK_RECORDED, {"key": "SHOP-1.1", "status": "done", "cost_usd": 0.12}, task_id="T-2"),
+        Event(EventKind.USAGE, {"turns": 1, "cost_usd_estimate": 0.05}, task_id="T-3"),
+    ):
+        sink.handle(event)
+    sink.close()
+    points = web.get("/api/cost").json()["points"]
+    assert [(p["key"], p["cost_usd"]) for p in points] == [("SHOP-1.1", 0.12), (None, 0.17)]  # not the old session

@@ -251,7 +251,7 @@ class StreamParser:
         message_id = message.get("id")
         new_message = message_id != self._message_id or message_id is None
         usage = message.get("usage")
-        if top_level and isinstance(usage, dict) and not synthetic and self.model:
+        if top_level and isinstance(usage, dict) and not synthetic and self.model and pricing.is_known(self.model):
             # The CLI states the cost only when the run ends; priced from each message's
             # usage, a person watching sees it grow meanwhile (the result's figure replaces it).
             self._estimates[message_id] = pricing.cost(self.model, usage_from(usage))
@@ -260,8 +260,8 @@ class StreamParser:
             self.final_text = ""
             if not synthetic:
                 self.turns_seen += 1
-                estimate = round(sum(self._estimates.values()), 6)
-                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen, cost_usd_estimate=estimate))
+                live = {"cost_usd_estimate": round(sum(self._estimates.values()), 6)} if self._estimates else {}
+                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen, **live))
         texts: list[str] = []
         for block in content:
             if not isinstance(block, dict):

@@ -122,7 +122,7 @@ def task_page(provider: StateProvider, ref: str, repo: Path, *, ordering: schedu
 
 def cost_series(log_dir: Path, *, events: int = 5000) -> list[dict[str, Any]]:
     """The session's cost over time, from the event log: one point per recorded task
-    (cumulative), then the tasks in flight at their latest reported cost. The latest
+    (cumulative), then the tasks in flight at their latest reported (or estimated) cost. The latest
     session only (from its ``session_start`` within the last ``events`` events)."""
     recent = tail_events(log_dir, events)
     start = max((i for i, e in enumerate(recent) if e.get("kind") == "session_start"), default=0)
@@ -135,7 +135,10 @@ def cost_series(log_dir: Path, *, events: int = 5000) -> list[dict[str, Any]]:
             in_flight.pop(tid, None)
             total += float(cost)
             points.append({"at": event.get("at"), "cost_usd": round(total, 6), "key": event.get("key")})
-        elif tid and kind in ("usage", "outcome") and isinstance(cost, int | float):
+            continue
+        if kind == "usage" and not isinstance(cost, int | float):
+            cost = event.get("cost_usd_estimate")  # the CLI backend's running estimate
+        if tid and kind in ("usage", "outcome") and isinstance(cost, int | float):
             in_flight[tid] = (event.get("at"), float(cost))
     if in_flight:
         at = max(at for at, _ in in_flight.values())

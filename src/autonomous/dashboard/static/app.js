@@ -61,6 +61,10 @@ async function act(ref, what, body) {
 }
 
 // -- header, session, workers --------------------------------------------------------------
+// Cost so far of each task in flight, from its usage events: the runner's status has the
+// backend's own figure, which the Claude Code CLI states only when a run ends.
+const liveCost = new Map();
+
 function renderStatus(status) {
   const runner = document.getElementById("runner");
   runner.textContent = `runner: ${status.state}`;
@@ -79,7 +83,8 @@ function renderStatus(status) {
       status.current.map((c) => el("tr", { "data-key": c.key },
         el("td", {}, el("a", { href: `#/task/${encodeURIComponent(c.key)}` }, c.key), " ", c.title),
         el("td", {}, c.phase), el("td", {}, c.tool || "-"), el("td", {}, c.turns),
-        el("td", {}, money(c.cost_usd)), el("td", {}, c.elapsed_s === null ? "-" : `${Math.round(c.elapsed_s)}s`)))));
+        el("td", {}, money(Math.max(c.cost_usd, liveCost.get(c.key) || 0))),
+        el("td", {}, c.elapsed_s === null ? "-" : `${Math.round(c.elapsed_s)}s`)))));
   }
   if (status.tasks) renderProgress(status.tasks.completed, status.tasks.total);
   const r = status.runner || {};
@@ -212,6 +217,10 @@ function connect() {
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     addEvent(event);
+    const key = event.task_key || event.key;
+    const cost = event.cost_usd ?? event.cost_usd_estimate;
+    if (event.kind === "usage" && key && typeof cost === "number") liveCost.set(key, cost);
+    if (event.kind === "task_recorded" && key) liveCost.delete(key);
     if (REFRESHING.has(event.kind)) refreshSoon();
   };
 }
