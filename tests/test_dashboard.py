@@ -195,3 +195,21 @@ def test_cost_over_time_counts_the_session_and_the_task_in_flight(project: Path,
     sink.close()
     points = web.get("/api/cost").json()["points"]
     assert [(p["key"], p["cost_usd"]) for p in points] == [("SHOP-1.1", 0.12), (None, 0.17)]  # not the old session
+
+
+def test_every_provider_feeds_the_board_and_the_task_page(provider, tmp_path: Path) -> None:
+    provider.create_tasks(
+        [NewTask("META: Shop", labels=["meta"]), NewTask("[SHOP-1.1] Cart"), NewTask("[SHOP-1.2] Price")]
+    )
+    provider.update_task(provider.find_task("SHOP-1.1").id, status=TaskStatus.BLOCKED)
+    app = create_app(load_config(None, project_dir=tmp_path), provider=provider, hosts=HOSTS)
+    with TestClient(app, base_url=BASE) as web:
+        columns = web.get("/api/board").json()["columns"]
+        assert [c["key"] for c in columns["blocked"]["cards"]] == ["SHOP-1.1"]
+        assert [c["key"] for c in columns["todo"]["cards"]] == ["SHOP-1.2"]
+        retried = web.post("/api/tasks/SHOP-1.1/retry", headers={"X-CSRF-Token": csrf(web)})
+        assert retried.status_code == 200, retried.text
+        assert provider.find_task("SHOP-1.1").status is TaskStatus.TODO
+        page = web.get("/api/tasks/SHOP-1.1").json()
+        assert page["task"]["notes"][-1]["text"].startswith("Retry requested by")
+        assert web.get("/api/status").json()["tasks"]["total"] == 2
