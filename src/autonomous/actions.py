@@ -16,15 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from autonomous import git, history, scheduler
-from autonomous.errors import AutonomousError, ClaimConflict, TaskNotFound
+from autonomous.errors import ActionRefused, ClaimConflict, TaskNotFound
 from autonomous.providers.base import StateProvider
 from autonomous.tasks import Priority, Task, TaskStatus
-
-
-class ActionRefused(AutonomousError):
-    """The action makes no sense for the task as it is (retrying a done task)."""
-
-    exit_code = 1
 
 
 def person(via: str = "") -> str:

@@ -34,6 +34,17 @@ _VERIFICATION = re.compile(
     r"^(?:After merging into .*?: )?Verification (?P<result>passed|FAILED)(?::\s*(?P<reason>.*))?$"
 )
 _ATTEMPT_OF = re.compile(r"^\(attempt (?P<n>\d+) of \d+\)$")
+_RESULTS = [
+    ("Done", "done"),
+    ("Blocked", "blocked"),
+    ("Failed", "failed"),
+    ("Merge failed", "merge_failed"),
+    ("Interrupted", "interrupted"),
+    ("Rate limited", "rate_limited"),
+    ("Stopped", "budget"),
+    ("Not run", "auth_error"),
+    ("Context high", "requeued"),
+]
 
 
 @dataclass(slots=True)
@@ -51,9 +62,8 @@ class Attempt:
 
     @property
     def result(self) -> str:
-        """The first word of the outcome, lower-case: done, blocked, failed, interrupted, ..."""
-        word = re.split(r"[\s:(]", self.outcome, maxsplit=1)[0]
-        return word.lower() or "?"
+        """How the attempt ended, in one word (the runner's note heads, see runner._record)."""
+        return next((name for head, name in _RESULTS if self.outcome.startswith(head)), "other")
 
     def to_dict(self) -> dict[str, Any]:
         return {

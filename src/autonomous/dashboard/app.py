@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from autonomous import actions
 from autonomous.config import Config, secret_values
 from autonomous.dashboard import views
-from autonomous.errors import AutonomousError, TaskNotFound
+from autonomous.errors import ActionRefused, AutonomousError, TaskNotFound
 from autonomous.events import Redactor
 from autonomous.jsondoc import envelope
 from autonomous.progress import build_status, read_events, with_task_keys
@@ -198,7 +198,7 @@ def create_app(
         try:
             return actions.set_priority(provider, ref, priority, who)
         except ValueError:
-            raise actions.ActionRefused(f"priority: {priority!r} is not urgent, high, normal or low") from None
+            raise ActionRefused(f"priority: {priority!r} is not urgent, high, normal or low") from None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
