@@ -13,6 +13,7 @@ import uvicorn
 from autonomous.config import Config
 from autonomous.dashboard.app import create_app
 from autonomous.errors import ConfigError
+from autonomous.providers import get_provider
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
@@ -55,10 +56,15 @@ def serve(
     local = is_loopback(host)
     if not local and not token:
         token = secrets.token_urlsafe(24)
-    sock = bind(host, port)
+    provider = get_provider(config)  # opened here, so a store that cannot open is a one-line error
+    try:
+        sock = bind(host, port)
+    except ConfigError:
+        provider.close()
+        raise
     port = sock.getsockname()[1]
     hosts = [f"{name}:{port}" for name in LOOPBACK_NAMES] if local and not token else None
-    app = create_app(config, read_only=read_only, token=token, hosts=hosts)
+    app = create_app(config, read_only=read_only, token=token, hosts=hosts, provider=provider)
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host.strip("[]"), host.strip("[]"))
     url = f"http://{shown if ':' not in shown else f'[{shown}]'}:{port}/" + (f"?token={token}" if token else "")
     mode = " (read-only)" if read_only else ""
@@ -75,3 +81,5 @@ def serve(
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: stopping is the normal end
         pass
+    finally:
+        provider.close()
