@@ -61,7 +61,7 @@ def test_bus_writes_log_and_jsonl_without_secrets(tmp_path):
         assert ANTHROPIC not in text
         assert "***" in text
 
-    # JSONL: one Event.to_dict() per line, in order
+    # JSONL: one Event.to_dict() per line, in order, labelled with the task's key learnt from its claim
     records = [json.loads(line) for line in jsonl_text.splitlines()]
     assert [r["kind"] for r in records] == [e.kind.value for e in leaky_events()]
     assert records[2] == {
@@ -70,6 +70,7 @@ def test_bus_writes_log_and_jsonl_without_secrets(tmp_path):
         "task_id": "T-2",
         "backend": None,
         "text": "I found the token *** in .env",
+        "task_key": "AUTH-1.2",
     }
     # The human log: one line per event, the task's key learnt from its claim.
     lines = log_text.splitlines()
@@ -227,6 +228,30 @@ def test_terminal_live_panel_shows_task_tool_turns_cost():
     sink.close()
     assert "✓ [AUTH-1.2] Login form: done (7 turns, $0.5000" in buffer.getvalue()
     assert sink._live is None  # the refresh thread is stopped
+
+
+def test_terminal_live_panel_keeps_the_history_above_it_and_shows_progress_and_live_cost():
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120, color_system=None)
+    sink = TerminalSink(buffer, live=True, console=console)
+    sink.handle(Event(EventKind.SESSION_START, {"session_id": "s-1", "tasks_done": 3, "tasks_total": 8}))
+    sink.handle(Event(EventKind.TASK_CLAIMED, {"key": "AUTH-1.2", "title": "Login form"}, task_id="T-2"))
+    sink.handle(Event(EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "pytest -q"}}, task_id="T-2"))
+    # the CLI backend's running estimate: the cost grows before the task ends
+    sink.handle(Event(EventKind.USAGE, {"turns": 2, "cost_usd_estimate": 0.0123}, task_id="T-2"))
+    assert "$0.0123" in buffer.getvalue()
+    assert "done 3 of 8" in buffer.getvalue()
+    sink.handle(Event(EventKind.OUTCOME, {"status": "completed", "turns": 2, "cost_usd": 0.02}, task_id="T-2"))
+    sink.handle(Event(EventKind.TASK_RECORDED, {"status": "done", "turns": 2, "cost_usd": 0.02}, task_id="T-2"))
+    assert "done 4 of 8" in buffer.getvalue()
+    sink.close()
+    # the panel is gone (transient); what was printed above it stays, in order
+    lines = [line for line in buffer.getvalue().splitlines() if "[AUTH-1.2]" in line or "AUTH-1.2 Login" in line]
+    printed = "\n".join(lines)
+    assert "tool_use: Bash pytest -q" in printed and "outcome: completed" in printed
+    assert printed.index("tool_use: Bash") < printed.index("outcome: completed") < printed.index("✓ AUTH-1.2")
 
 
 def test_build_bus_writes_where_the_config_says_and_scrubs_its_secrets(tmp_path):

@@ -489,6 +489,71 @@ def test_meta_by_label(provider):
     assert provider.claim_next("w1", 60) is None
 
 
+# -- a person's actions (autonomous.actions: the CLI's and the dashboard's) ------------------------
+
+
+def test_edit_changes_what_a_task_says_and_its_dependencies(provider):
+    from autonomous import actions
+
+    a, b, c = create(provider, "1.1: a", "1.2: b", "2.1: c")
+    edited = actions.edit(
+        provider, "2.1", "alice", title="2.1: c, clearer", description="why", criteria=["x", "y"], test_steps=["t"],
+        add_dependencies=["1.2", a.id],
+    )  # fmt: skip
+    assert (edited.title, edited.description) == ("2.1: c, clearer", "why")
+    assert (edited.acceptance_criteria, edited.test_steps) == (["x", "y"], ["t"])
+    assert edited.dependencies == [b.id, a.id] and edited.key == "2.1"
+    assert edited.notes[-1].author == "alice" and edited.notes[-1].text.startswith("Edited by alice")
+    assert actions.edit(provider, c.id, "alice", remove_dependencies=["1.2"]).dependencies == [a.id]
+    assert provider.get_task(c.id).dependencies == [a.id]
+
+
+def test_edit_refuses_a_cycle_before_writing(provider):
+    from autonomous import actions
+
+    a, b = create(provider, "1.1: a", "1.2: b")
+    actions.edit(provider, b.id, "alice", add_dependencies=[a.id])
+    with pytest.raises(DependencyCycle):
+        actions.edit(provider, a.id, "alice", add_dependencies=[b.id], title="1.1: renamed")
+    assert provider.get_task(a.id).title == "1.1: a" and provider.get_task(a.id).dependencies == []
+
+
+def test_retry_cancel_and_priority(provider):
+    from autonomous import actions
+
+    a, _ = create(provider, "1.1: a", "1.2: b")
+    claimed = provider.claim(a.id, "w1", 60)
+    provider.release(a.id, claimed.claim.token, status=TaskStatus.BLOCKED, note="Blocked: stuck")
+    retried = actions.retry(provider, "1.1", "bob")
+    assert retried.status is TaskStatus.TODO and retried.notes[-1].text.startswith("Retry requested by bob")
+    assert actions.set_priority(provider, "1.2", "urgent", "bob").priority is Priority.URGENT
+    assert actions.cancel(provider, "1.2", "bob").status is TaskStatus.CANCELED
+    assert provider.claim_next("w1", 60).id == a.id  # canceled 1.2 does not hold anything up
+    with pytest.raises(ClaimConflict):
+        actions.retry(provider, a.id, "bob")  # a live claim: the worker is on it
+    with pytest.raises(ClaimConflict):
+        actions.cancel(provider, a.id, "bob")
+    assert provider.get_task(a.id).status is TaskStatus.IN_PROGRESS
+
+
+def test_meta_follows_the_session_and_the_work(provider):
+    from autonomous import actions
+
+    assert actions.sync_meta(provider, running=True) is None  # no META: nothing to do
+    documented_example(provider)
+    meta = provider.meta_task()
+    work = [t for t in provider.list_tasks() if t.id != meta.id]
+    assert actions.sync_meta(provider, running=True) == (0, len(work))
+    assert provider.get_task(meta.id).status is TaskStatus.IN_PROGRESS
+    assert actions.sync_meta(provider, running=False) == (0, len(work))
+    assert provider.get_task(meta.id).status is TaskStatus.TODO
+    for t in work:
+        provider.update_task(t.id, status=TaskStatus.DONE)
+    assert actions.sync_meta(provider, running=False) == (len(work), len(work))
+    assert provider.get_task(meta.id).status is TaskStatus.DONE
+    assert provider.claim_next("w1", 60) is None  # a META in any status is never handed out
+
+
 def test_sessions_upsert_and_list_newest_first(provider, clock):
     start = clock()
     for i in range(3):

@@ -396,6 +396,32 @@ def test_blocked_task_stops_the_run(project: Path) -> None:
     assert p.claims == ["DEMO-1.1"]
 
 
+def test_meta_is_in_progress_while_a_session_runs_and_done_when_every_task_is(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    seen: list[TaskStatus] = []
+
+    def look(prompt: str, options: RunOptions) -> Outcome:
+        seen.append(p.by_key("META").status)
+        return complete()(prompt, options)
+
+    runner, rec = make_runner(project, p, ScriptedBackend(default=look))
+    assert runner.start().exit_code == EXIT_OK
+    assert seen == [TaskStatus.IN_PROGRESS] * 3
+    assert p.by_key("META").status is TaskStatus.DONE
+    (start,) = rec.kinds(EventKind.SESSION_START)
+    assert (start.data["tasks_done"], start.data["tasks_total"]) == (0, 3)  # the display's "done N of M"
+
+
+def test_meta_goes_back_to_todo_when_a_session_ends_with_work_left(project: Path) -> None:
+    p = MemoryProvider()
+    two_phase(p)
+    backend = ScriptedBackend({"DEMO-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no database")]})
+    runner, _ = make_runner(project, p, backend)
+    assert runner.start().exit_code == EXIT_FAILED
+    assert p.by_key("META").status is TaskStatus.TODO
+
+
 def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
     p = MemoryProvider()
     p.create_tasks(

@@ -85,6 +85,21 @@ def test_success_transcript():
     assert events[-1].data["cost_usd"] == pytest.approx(0.01) and events[-1].data["turns"] == 2
 
 
+def test_cost_is_estimated_from_each_message_while_the_run_goes_on():
+    raw = [
+        line.replace("claude-opus-5-5", "claude-sonnet-4-5") if '"model"' in line else line
+        for line in transcript("success.jsonl")
+    ]
+    events, outcome = replay(raw, task_id="T1")
+    usage = [e.data for e in events if e.kind is EventKind.USAGE]
+    estimates = [u["cost_usd_estimate"] for u in usage if "cost_usd_estimate" in u]
+    assert len(estimates) == 2 and 0 < estimates[0] < estimates[1]  # grows with each message
+    assert usage[-1]["cost_usd"] == pytest.approx(outcome.cost_usd)  # the CLI's own figure at the end
+    # a model without a price gets no made-up estimate
+    unpriced, _ = replay(transcript("success.jsonl"), task_id="T1")
+    assert not any("cost_usd_estimate" in e.data for e in unpriced)
+
+
 def test_maxturns_transcript():
     _, outcome = replay(transcript("maxturns.jsonl"))
     assert outcome.status is OutcomeStatus.MAX_TURNS

@@ -19,12 +19,11 @@ import click
 
 from autonomous import __version__
 from autonomous.errors import AutonomousError
-
-JSON_SCHEMA_VERSION = 1
+from autonomous.jsondoc import envelope
 
 
 def emit_json(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=str))
+    click.echo(json.dumps(envelope(payload), indent=2, default=str))
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -179,7 +178,35 @@ def _task_detail(task, by_id: dict, decision) -> str:
         lines += ["", "Notes:"]
         for note in task.notes:
             lines.append(f"  [{note.at:%Y-%m-%d %H:%M:%S}] {note.author}: {note.text}")
+    lines += _history_lines(task)
     return "\n".join(lines) + "\n"
+
+
+def _history_lines(task) -> list[str]:
+    """The attempts and the verification evidence of ``tasks show``."""
+    from autonomous import history
+
+    lines: list[str] = []
+    tried = history.attempts(task.notes)
+    if tried:
+        lines += ["", "Attempts:"]
+        for n, a in enumerate(tried, 1):
+            commit = f", commit {a.commit[:12]}" if a.commit else ""
+            before = "" if a.after_retry else " (before the latest retry)"
+            spent = f"{a.turns} turns, ${a.cost_usd:.4f}, {a.duration_s:.0f}s{commit}"
+            lines.append(f"  {n}. {a.at[:19]} {a.outcome} - {spent}{before}")
+    checks = history.evidence(task.notes)
+    if checks:
+        lines += ["", "Verification evidence:"]
+        for e in checks:
+            attempt = f" (attempt {e.attempt})" if e.attempt else ""
+            reason = f": {e.reason}" if e.reason else ""
+            lines.append(f"  {e.at[:19]} {'passed' if e.passed else 'FAILED'}{attempt}{reason}")
+            for c in e.commands:
+                code = "timed out" if c.exit_code is None else f"exit {c.exit_code}"
+                lines.append(f"    $ {c.command} -> {code} ({c.duration_s:.1f}s)")
+                lines += [f"      {line}" for line in c.tail[-10:]]
+    return lines
 
 
 @main.group("tasks", invoke_without_command=True)
@@ -189,7 +216,7 @@ def _task_detail(task, by_id: dict, decision) -> str:
 @click.pass_context
 @handle_errors
 def tasks_cmd(ctx: click.Context, statuses: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
-    """List tasks in scheduling order (subcommands: add, show, update)."""
+    """List tasks in scheduling order (subcommands: add, show, update, edit)."""
     if ctx.invoked_subcommand is not None:
         return
     from autonomous import scheduler
@@ -287,11 +314,15 @@ def tasks_show(ref: str, config_path: Path | None, as_json: bool) -> None:
         (d for d in scheduler.plan(all_tasks, ordering=config.execution.ordering) if d.task.id == task.id), None
     )
     if as_json:
+        from autonomous import history
+
         emit_json(
             {
                 "task": task.to_dict(),
                 "ready": bool(decision and decision.ready),
                 "waiting": decision.explain() if decision and not decision.ready else None,
+                "attempts": [a.to_dict() for a in history.attempts(task.notes)],
+                "evidence": [e.to_dict() for e in history.evidence(task.notes)],
             }
         )
         return
@@ -339,6 +370,83 @@ def tasks_update(
         emit_json({"task": task.to_dict()})
     else:
         click.echo(f"Updated {task.id} ({task.key}): status {task.status.value}, priority {task.priority.value}")
+
+
+@tasks_cmd.command("edit")
+@click.argument("ref")
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--criterion", "criteria", multiple=True, help="An acceptance criterion (repeatable; replaces them all).")
+@click.option("--test-step", "test_steps", multiple=True, help="A test step (repeatable; replaces them all).")
+@click.option("--add-dependency", "add_deps", multiple=True, help="Id or key of a task this one must wait for.")
+@click.option("--remove-dependency", "remove_deps", multiple=True, help="Id or key of a task to stop waiting for.")
+@config_option
+@json_option
+@handle_errors
+def tasks_edit(
+    ref: str,
+    title: str | None,
+    description: str | None,
+    criteria: tuple[str, ...],
+    test_steps: tuple[str, ...],
+    add_deps: tuple[str, ...],
+    remove_deps: tuple[str, ...],
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Change a task's title, description, criteria, test steps or dependencies."""
+    from autonomous import actions
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        task = actions.edit(
+            provider,
+            ref,
+            actions.person(),
+            title=title,
+            description=description,
+            criteria=criteria or None,
+            test_steps=test_steps or None,
+            add_dependencies=add_deps,
+            remove_dependencies=remove_deps,
+            ordering=config.execution.ordering,
+        )
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"Edited {task.id} ({task.key}): {task.title}")
+
+
+@main.command("retry")
+@click.argument("ref")
+@config_option
+@json_option
+@handle_errors
+def retry_cmd(ref: str, config_path: Path | None, as_json: bool) -> None:
+    """Send a blocked or failed task back to todo, its attempts reset."""
+    from autonomous import actions
+
+    with open_provider(load(config_path)) as provider:
+        task = actions.retry(provider, ref, actions.person())
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"{task.key} is back to todo; the next `autonomous start` picks it up when it is ready.")
+
+
+@main.command("diff")
+@click.argument("ref")
+@click.option("--stat", is_flag=True, help="Only which files changed, and how much.")
+@config_option
+@handle_errors
+def diff_cmd(ref: str, stat: bool, config_path: Path | None) -> None:
+    """The task's commits as a patch (what the agent changed for it)."""
+    from autonomous import actions
+
+    config = load(config_path)
+    with open_provider(config) as provider:
+        task = provider.find_task(ref)
+    click.echo(actions.diff(config.project_dir, task, stat=stat), nl=False)
 
 
 @main.command("next")
@@ -609,15 +717,43 @@ def status_cmd(config_path: Path | None, as_json: bool) -> None:
 @handle_errors
 def logs_cmd(tail: int, follow: bool, task_ref: str | None, config_path: Path | None, as_json: bool) -> None:
     """Read the event log (.ai-agents/logs/events.jsonl)."""
-    from autonomous.progress import read_events, render_event, task_refs
+    from autonomous.progress import read_events, render_event, task_refs, with_task_keys
 
     config = load(config_path)
-    refs = None
-    if task_ref:
-        with open_provider(config) as provider:
-            refs = task_refs(provider, task_ref)
-    for event in read_events(config.log_dir, tail=tail, task=refs, follow=follow):
-        click.echo(json.dumps(event) if as_json else render_event(event))
+    with open_provider(config) as provider:
+        refs = task_refs(provider, task_ref) if task_ref else None
+        for event in with_task_keys(read_events(config.log_dir, tail=tail, task=refs, follow=follow), provider):
+            click.echo(json.dumps(event) if as_json else render_event(event))
+
+
+@main.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Any address but loopback needs a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True, help="0 picks a free port.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the board in the default browser.")
+@click.option("--read-only", is_flag=True, help="Show everything, change nothing (no retry, cancel, priority).")
+@click.option("--token", default=None, help="Required on every request (default: generated when not on loopback).")
+@config_option
+@handle_errors
+def dashboard_cmd(
+    host: str, port: int, open_browser: bool, read_only: bool, token: str | None, config_path: Path | None
+) -> None:
+    """Serve a web board of the tasks, live events and the workers (Ctrl-C stops it)."""
+    try:
+        from autonomous.dashboard import serve
+    except ImportError as exc:
+        fail(f"the dashboard needs its extra ({exc.name} is missing): pip install 'autonomous-runner[dashboard]'")
+    serve(load(config_path), host=host, port=port, open_browser=open_browser, read_only=read_only, token=token)
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_cmd(shell: str) -> None:
+    """Print the shell completion script: eval "$(autonomous completion bash)" in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # click ships all three
+    click.echo(complete(main, {}, "autonomous", "_AUTONOMOUS_COMPLETE").source())
 
 
 # -- trying it out -------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 lines anywhere else.
 
 On a terminal (stdout is a TTY, ``CI`` unset, ``TERM`` not ``dumb``) a rich live panel
-shows each task in flight (key and title, tool in use, turns, cost, elapsed) and prints a
-line above it for every task that finishes. Elsewhere (a pipe, a file, CI logs) every
-notable event is one plain line, and agent text and token counts are left to the log
-files. rich is imported only when the live panel starts, so importing this module is cheap.
+shows each task in flight (key and title, tool in use, turns, cost so far, elapsed) and
+the project's progress ("done N of M" and a bar). Every notable event is printed as a
+line *above* the panel, so the history stays in the terminal's scrollback while the
+panel redraws below it. Elsewhere (a pipe, a file, CI logs) every notable event is one
+plain line. Agent text and token counts are left to the log files either way. rich is
+imported only when the live panel starts, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ PLAIN_KINDS = frozenset(
         EventKind.ERROR,
     }
 )
-# In the live panel these also get a line above it (tool use shows in the panel instead).
-LIVE_LINE_KINDS = PLAIN_KINDS - {EventKind.TOOL_USE, EventKind.OUTCOME}
 
 
 def is_interactive(stream: TextIO) -> bool:
@@ -98,6 +98,7 @@ class TerminalSink:
         self._session_started: float | None = None
         self._done = 0
         self._blocked = 0
+        self._project: tuple[int, int] | None = None  # (done, total) of the project's tasks at session start
         self._cost = 0.0
         self._live: Any = None  # rich.live.Live once started
         self._closed = False
@@ -110,7 +111,7 @@ class TerminalSink:
             line = self._update(event)
             if self.live:
                 self._ensure_live()
-                if line is not None and event.kind in LIVE_LINE_KINDS:
+                if line is not None and event.kind in PLAIN_KINDS:
                     self._live.console.print(line, markup=False, highlight=False)
                 self._live.refresh()
             elif line is not None and event.kind in PLAIN_KINDS:
@@ -129,6 +130,8 @@ class TerminalSink:
         data, tid = event.data, event.task_id
         if event.kind is EventKind.SESSION_START:
             self._session_started = self._clock()
+            done, total = data.get("tasks_done"), data.get("tasks_total")
+            self._project = (int(done), int(total)) if isinstance(done, int) and isinstance(total, int) else None
         if tid and event.kind is EventKind.TASK_CLAIMED:
             label = str(data.get("key") or data.get("task_key") or data.get("title") or tid)
             if data.get("key") and data.get("title"):
@@ -141,8 +144,12 @@ class TerminalSink:
                 view.tool = str(data.get("name") or data.get("tool") or "")
             if isinstance(data.get("turns"), int | float) and event.kind is not EventKind.TASK_RECORDED:
                 view.turns = int(data["turns"])
-            if isinstance(data.get("cost_usd"), int | float) and event.kind is not EventKind.TASK_RECORDED:
-                view.cost_usd = float(data["cost_usd"])
+            if event.kind is not EventKind.TASK_RECORDED:
+                # the backend's own figure when it has one; else its running estimate
+                for name in ("cost_usd", "cost_usd_estimate"):
+                    if isinstance(data.get(name), int | float):
+                        view.cost_usd = float(data[name])
+                        break
             if event.kind is EventKind.VERIFICATION:
                 view.tool = "verifying"
         if event.kind is EventKind.TASK_RECORDED and tid:
@@ -205,9 +212,13 @@ class TerminalSink:
             in_flight = sum(v.cost_usd for v in self._tasks.values())
             elapsed = _duration(now - self._session_started) if self._session_started is not None else "-"
             summary = Text(
-                f"done {self._done}  blocked {self._blocked}  cost ${self._cost + in_flight:.4f}  elapsed {elapsed}",
+                f"this session: done {self._done}  blocked {self._blocked}  cost ${self._cost + in_flight:.4f}  "
+                f"elapsed {elapsed}",
                 style="dim",
             )
+            progress = self._progress()
+            if progress is not None:
+                summary = Group(progress, summary)
             if not self._tasks:
                 return Group(Text("waiting for a task..."), summary)
             table = Table(box=None, pad_edge=False, show_header=True, header_style="bold", expand=False)
@@ -222,3 +233,16 @@ class TerminalSink:
                     _duration(now - view.started),
                 )
             return Group(table, summary)
+
+    def _progress(self) -> Any:
+        """``done N of M`` and a bar, for the project's tasks (known from the session start)."""
+        if self._project is None:
+            return None
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        start_done, total = self._project
+        done = min(total, start_done + self._done)
+        row = Table.grid(padding=(0, 1))
+        row.add_row(f"done {done} of {total}", ProgressBar(total=max(total, 1), completed=done, width=40))
+        return row

@@ -5,6 +5,7 @@
     ├── SpecError                   unreadable, empty or binary spec file
     ├── AlreadyInitialized          ``init`` of a project that has a marker, without ``--force``
     ├── DecompositionError          the model gave no valid task list within the allowed attempts, or could not run
+    ├── ActionRefused               a person's action makes no sense for the task as it is (retrying a done task)
     ├── ProviderError               a state store failed or refused
     │   ├── StoreCorrupt            the store's file or schema is not ours or is damaged (left untouched)
     │   ├── TaskNotFound            no task with that id or key
@@ -37,6 +38,10 @@ class AlreadyInitialized(AutonomousError):
 
 
 class DecompositionError(AutonomousError):
+    exit_code = 1
+
+
+class ActionRefused(AutonomousError):
     exit_code = 1
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +190,26 @@ def read_events(
 def render_event(event: dict[str, Any]) -> str:
     """One line for a person (``autonomous logs`` without ``--json``)."""
     return format_event(event)
+
+
+def with_task_keys(events: Iterable[dict[str, Any]], provider: Any) -> Iterator[dict[str, Any]]:
+    """The events, each one about a task labelled with its key (``task_key``) so that lines
+    about one task all read ``[KEY]``: logs written before events carried the key, and
+    a tail that starts after the task's claim, learn it from the store (once per task)."""
+    keys: dict[str, str | None] = {}
+    for event in events:
+        tid = event.get("task_id")
+        if tid and not (event.get("task_key") or event.get("key")):
+            if tid not in keys:
+                try:
+                    keys[tid] = provider.get_task(tid).key
+                except TaskNotFound:
+                    keys[tid] = None
+            if keys[tid]:
+                event = {**event, "task_key": keys[tid]}
+        elif tid and (event.get("task_key") or event.get("key")):
+            keys[tid] = event.get("task_key") or event.get("key")
+        yield event
 
 
 def task_refs(provider: Any, ref: str) -> set[str]:

@@ -54,8 +54,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from autonomous import actions, history, preflight, prompts, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
-from autonomous import preflight, prompts, runner_state, scheduler, verify
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
@@ -588,7 +588,7 @@ class Isolation:
             return ""
         return (
             f"cannot merge into {self.repo}: {'; '.join(problems)}. Commit, move or remove them there, then "
-            "set the task back to todo (its work is kept on its branch)"
+            f"`autonomous retry {branch.removeprefix(git.BRANCH_PREFIX)}` (the work is kept on its branch)"
         )
 
     def _locked(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -925,7 +925,7 @@ class Worker:
                 f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
                 f"as {(result.commit or '-')[:12]}, {s.merge_strategy})"
             )
-        attempts = sum(1 for n in task.notes if n.text.startswith(MERGE_NOTE)) + 1
+        attempts = sum(1 for n in history.since_retry(task.notes) if n.text.startswith(MERGE_NOTE)) + 1
         what = "conflict" if merged.conflict else "blocked by the checkout" if merged.obstacle else "failed"
         if attempts >= s.max_merge_attempts or merged.obstacle:
             result.verdict = Result.BLOCKED
@@ -1445,6 +1445,7 @@ class AutonomousRunner:
         self.save_state()
         record = SessionRecord(id=session_id, worker_id=self.worker_id, started_at=utcnow())
         self.provider.record_session(record)
+        done, total = self._sync_meta(running=True) or (None, None)
         self._meta_note(
             f"Session {session_id} {'resumed' if continuing else 'started'} by {self.worker_id}: "
             f"backend {worker.backend.name}, model {s.model}, mode {s.mode.value}, "
@@ -1460,6 +1461,8 @@ class AutonomousRunner:
                     "pid": os.getpid(),
                     **({"backend_check": self.backend_check} if self.backend_check else {}),
                     **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
+                    "tasks_done": done,
+                    "tasks_total": total,
                 },
                 backend=worker.backend.name,
             )
@@ -1484,6 +1487,15 @@ class AutonomousRunner:
                 self.provider.add_note(meta.id, self.redactor.text(text), AUTHOR)
         except Exception as exc:  # the META note is a courtesy; the session record is the truth
             self.emit(Event(EventKind.WARNING, {"message": f"could not note on META: {exc}"}))
+
+    def _sync_meta(self, *, running: bool) -> tuple[int, int] | None:
+        """META in progress while the session runs, done when every task is; returns
+        (done, total) of the other tasks for the display's progress bar."""
+        try:
+            return actions.sync_meta(self.provider, running=running)
+        except Exception as exc:  # a courtesy, like the META note
+            self.emit(Event(EventKind.WARNING, {"message": f"could not update the META task: {exc}"}))
+            return None
 
     def _recover(self, previous: RunnerState | None) -> list[CurrentTask]:
         """Claims left by a runner of this project that died (kill -9, power cut) go back
@@ -1811,6 +1823,7 @@ class AutonomousRunner:
             "turns": state.turns,
             "duration_s": round(elapsed, 1),
         }
+        self._sync_meta(running=False)
         self._meta_note(
             f"Session summary {state.session_id}: done {len(state.tasks_completed)}"
             + (f" ({', '.join(state.tasks_completed[-20:])})" if state.tasks_completed else "")

@@ -206,10 +206,29 @@ def format_event(event: dict[str, Any]) -> str:
     at = str(event.get("at", ""))[:19]
     kind = str(event.get("kind", "?"))
     level = _LEVELS.get(kind, "INFO")
-    task = _first(event, "task_key") or (event.get("key") if kind == EventKind.TASK_CLAIMED else None)
-    task = task or event.get("task_id")
+    task = _first(event, "task_key", "key") or event.get("task_id")
     where = f"[{task}] " if task else ""
     return f"{at} {level:<5} {where}{kind:<14} {describe(event)}".rstrip()
+
+
+class TaskKeys:
+    """Task id -> key, learnt from the events themselves (every event the runner emits
+    about a task carries its ``key``; backend events carry only the id), so every line
+    about a task is labelled with its key, the name people use."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, str] = {}
+
+    def label(self, event: Event) -> dict[str, Any]:
+        """The event's JSON form with ``task_key`` when its task's key is known."""
+        record = event.to_dict()
+        if event.task_id:
+            key = event.data.get("key")
+            if isinstance(key, str) and key:
+                self._keys[event.task_id] = key
+            if "task_key" not in record and event.task_id in self._keys:
+                record["task_key"] = self._keys[event.task_id]
+        return record
 
 
 # -- file sinks -----------------------------------------------------------------------------
@@ -251,9 +270,10 @@ class JsonlSink:
     def __init__(self, log_dir: Path):
         self.path = Path(log_dir) / EVENTS_FILENAME
         self._file = _AppendFile(self.path)
+        self._keys = TaskKeys()
 
     def handle(self, event: Event) -> None:
-        self._file.write_line(json.dumps(event.to_dict(), default=str, ensure_ascii=False))
+        self._file.write_line(json.dumps(self._keys.label(event), default=str, ensure_ascii=False))
 
     def close(self) -> None:
         self._file.close()
@@ -272,19 +292,10 @@ class LogFileSink:
         self.max_bytes = max_bytes
         self.backups = backups
         self._file = _AppendFile(self.path)
-        self._keys: dict[str, str] = {}  # task id -> key, learnt from claims
+        self._keys = TaskKeys()
 
     def handle(self, event: Event) -> None:
-        record = event.to_dict()
-        if event.task_id:
-            key = event.data.get("key") if event.kind is EventKind.TASK_CLAIMED else None
-            if isinstance(key, str) and key:
-                self._keys[event.task_id] = key
-            if "task_key" not in record and event.task_id in self._keys:
-                record["task_key"] = self._keys[event.task_id]
-        if event.kind is EventKind.SESSION_END:
-            self._keys.clear()
-        size = self._file.write_line(format_event(record))
+        size = self._file.write_line(format_event(self._keys.label(event)))
         if self.max_bytes and size >= self.max_bytes:
             self._rotate()
 

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autonomous.backends import pricing
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.backends.report import NUDGE_PROMPT, Nudge
 from autonomous.backends.result import (
@@ -152,6 +153,7 @@ class StreamParser:
         self.rate_limit_reset: datetime | None = None  # from the last rate_limit_event that had one
         self.lines = 0
         self._message_id: str | None = None
+        self._estimates: dict[str | None, float] = {}  # message id -> its cost priced from its usage
         self._tools: dict[str, str] = {}
         self._denied_ids: set[str] = set()
         self._warned: set[str] = set()
@@ -248,12 +250,18 @@ class StreamParser:
         events: list[Event] = []
         message_id = message.get("id")
         new_message = message_id != self._message_id or message_id is None
+        usage = message.get("usage")
+        if top_level and isinstance(usage, dict) and not synthetic and self.model and pricing.is_known(self.model):
+            # The CLI states the cost only when the run ends; priced from each message's
+            # usage, a person watching sees it grow meanwhile (the result's figure replaces it).
+            self._estimates[message_id] = pricing.cost(self.model, usage_from(usage))
         if top_level and new_message:
             self._message_id = message_id
             self.final_text = ""
             if not synthetic:
                 self.turns_seen += 1
-                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen))
+                live = {"cost_usd_estimate": round(sum(self._estimates.values()), 6)} if self._estimates else {}
+                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen, **live))
         texts: list[str] = []
         for block in content:
             if not isinstance(block, dict):
@@ -277,7 +285,6 @@ class StreamParser:
                 )
         if top_level and texts:
             self.final_text = (self.final_text + "\n" + "\n".join(texts)).strip()
-        usage = message.get("usage")
         if top_level and isinstance(usage, dict) and not synthetic:
             self.context_tokens = context_tokens(usage_from(usage))
         if msg.get("is_api_error_message") or (msg.get("error") and synthetic):
@@ -590,8 +597,9 @@ class ClaudeCodeBackend(Backend):
                 async for event in stream:
                     if event.kind is EventKind.USAGE and "turns" in event.data:
                         event.data["turns"] += total.turns
-                        if "cost_usd" in event.data:
-                            event.data["cost_usd"] += total.cost_usd
+                        for name in ("cost_usd", "cost_usd_estimate"):
+                            if name in event.data:
+                                event.data[name] += total.cost_usd
                     yield event
             out = inv.outcome or Outcome(OutcomeStatus.ERROR, error="the CLI run ended without an outcome")
             total.cost_usd += out.cost_usd

@@ -419,3 +419,10 @@ def undo_merge(repo: Path, before: str) -> None:
     """Put the integration branch back on ``before`` (after a failing post-merge check).
     Only for the integration checkout, which was clean before the merge."""
     _run(["reset", "-q", "--keep", before], Path(repo))
+
+
+def show(repo: Path, sha: str, *, stat: bool = False) -> str:
+    """One commit as a patch (or a ``--stat`` summary); a merge commit as its diff against
+    its first parent, which is what the merge brought in."""
+    args = ["show", "--no-color", "--diff-merges=first-parent", "--format=commit %H%nDate:   %aI%n%n    %s%n"]
+    return _run([*args, *(["--stat"] if stat else []), sha, "--"], repo)

@@ -1,0 +1,185 @@
+"""A task's history read back from its notes: attempts, verification evidence, commits.
+
+The runner writes one note per attempt when it releases a task (a first line saying how
+it ended, then ``Turns: N, cost: $X, duration: Ys[, commit: SHA]``) and one note per
+verification (``Verification passed|FAILED``, then ``$ command  ->  exit N (Xs)`` and the
+output's tail). Notes are the one record every provider keeps (a SQL row, a Linear
+comment, a GitHub comment), so reading them back here works the same for every store;
+``tasks show``, ``diff`` and the dashboard all read history through this module.
+
+A person's retry leaves a note starting with :data:`RETRY_NOTE`; attempts counted for a
+limit (merge attempts) are those after the latest such note.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autonomous.tasks import Note
+
+RETRY_NOTE = "Retry requested"
+
+_SPENT = re.compile(
+    r"^Turns: (?P<turns>\d+), cost: \$(?P<cost>[\d.]+), duration: (?P<duration>[\d.]+)s"
+    r"(?:, commit: (?P<commit>[0-9a-f]{7,64}))?",
+    re.MULTILINE,
+)
+_COMMAND = re.compile(
+    r"^\$ (?P<command>.*?)  ->  (?:exit (?P<exit>-?\d+)|(?P<timeout>timed out) after \d+s) \((?P<duration>[\d.]+)s\)$"
+)
+_VERIFICATION = re.compile(
+    r"^(?:After merging into .*?: )?Verification (?P<result>passed|FAILED)(?::\s*(?P<reason>.*))?$"
+)
+_ATTEMPT_OF = re.compile(r"^\(attempt (?P<n>\d+) of \d+\)$")
+_RESULTS = [
+    ("Done", "done"),
+    ("Blocked", "blocked"),
+    ("Failed", "failed"),
+    ("Merge failed", "merge_failed"),
+    ("Interrupted", "interrupted"),
+    ("Rate limited", "rate_limited"),
+    ("Stopped", "budget"),
+    ("Not run", "auth_error"),
+    ("Context high", "requeued"),
+]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One run of the task that the runner recorded (a release note)."""
+
+    at: str
+    outcome: str  # the note's first line: "Done (commit ...)", "Blocked: ...", "Failed (max_turns): ..."
+    turns: int
+    cost_usd: float
+    duration_s: float
+    commit: str | None
+    summary: str = ""
+    after_retry: bool = True  # False for attempts before a person's latest retry
+
+    @property
+    def result(self) -> str:
+        """How the attempt ended, in one word (the runner's note heads, see runner._record)."""
+        return next((name for head, name in _RESULTS if self.outcome.startswith(head)), "other")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "result": self.result,
+            "outcome": self.outcome,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "duration_s": self.duration_s,
+            "commit": self.commit,
+            "summary": self.summary,
+            "after_retry": self.after_retry,
+        }
+
+
+@dataclass(slots=True)
+class CommandEvidence:
+    command: str
+    exit_code: int | None  # None when it timed out
+    duration_s: float
+    tail: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "timed_out": self.exit_code is None,
+            "duration_s": self.duration_s,
+            "tail": list(self.tail),
+        }
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One verification the runner ran on the task (a verification note)."""
+
+    at: str
+    passed: bool
+    reason: str
+    attempt: int | None
+    commands: list[CommandEvidence] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # lines that are neither a command nor its output
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "passed": self.passed,
+            "reason": self.reason,
+            "attempt": self.attempt,
+            "commands": [c.to_dict() for c in self.commands],
+            "lines": list(self.lines),
+        }
+
+
+def since_retry(notes: Sequence[Note]) -> Sequence[Note]:
+    """The notes after a person's latest retry (all of them when there was none)."""
+    for i in range(len(notes) - 1, -1, -1):
+        if notes[i].text.startswith(RETRY_NOTE):
+            return notes[i + 1 :]
+    return notes
+
+
+def attempts(notes: Sequence[Note]) -> list[Attempt]:
+    """Every recorded attempt, oldest first."""
+    recent = {id(n) for n in since_retry(notes)}
+    found = []
+    for note in notes:
+        spent = _SPENT.search(note.text)
+        if spent is None:
+            continue
+        lines = note.text.splitlines()
+        summary = next((line[len("Summary: ") :] for line in lines if line.startswith("Summary: ")), "")
+        found.append(
+            Attempt(
+                at=note.at.isoformat(),
+                outcome=lines[0],
+                turns=int(spent["turns"]),
+                cost_usd=float(spent["cost"]),
+                duration_s=float(spent["duration"]),
+                commit=spent["commit"],
+                summary=summary,
+                after_retry=id(note) in recent,
+            )
+        )
+    return found
+
+
+def evidence(notes: Sequence[Note]) -> list[Evidence]:
+    """Every verification's evidence, oldest first."""
+    found = []
+    for note in notes:
+        lines = note.text.splitlines()
+        head = _VERIFICATION.match(lines[0]) if lines else None
+        if head is None:
+            continue
+        item = Evidence(note.at.isoformat(), head["result"] == "passed", (head["reason"] or "").strip(), None)
+        for line in lines[1:]:
+            command = _COMMAND.match(line)
+            attempt = _ATTEMPT_OF.match(line)
+            if command is not None:
+                exit_code = None if command["timeout"] else int(command["exit"])
+                item.commands.append(CommandEvidence(command["command"], exit_code, float(command["duration"])))
+            elif attempt is not None:
+                item.attempt = int(attempt["n"])
+            elif item.commands:
+                item.commands[-1].tail.append(line)
+            else:
+                item.lines.append(line)
+        found.append(item)
+    return found
+
+
+def commits(notes: Sequence[Note]) -> list[str]:
+    """The shas of the task's commits (done and work in progress), oldest first, once each."""
+    shas: list[str] = []
+    for attempt in attempts(notes):
+        if attempt.commit and attempt.commit not in shas:
+            shas.append(attempt.commit)
+    return shas
