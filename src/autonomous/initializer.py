@@ -45,7 +45,7 @@ from autonomous.errors import (
     SpecError,
 )
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.runner_state import write_json_atomic
+from autonomous.fsutil import write_json_atomic
 from autonomous.spec import (
     ParsedSpec,
     SpecFile,

@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 
 from autonomous import checkpoints as cp
-from autonomous import git, prompts, runner_state, scheduler, verify
+from autonomous import fsutil, git, prompts, runner_state, scheduler, verify
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
-from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.errors import AutonomousError, ClaimConflict, RunnerBusy, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
@@ -522,7 +522,7 @@ class Isolation:
         return cleaned, kept
 
     def save_leftovers(self) -> None:
-        runner_state.write_json_atomic(
+        fsutil.write_json_atomic(
             self.settings.state_dir / LEFTOVERS_FILE,
             {"integration": self.integration, "kept": self.kept, "at": utcnow().isoformat()},
         )
@@ -1710,10 +1710,6 @@ class AutonomousRunner:
             cost_usd=self.budget.spent,
             duration_s=elapsed,
         )
-
-
-class RunnerBusy(AutonomousError):
-    exit_code = EXIT_USAGE
 
 
 def _load_previous(state_dir: Path) -> RunnerState | None:

@@ -88,7 +88,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from autonomous.errors import ConfigError
+from autonomous.errors import ScenarioError
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -136,10 +136,6 @@ _ERROR_STATUS = {
 _SECRET_HEADERS = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 _MODELS = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5")
 _CHUNK = 40  # characters per text / input_json delta: small enough that streams have several
-
-
-class ScenarioError(ConfigError):
-    """A scenario file or object is malformed; the message names the key path."""
 
 
 # --------------------------------------------------------------------------- scenario data
