@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from autonomous import __version__
+from autonomous.backends.registry import BACKEND_NAMES
 from autonomous.errors import AutonomousError
 
 JSON_SCHEMA_VERSION = 1
@@ -436,7 +437,7 @@ def init_cmd(
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Override max_tasks_per_session.")
 @click.option(
     "--backend",
-    type=click.Choice(["claude-code", "claude-code-sdk", "anthropic-sdk"]),
+    type=click.Choice(BACKEND_NAMES),
     default=None,
     help="Override autonomous.backend.",
 )

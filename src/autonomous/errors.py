@@ -18,6 +18,8 @@
     │   ├── GitHubAPIError          GitHub answered an error status the provider does not handle (``status``)
     │   └── LinearGraphQLError      Linear answered GraphQL errors (``code``, ``errors``)
     └── BackendError                a model backend could not run (missing binary, missing extra, missing key)
+        └── IncompleteStream        a model stream ended without its terminal event, or carried a malformed
+                                    event or a body that is not the API's (retried like a 5xx, then ``error``)
 
 Not in the tree, on purpose: exceptions that never leave the module that raises them
 (a tool's refusal that goes back to the model as a tool result, a provider's internal
@@ -129,3 +131,7 @@ class LinearGraphQLError(ProviderError):
 
 class BackendError(AutonomousError):
     exit_code = ExitCode.USAGE
+
+
+class IncompleteStream(BackendError):
+    """A model stream that cannot be trusted: cut before its terminal event, malformed, or not the API's."""

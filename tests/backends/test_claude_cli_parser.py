@@ -13,7 +13,7 @@ from autonomous.backends.result import parse_usage_limit
 from autonomous.backends.text import summarize_input
 from autonomous.events import EventKind, OutcomeStatus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "claude-code-stream-json"
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
