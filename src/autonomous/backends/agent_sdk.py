@@ -160,7 +160,6 @@ class AgentSDKBackend(Backend):
         result: Any = None
         last_text: list[str] = []
         tool_names: dict[str, str] = {}
-        live_turns = 0
         try:
             async for message in client.receive_response():
                 while denials:
@@ -171,7 +170,6 @@ class AgentSDKBackend(Backend):
                 for event in self._translate(sdk, message, tool_names, last_text, run.ev):
                     yield event
                 if _new_turn(sdk, message, run):
-                    live_turns += 1
                     yield Spend(1, context_tokens=context_tokens(usage_from(message.usage)) or None)
                 if isinstance(message, sdk.RateLimitEvent):
                     reset = resets_at(_rate_limit_info(message.rate_limit_info))
@@ -198,10 +196,11 @@ class AgentSDKBackend(Backend):
             yield Outcome(OutcomeStatus.ERROR, error=_with_stderr("the CLI ended without a result", stderr_tail))
             return
         run.session_id = result.session_id or run.session_id
-        # usage and num_turns of a result cover its query only; total_cost_usd is the
-        # running total of the CLI process (observed with CLI 2.1.330).
+        # Turns were charged as the model's responses arrived: the result's num_turns also
+        # counts the turn the CLI refused at max_turns. Its usage covers this query only;
+        # total_cost_usd is the running total of the CLI process (observed with CLI 2.1.330).
         cost = max(run.state["cost"], result.total_cost_usd or 0.0)
-        yield Spend((result.num_turns or 0) - live_turns, cost - run.state["cost"], usage_from(result.usage))
+        yield Spend(0, cost - run.state["cost"], usage_from(result.usage))
         run.state["cost"] = cost
         for denial in result.permission_denials or []:
             # Bash denials by our hook were reported as they happened.

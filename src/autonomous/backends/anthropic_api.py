@@ -34,8 +34,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from autonomous.backends import pricing
 from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
 from autonomous.backends.registry import import_extra
@@ -274,8 +272,12 @@ class AnthropicBackend(Backend):
                 if not finished:
                     raise IncompleteStream("the stream ended before message_stop")
                 message = await stream.get_final_message()
-        except (ValueError, RuntimeError, AssertionError, httpx.TransportError) as exc:
-            # how the SDK's SSE decoding and accumulation fail on a malformed or cut stream
+        except (self._sdk.APIError, IncompleteStream):
+            raise
+        except Exception as exc:
+            # How the SDK fails on a malformed or cut stream varies (its SSE decoder's JSON
+            # errors, its accumulator's event-order errors, its transport's protocol errors):
+            # whatever is not an API answer is a stream that cannot be trusted, retried like a 5xx.
             raise IncompleteStream(f"malformed stream: {type(exc).__name__}: {exc}") from exc
         yield message
 
