@@ -26,8 +26,8 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "claude-code": BackendEntry("autonomous.backends.claude_cli:ClaudeCodeBackend", {}),
-    "claude-code-sdk": BackendEntry("autonomous.backends.agent_sdk:AgentSDKBackend", {"claude_agent_sdk": "sdk"}),
     "anthropic-sdk": BackendEntry("autonomous.backends.anthropic_api:AnthropicBackend", {"anthropic": "api"}),
+    "claude-code-sdk": BackendEntry("autonomous.backends.agent_sdk:AgentSDKBackend", {"claude_agent_sdk": "sdk"}),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
