@@ -266,11 +266,12 @@ class Backend(abc.ABC):
                         break
                     ended: Outcome | NoReport | None = None
                     try:
-                        async for item in self._exchange(text, run):
-                            if isinstance(item, Outcome | NoReport):
-                                ended = item
-                                break
-                            yield item
+                        async with contextlib.aclosing(self._exchange(text, run)) as exchange:
+                            async for item in exchange:
+                                if isinstance(item, Outcome | NoReport):
+                                    ended = item  # the exchange's last item: it ends, closing its stream
+                                else:
+                                    yield item
                     except _Stop as stopped:
                         ended = stopped.outcome
                     if ended is None:
