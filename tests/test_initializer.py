@@ -9,16 +9,15 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from autonomous import initializer as init_mod
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import RunOptions
 from autonomous.config import Config, parse_config
 from autonomous.errors import AlreadyInitialized, DecompositionError, SpecError
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import Outcome, OutcomeStatus
 from autonomous.initializer import (
     MARKER_NAME,
     ProjectInitializer,
@@ -27,6 +26,7 @@ from autonomous.initializer import (
 )
 from autonomous.providers.file import FileProvider
 from autonomous.tasks import Priority, TaskStatus
+from autonomous.testing.scripted_backend import ScriptedBackend
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -374,23 +374,22 @@ def test_example_spec_initializes_offline(project: Path):
 # -- model decomposition: the logic, with a scripted backend ---------------------------------------
 
 
-class ScriptedBackend(Backend):
-    """Answers each run with the next scripted text."""
+def scripted(*answers: str, status: OutcomeStatus | None = None) -> ScriptedBackend:
+    """The testing kit's scripted backend answering each run with the next text (or ``status``)."""
 
-    name = "scripted"
+    def next_answer(prompt: str, options: RunOptions) -> Outcome | str:
+        if status is not None:
+            return Outcome(status, error="x")
+        return queue.pop(0) if queue else "I have nothing more."
 
-    def __init__(self, *answers: str, status: OutcomeStatus = OutcomeStatus.COMPLETED):
-        self.answers = list(answers)
-        self.prompts: list[str] = []
-        self.options: list[RunOptions] = []
-        self.status = status
+    queue = list(answers)
+    backend = ScriptedBackend(default=next_answer, tool=None, cost_per_text=0.01)
+    backend.max_nudges = 0  # as the initializer sets on the backends it makes: a bad answer is asked for again
+    return backend
 
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        self.prompts.append(prompt)
-        self.options.append(options)
-        text = self.answers.pop(0) if self.answers else "I have nothing more."
-        yield Event(EventKind.TEXT, {"text": text})
-        yield Outcome(self.status, cost_usd=0.01, turns=1, error="" if self.status.value == "completed" else "x")
+
+def prompts(backend: ScriptedBackend) -> list[str]:
+    return [prompt for _, prompt, _ in backend.runs]
 
 
 def answer(tasks: list[dict], **extra) -> str:
@@ -423,15 +422,15 @@ FREEFORM_TASKS = [
 
 def test_free_form_spec_is_decomposed_validated_and_keyed(project: Path):
     truncated = answer(FREEFORM_TASKS)[:300]
-    backend = ScriptedBackend(truncated, answer(FREEFORM_TASKS))
+    backend = scripted(truncated, answer(FREEFORM_TASKS))
     result = initialize(project, EXAMPLES / "freeform-spec.md", backend=backend)
 
     assert result.method == "model" and result.model_calls == 2
     assert result.cost_usd == pytest.approx(0.02)
-    assert "Your previous answer was rejected" not in backend.prompts[0]
-    assert "Your previous answer was rejected" in backend.prompts[1] and "incomplete" in backend.prompts[1]
-    assert "Recipe Box" in backend.prompts[0] and "[RECIPE-X.Y]" in backend.prompts[0]
-    assert backend.options[0].allowed_tools == ["Read", "Glob", "Grep"]
+    assert "Your previous answer was rejected" not in prompts(backend)[0]
+    assert "Your previous answer was rejected" in prompts(backend)[1] and "incomplete" in prompts(backend)[1]
+    assert "Recipe Box" in prompts(backend)[0] and "[RECIPE-X.Y]" in prompts(backend)[0]
+    assert backend.runs[0][2].allowed_tools == ["Read", "Glob", "Grep"]
 
     by = {t.key: t for t in result.tasks}
     assert list(by) == ["RECIPE-1.1", "RECIPE-1.2", "RECIPE-2.1", "RECIPE-2.2"]
@@ -450,26 +449,26 @@ def test_free_form_spec_is_decomposed_validated_and_keyed(project: Path):
 
 
 def test_attempts_are_bounded_and_the_error_is_exit_1(project: Path):
-    backend = ScriptedBackend("not json", '{"tasks": []}', '{"tasks": [{"title": ""}]}')
+    backend = scripted("not json", '{"tasks": []}', '{"tasks": [{"title": ""}]}')
     err = io.StringIO()
     code = run_init(EXAMPLES / "freeform-spec.md", config=make_config(project), backend=backend, err=err, as_json=True)
-    assert code == 1 and len(backend.prompts) == 3
+    assert code == 1 and len(prompts(backend)) == 3
     assert "no valid task list" in err.getvalue() and "tasks.0.title" in err.getvalue()
     assert not (project / MARKER_NAME).exists()
 
 
 def test_backend_failure_is_reported_not_retried(project: Path):
-    backend = ScriptedBackend("", status=OutcomeStatus.AUTH_ERROR)
+    backend = scripted("", status=OutcomeStatus.AUTH_ERROR)
     with pytest.raises(DecompositionError, match="backend failed"):
         initialize(project, EXAMPLES / "freeform-spec.md", backend=backend)
-    assert len(backend.prompts) == 1
+    assert len(prompts(backend)) == 1
 
 
 def test_model_only_decomposes_even_a_structured_spec(project: Path, spec: Path):
-    backend = ScriptedBackend(answer([{"title": "[SHOP-1.1] Create the product model"}]))
+    backend = scripted(answer([{"title": "[SHOP-1.1] Create the product model"}]))
     result = initialize(project, spec, backend=backend, use_model="always")
     assert result.method == "model" and [t.key for t in result.tasks] == ["SHOP-1.1"]
-    assert "[SHOP-X.Y]" in backend.prompts[0]  # the spec's own prefix is kept
+    assert "[SHOP-X.Y]" in prompts(backend)[0]  # the spec's own prefix is kept
 
 
 def test_long_free_form_spec_is_decomposed_section_by_section(project: Path):
@@ -477,12 +476,12 @@ def test_long_free_form_spec_is_decomposed_section_by_section(project: Path):
     spec = project / "long.md"
     spec.write_text("# Big\n\nAn overview.\n\n" + sections)
     answers = [answer([{"key": "BIG-1.1", "title": "Do a part"}, {"title": "Do another part"}]) for _ in range(6)]
-    backend = ScriptedBackend(*answers)
+    backend = scripted(*answers)
     init = ProjectInitializer(make_config(project, initializer={"section_chars": 3000}), backend=backend)
     result = init.initialize(spec)
-    assert len(backend.prompts) == len(result.planned) // 2 > 1
-    assert all("An overview." in p for p in backend.prompts)
-    assert "part 2 of" in backend.prompts[1] and "BIG-1.1: [BIG-1.1] Do a part" in backend.prompts[1]
+    assert len(prompts(backend)) == len(result.planned) // 2 > 1
+    assert all("An overview." in p for p in prompts(backend))
+    assert "part 2 of" in prompts(backend)[1] and "BIG-1.1: [BIG-1.1] Do a part" in prompts(backend)[1]
     keys = [t.key for t in result.tasks]
     assert len(keys) == len(set(keys)) == len(result.planned)  # renumbered, never merged
     assert any("already taken; renumbered" in w for w in result.warnings)

@@ -1,8 +1,5 @@
-"""The loop, with a scripted in-test backend (it tests the runner, not a backend).
-
-The provider is the real FileProvider when it is available, else a small in-memory store
-honouring the same contract (claims, fencing tokens, notes, sessions).
-"""
+"""The loop, with the testing kit's scripted backend (it tests the runner, not a backend)
+and the real file store (claims, fencing tokens, notes, sessions)."""
 
 from __future__ import annotations
 
@@ -11,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,10 +19,10 @@ from autonomous import checkpoints as cp
 from autonomous import runner_state
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, parse_config
-from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.errors import RunnerBusy
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.preflight import RunnerBusy
-from autonomous.providers.base import CreateResult, SessionRecord, StateProvider
+from autonomous.providers.base import StateProvider
+from autonomous.providers.file import FileProvider
 from autonomous.runner import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -39,181 +37,50 @@ from autonomous.runner import (
     handoff_notes,
     request_stop,
 )
-from autonomous.tasks import Claim, NewTask, Note, Task, TaskStatus, utcnow
+from autonomous.tasks import NewTask, Task, TaskStatus, utcnow
+from autonomous.testing.scripted_backend import ScriptedBackend, Step, complete, outcome
 
 
-# -- an in-memory provider (the contract, minimal) --------------------------------------------
-class MemoryProvider(StateProvider):
-    kind = "memory"
+# -- the store: the real file store, recording the order of claims --------------------------------
+class Store(FileProvider):
+    """The file store in a fresh directory beside the project; ``claims`` lists task keys in claim order."""
 
-    def __init__(self) -> None:
-        self.tasks: dict[str, Task] = {}
-        self.sessions: dict[str, SessionRecord] = {}
-        self.tokens: dict[str, int] = {}
-        self.claims: list[str] = []  # task keys in claim order
-
-    def list_tasks(self, statuses=None):
-        wanted = set(statuses) if statuses else None
-        return [t.copy(notes=list(t.notes)) for t in self.tasks.values() if wanted is None or t.status in wanted]
-
-    def get_task(self, task_id):
-        if task_id not in self.tasks:
-            raise TaskNotFound(task_id)
-        t = self.tasks[task_id]
-        return t.copy(notes=list(t.notes))
-
-    def create_tasks(self, new_tasks):
-        result = CreateResult()
-        keys = {t.key: t.id for t in self.tasks.values()}
-        for nt in new_tasks:
-            if nt.key in keys:
-                result.existing.append(self.tasks[keys[nt.key]])
-                continue
-            tid = f"t{len(self.tasks) + 1}"
-            keys[nt.key] = tid
-            task = Task(
-                id=tid,
-                key=nt.key,
-                title=nt.title,
-                description=nt.description,
-                acceptance_criteria=list(nt.acceptance_criteria),
-                test_steps=list(nt.test_steps),
-                labels=list(nt.labels),
-                dependencies=[keys[d] for d in nt.dependencies],
-            )
-            self.tasks[tid] = task
-            result.created.append(task)
-        return result
-
-    def _check(self, task, token, force=False):
-        if token is not None:
-            if task.claim is None or task.claim.token != token:
-                raise StaleClaim(f"token {token} is stale for {task.key}")
-        elif task.claim and task.claim.live() and not force:
-            raise ClaimConflict(task.key)
-
-    def update_task(self, task_id, *, token=None, force=False, **changes):
-        task = self.tasks[task_id]
-        self._check(task, token, force)
-        for k, v in changes.items():
-            if not k.startswith("_") and v is not getattr(StateProvider, "_UNSET", object()):
-                setattr(task, k, v)
-        if force and token is None:
-            task.claim = None
-        return task.copy()
-
-    def add_note(self, task_id, text, author, *, token=None):
-        task = self.tasks[task_id]
-        if token is not None:
-            self._check(task, token)
-        note = Note(text, author)
-        task.notes.append(note)
-        return note
+    def __init__(self, project: Path) -> None:
+        self.offset = timedelta(0)  # moved only by steal(): the store's clock, not the runner's
+        super().__init__(project.parent / "stores" / uuid.uuid4().hex, now=lambda: utcnow() + self.offset)
+        self.claims: list[str] = []
 
     def claim(self, task_id, worker_id, lease_seconds):
-        task = self.tasks[task_id]
-        if task.status not in (TaskStatus.TODO, TaskStatus.IN_PROGRESS) or (task.claim and task.claim.live()):
-            raise ClaimConflict(task.key)
-        token = self.tokens.get(task_id, 0) + 1
-        self.tokens[task_id] = token
-        task.claim = Claim(worker_id, utcnow() + timedelta(seconds=lease_seconds), token)
-        task.status = TaskStatus.IN_PROGRESS
+        task = super().claim(task_id, worker_id, lease_seconds)
         self.claims.append(task.key)
-        return task.copy()
+        return task
 
-    def renew(self, task_id, token, lease_seconds):
-        task = self.tasks[task_id]
-        self._check(task, token)
-        task.claim = Claim(task.claim.worker_id, utcnow() + timedelta(seconds=lease_seconds), token)
-        return task.copy()
-
-    def release(self, task_id, token, *, status=TaskStatus.TODO, note=None, author="runner", cost_usd=0.0, turns=0):
-        task = self.tasks[task_id]
-        self._check(task, token)
-        task.claim = None
-        task.status = status
-        task.cost_usd += cost_usd
-        task.turns += turns
-        if note:
-            task.notes.append(Note(note, author))
-        return task.copy()
-
-    def record_session(self, session):
-        self.sessions[session.id] = session
-
-    def list_sessions(self, limit=20):
-        return list(self.sessions.values())[-limit:]
-
-    def steal(self, key: str) -> None:
-        """Another worker takes the task over (our token becomes stale)."""
-        task = next(t for t in self.tasks.values() if t.key == key)
-        self.tokens[task.id] += 1
-        task.claim = Claim("other:1:x", utcnow() + timedelta(seconds=600), self.tokens[task.id])
+    def claim_next(self, *args, **kw):
+        task = super().claim_next(*args, **kw)
+        if task is not None:
+            self.claims.append(task.key)
+        return task
 
     def by_key(self, key: str) -> Task:
-        return next(t for t in self.tasks.values() if t.key == key)
+        return next(t for t in self.list_tasks() if t.key == key)
+
+    def steal(self, key: str) -> None:
+        """Another worker takes the task over after our lease ran out (our token becomes stale)."""
+        self.offset = timedelta(hours=1)
+        try:
+            FileProvider.claim(self, self.by_key(key).id, "other:1:x", 7200)
+        finally:
+            self.offset = timedelta(0)
 
 
-# -- a scripted backend ---------------------------------------------------------------------
-Step = Callable[[str, RunOptions], Outcome]
+def task_names(provider: StateProvider) -> Callable[[RunOptions], list[str]]:
+    """How the scripted backend finds a run's steps: by the task's key, else its title."""
 
+    def names(options: RunOptions) -> list[str]:
+        task = provider.get_task(options.task_id)
+        return [task.key, task.title]
 
-class ScriptedBackend(Backend):
-    """Each run pops the next step for the task key named in the prompt (or the
-    ``default`` step). A step may write files (it runs in the project) and returns the
-    Outcome; the backend yields a start event and turn usage before it."""
-
-    name = "scripted"
-
-    def __init__(self, steps: dict[str, list[Step]] | None = None, default: Step | None = None):
-        self.steps = steps or {}
-        self.default = default
-        self.runs: list[tuple[str | None, str, RunOptions]] = []  # (key, prompt, options)
-        self.provider: StateProvider | None = None  # set by make_runner: task id -> key
-        self.hold: dict[str, asyncio.Event] = {}  # key -> released when set
-        self.entered: list[str] = []
-
-    def _key_for(self, prompt: str, options: RunOptions) -> str | None:
-        task = self.provider.get_task(options.task_id)
-        for name in (task.key, task.title):
-            if name in self.steps or name in self.hold:
-                return name
-        return task.key
-
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        key = self._key_for(prompt, options)
-        self.runs.append((key, prompt, options))
-        sid = options.session_id or f"sess-{len(self.runs)}"
-        yield Event(EventKind.BACKEND_START, {"session_id": sid}, task_id=options.task_id, backend=self.name)
-        yield Event(EventKind.TOOL_USE, {"name": "Bash"}, task_id=options.task_id, backend=self.name)
-        if key in self.hold:
-            self.entered.append(key)
-            await self.hold[key].wait()
-        queue = self.steps.get(key) if key else None
-        step = queue.pop(0) if queue else self.default
-        outcome = step(prompt, options) if step else Outcome(OutcomeStatus.COMPLETED, summary="ok", turns=1)
-        outcome.session_id = outcome.session_id or sid
-        yield Event(EventKind.USAGE, {"turns": outcome.turns, "cost_usd": outcome.cost_usd}, task_id=options.task_id)
-        yield outcome
-
-
-def complete(filename: str | None = None, cost: float = 0.1, turns: int = 2, summary: str = "implemented") -> Step:
-    def step(prompt: str, options: RunOptions) -> Outcome:
-        if filename:
-            (options.cwd / filename).write_text(f"work for {filename}\n")
-        return Outcome(
-            OutcomeStatus.COMPLETED,
-            summary=summary,
-            cost_usd=cost,
-            turns=turns,
-            files_changed=[filename] if filename else [],
-        )
-
-    return step
-
-
-def outcome(status: OutcomeStatus, **kw) -> Step:
-    return lambda prompt, options: Outcome(status, **kw)
+    return names
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -246,16 +113,15 @@ def settings(project: Path, **sections: dict) -> Settings:
     return Settings.from_config(config(project, **sections))
 
 
-def two_phase(provider: MemoryProvider) -> None:
+def two_phase(provider: Store) -> None:
     provider.create_tasks(
         [
-            NewTask("META: Demo project"),
+            NewTask("META: Demo project", labels=["meta"]),
             NewTask("[DEMO-1.1] Create a", description="make a.txt", acceptance_criteria=["a.txt exists"]),
             NewTask("[DEMO-1.2] Create b"),
             NewTask("[DEMO-2.1] Create c"),
         ]
     )
-    provider.tasks["t1"].labels.append("meta")
 
 
 class Recorder:
@@ -269,9 +135,9 @@ class Recorder:
         return [e for e in self.events if e.kind is kind]
 
 
-def make_runner(project: Path, provider: MemoryProvider, backend: Backend, **kw) -> tuple[AutonomousRunner, Recorder]:
+def make_runner(project: Path, provider: Store, backend: Backend, **kw) -> tuple[AutonomousRunner, Recorder]:
     rec = Recorder()
-    backend.provider = provider
+    backend.names = task_names(provider)
     approver = kw.pop("approver", cp.NoTerminal())
     r = AutonomousRunner(
         config(project, **kw),
@@ -286,7 +152,7 @@ def make_runner(project: Path, provider: MemoryProvider, backend: Backend, **kw)
 
 # -- the loop -------------------------------------------------------------------------------
 def test_two_phase_run_in_order_with_notes_commits_and_summary(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend(
         {
@@ -324,7 +190,7 @@ def test_two_phase_run_in_order_with_notes_commits_and_summary(project: Path) ->
     meta_notes = [n.text for n in p.by_key("META").notes]
     assert meta_notes[0].startswith("Session ") and "started" in meta_notes[0]
     assert meta_notes[-1].startswith("Session summary") and "done 3" in meta_notes[-1]
-    (session,) = p.sessions.values()
+    (session,) = p.list_sessions()
     assert session.ended_at is not None and session.summary["tasks_completed"] == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
     state = runner_state.load(project / ".ai-agents" / "state")
     assert state.state == "completed" and state.exit_code == 0 and state.current == []
@@ -335,7 +201,7 @@ def test_two_phase_run_in_order_with_notes_commits_and_summary(project: Path) ->
 
 
 def test_claimed_completion_with_failing_verification_goes_back_then_blocks(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete(None), complete(None)]})
     runner, rec = make_runner(
@@ -357,7 +223,7 @@ def test_claimed_completion_with_failing_verification_goes_back_then_blocks(proj
 
 
 def test_verification_failure_fixed_on_follow_up_is_done(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None), complete("a.txt")]})
     runner, _ = make_runner(
@@ -373,7 +239,7 @@ def test_verification_failure_fixed_on_follow_up_is_done(project: Path) -> None:
 
 
 def test_require_changes_refuses_a_task_that_changed_nothing(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete(None)]})
     runner, _ = make_runner(project, p, backend, verification={"require_changes": True, "max_attempts": 1})
@@ -383,7 +249,7 @@ def test_require_changes_refuses_a_task_that_changed_nothing(project: Path) -> N
 
 
 def test_blocked_task_stops_the_run(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend(
         {"DEMO-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no database credentials", turns=1)]}
@@ -397,7 +263,7 @@ def test_blocked_task_stops_the_run(project: Path) -> None:
 
 
 def test_meta_is_in_progress_while_a_session_runs_and_done_when_every_task_is(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     seen: list[TaskStatus] = []
 
@@ -414,7 +280,7 @@ def test_meta_is_in_progress_while_a_session_runs_and_done_when_every_task_is(pr
 
 
 def test_meta_goes_back_to_todo_when_a_session_ends_with_work_left(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no database")]})
     runner, _ = make_runner(project, p, backend)
@@ -423,7 +289,7 @@ def test_meta_goes_back_to_todo_when_a_session_ends_with_work_left(project: Path
 
 
 def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     p.create_tasks(
         [
             NewTask("Build the parser", key="parser"),
@@ -443,7 +309,7 @@ def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
 
 
 def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend(default=complete(cost=0.4))
     runner, _ = make_runner(project, p, backend, autonomous={"cost_limit_per_session": 1.0})
@@ -456,7 +322,7 @@ def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
 
 
 def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     runner, _ = make_runner(
         project, p, ScriptedBackend(), autonomous={"cost_limit_per_session": 0.5, "first_task_cost": 1.0}
@@ -466,7 +332,7 @@ def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> Non
 
 
 def test_backend_budget_exceeded_and_auth_error(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     runner, _ = make_runner(project, p, ScriptedBackend({"DEMO-1.1": [outcome(OutcomeStatus.BUDGET_EXCEEDED)]}))
     assert runner.start().exit_code == EXIT_BUDGET
@@ -477,7 +343,7 @@ def test_backend_budget_exceeded_and_auth_error(project: Path) -> None:
 
 
 def test_failed_run_leaves_work_committed_as_wip_and_task_todo(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
 
     def partial(prompt: str, options: RunOptions) -> Outcome:
@@ -492,7 +358,7 @@ def test_failed_run_leaves_work_committed_as_wip_and_task_todo(project: Path) ->
 
 
 def test_context_high_requeues_into_a_fresh_context(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     full = outcome(OutcomeStatus.MAX_TURNS, context_tokens=190_000, turns=30)
     backend = ScriptedBackend({"DEMO-1.1": [full, complete("a.txt")]}, default=complete())
@@ -513,7 +379,7 @@ def test_context_high_requeues_into_a_fresh_context(project: Path) -> None:
 
 
 def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend({"DEMO-1.1": [complete("a.txt")]})
     backend.hold["DEMO-1.1"] = asyncio.Event()  # never released: only losing the lease ends it
@@ -534,7 +400,7 @@ def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
 
 
 def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
 
     def partial_then_wait(prompt: str, options: RunOptions) -> Outcome:
@@ -577,7 +443,7 @@ def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(proje
 
 
 def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend(default=complete(turns=5))
     runner, rec = make_runner(
@@ -606,7 +472,7 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
 
 
 def test_autonomous_mode_never_pauses_on_turn_interval(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     runner, rec = make_runner(
         project, p, ScriptedBackend(default=complete(turns=5)), execution={"checkpoints": {"turn_interval": 3}}
@@ -616,7 +482,7 @@ def test_autonomous_mode_never_pauses_on_turn_interval(project: Path) -> None:
 
 
 def test_interactive_mode_asks_before_each_task(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     answers = iter(["c", "a"])
     approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -629,7 +495,7 @@ def test_interactive_mode_asks_before_each_task(project: Path) -> None:
 
 
 def test_rate_limit_waits_then_continues_or_stops(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     soon = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow())
     backend = ScriptedBackend({"DEMO-1.1": [soon, complete()]}, default=complete())
@@ -637,7 +503,7 @@ def test_rate_limit_waits_then_continues_or_stops(project: Path) -> None:
     assert runner.start().exit_code == EXIT_OK
     assert p.claims[:2] == ["DEMO-1.1", "DEMO-1.1"] and rec.kinds(EventKind.RATE_LIMIT)
 
-    p2 = MemoryProvider()
+    p2 = Store(project)
     two_phase(p2)
     later = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow() + timedelta(hours=5))
     runner2, _ = make_runner(
@@ -649,13 +515,13 @@ def test_rate_limit_waits_then_continues_or_stops(project: Path) -> None:
 
 
 def test_dead_runner_claims_are_recovered_at_start(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     host = os.uname().nodename
     dead = subprocess.Popen(["true"])
     dead.wait()
     ghost = f"{host}:{dead.pid}:abc"
-    task = p.claim("t2", ghost, 600)
+    task = p.claim(p.by_key("DEMO-1.1").id, ghost, 600)
     state_dir = project / ".ai-agents" / "state"
     runner_state.save(
         state_dir,
@@ -671,14 +537,14 @@ def test_dead_runner_claims_are_recovered_at_start(project: Path) -> None:
     runner, _ = make_runner(project, p, ScriptedBackend(default=complete()))
     assert runner.start().exit_code == EXIT_OK
     assert p.claims.count("DEMO-1.1") == 2  # the ghost's claim, then ours: done once
-    assert all(t.status is TaskStatus.DONE for t in p.tasks.values() if t.key != "META")
+    assert all(t.status is TaskStatus.DONE for t in p.list_tasks() if t.key != "META")
     assert any(n.text.startswith("Recovered") for n in p.by_key("DEMO-1.1").notes)
 
 
 def test_a_live_runner_is_not_started_twice(project: Path) -> None:
     """The project lock is an flock held by another process: a second runner refuses
     (exit 2) before claiming anything, and runs once the holder is gone."""
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     state_dir = project / ".ai-agents" / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -733,11 +599,11 @@ def test_request_stop_without_any_runner(tmp_path: Path) -> None:
 
 
 def test_dry_run_plans_and_spends_nothing(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend()
     out: list[str] = []
-    backend.provider = p
+    backend.names = task_names(p)
     runner = AutonomousRunner(config(project), provider=p, backend=backend, out=out.append)
     result = runner.start(dry_run=True)
     assert result.exit_code == EXIT_OK and backend.runs == [] and p.claims == []
@@ -749,12 +615,12 @@ def test_dry_run_plans_and_spends_nothing(project: Path) -> None:
 
 # -- prompts ---------------------------------------------------------------------------------
 def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     (project / "AGENTS.md").write_text("Use tabs.\n" + "x" * 50_000)
     for i in range(30):
-        p.add_note("t2", f"note {i} " + "y" * 3000, "runner")
-    p.tasks["t2"].status = TaskStatus.DONE
+        p.add_note(p.by_key("DEMO-1.1").id, f"note {i} " + "y" * 3000, "runner")
+    p.update_task(p.by_key("DEMO-1.1").id, status=TaskStatus.DONE, force=True)
     tasks = p.list_tasks()
     task = p.by_key("DEMO-1.2")
     prompt = build_prompt(task, tasks, settings(project, verification={"commands": ["pytest -q"]}))
@@ -768,12 +634,12 @@ def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
 
 
 def test_status_of_a_project_that_never_ran(project: Path) -> None:
-    status = AutonomousRunner(config(project), provider=MemoryProvider()).get_status()
+    status = AutonomousRunner(config(project), provider=Store(project)).get_status()
     assert status["state"] == "never_run" and status["tasks_completed"] == 0 and status["current"] == []
 
 
 def test_events_are_redacted(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     runner, rec = make_runner(
         project,
@@ -790,10 +656,10 @@ def test_events_are_redacted(project: Path) -> None:
 def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
     from autonomous.runner_sdk import AutonomousRunnerSDK
 
-    p = MemoryProvider()
+    p = Store(project)
     two_phase(p)
     backend = ScriptedBackend(default=complete())
-    backend.provider = p
+    backend.names = task_names(p)
     runner = AutonomousRunnerSDK(config(project), provider=p, backend=backend, out=lambda s: None)
     result = asyncio.run(runner.start())
     assert result.exit_code == EXIT_OK and p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
@@ -801,9 +667,10 @@ def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
 
 
 # -- parallel workers ---------------------------------------------------------------------------
-def one_phase(provider: MemoryProvider, n: int) -> None:
-    provider.create_tasks([NewTask("META: Demo project"), *(NewTask(f"[PAR-1.{i}] Part {i}") for i in range(1, n + 1))])
-    provider.tasks["t1"].labels.append("meta")
+def one_phase(provider: Store, n: int) -> None:
+    provider.create_tasks(
+        [NewTask("META: Demo project", labels=["meta"]), *(NewTask(f"[PAR-1.{i}] Part {i}") for i in range(1, n + 1))]
+    )
 
 
 class BarrierBackend(ScriptedBackend):
@@ -815,10 +682,10 @@ class BarrierBackend(ScriptedBackend):
         self.barrier = asyncio.Barrier(parties)
         self.cwds: set[Path] = set()
 
-    async def run(self, prompt, options):
-        self.cwds.add(options.cwd)
+    async def _stream(self, prompt, run):
+        self.cwds.add(run.options.cwd)
         await asyncio.wait_for(self.barrier.wait(), timeout=20)
-        async for item in super().run(prompt, options):
+        async for item in super()._stream(prompt, run):
             yield item
 
 
@@ -827,7 +694,7 @@ def merges(project: Path) -> list[str]:
 
 
 def test_three_workers_run_side_by_side_in_worktrees_and_merge_each_task(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 3)
     steps = {f"PAR-1.{i}": [complete(f"part{i}.txt")] for i in range(1, 4)}
     backend = BarrierBackend(3, steps)
@@ -859,7 +726,7 @@ def test_three_workers_run_side_by_side_in_worktrees_and_merge_each_task(project
 
 
 def test_workers_share_the_task_limit_and_the_budget(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 6)
     backend = BarrierBackend(2, default=complete(cost=0.1))
     runner, _ = make_runner(
@@ -869,7 +736,7 @@ def test_workers_share_the_task_limit_and_the_budget(project: Path) -> None:
     assert result.exit_code == EXIT_OK and "max_tasks_per_session" in result.reason
     assert len(p.claims) == 2  # claims are counted, not completions: 4 workers did not start 4 tasks
 
-    p2 = MemoryProvider()
+    p2 = Store(project)
     one_phase(p2, 6)
     # 0.25 covers two tasks at the 0.1 floor, not three: only two workers of four get one
     backend2 = BarrierBackend(2, default=complete(cost=0.1))
@@ -897,7 +764,7 @@ def test_a_merge_conflict_goes_back_and_is_redone_on_the_new_base(project: Path)
 
         return step
 
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 2)
     backend = BarrierBackend(
         2,
@@ -907,17 +774,17 @@ def test_a_merge_conflict_goes_back_and_is_redone_on_the_new_base(project: Path)
     backend.barrier = asyncio.Barrier(2)
     runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
     # the retry runs alone: let it pass the barrier
-    original = backend.run
+    original = backend._stream
 
-    async def run(prompt, options):
+    async def _stream(prompt, run):
         if len(backend.runs) >= 2:
-            async for item in ScriptedBackend.run(backend, prompt, options):
+            async for item in ScriptedBackend._stream(backend, prompt, run):
                 yield item
             return
-        async for item in original(prompt, options):
+        async for item in original(prompt, run):
             yield item
 
-    backend.run = run
+    backend._stream = _stream
     result = runner.start()
     assert result.exit_code == EXIT_OK, result.reason
     assert all(p.by_key(k).status is TaskStatus.DONE for k in ("PAR-1.1", "PAR-1.2"))
@@ -932,7 +799,7 @@ def test_a_merge_conflict_goes_back_and_is_redone_on_the_new_base(project: Path)
 
 
 def test_stop_on_failure_stops_claiming_for_every_worker(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 5)
     backend = BarrierBackend(
         2, {"PAR-1.1": [outcome(OutcomeStatus.BLOCKED, blocker="no key")]}, default=complete("x.txt")
@@ -946,11 +813,15 @@ def test_stop_on_failure_stops_claiming_for_every_worker(project: Path) -> None:
 
 
 def test_idle_worker_waits_for_the_phase_to_finish(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     p.create_tasks(
-        [NewTask("META: Demo"), NewTask("[P-1.1] first"), NewTask("[P-2.1] second"), NewTask("[P-2.2] third")]
+        [
+            NewTask("META: Demo", labels=["meta"]),
+            NewTask("[P-1.1] first"),
+            NewTask("[P-2.1] second"),
+            NewTask("[P-2.2] third"),
+        ]
     )
-    p.tasks["t1"].labels.append("meta")
     backend = ScriptedBackend(default=complete())
     runner, _ = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
     result = runner.start()
@@ -962,7 +833,7 @@ def test_idle_worker_waits_for_the_phase_to_finish(project: Path) -> None:
 def test_leftover_worktrees_are_cleaned_or_kept_and_reported(project: Path) -> None:
     from autonomous.progress import collect_status, render_status
 
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 1)
     wt = project / ".ai-agents" / "worktrees"
     git(project, "worktree", "add", "-q", "-b", "autonomous/OLD-1", str(wt / "OLD-1"))
@@ -982,7 +853,7 @@ def test_leftover_worktrees_are_cleaned_or_kept_and_reported(project: Path) -> N
 
 
 def test_a_failing_check_after_the_merge_undoes_it_then_blocks(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 1)
     backend = ScriptedBackend(default=complete("bad.txt"))
     # passes in the worktree (no marker there), fails on the merged result (the marker is in main)
@@ -1017,7 +888,7 @@ def test_a_failing_check_after_the_merge_undoes_it_then_blocks(project: Path) ->
 
 
 def test_rebase_strategy_gives_a_linear_history(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 3)
     backend = BarrierBackend(2, {f"PAR-1.{i}": [complete(f"r{i}.txt")] for i in range(1, 4)})
     backend.barrier = asyncio.Barrier(1)
@@ -1032,22 +903,22 @@ def test_rebase_strategy_gives_a_linear_history(project: Path) -> None:
 
 
 def test_one_rate_limit_pauses_every_worker(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 4)
     soon = outcome(OutcomeStatus.RATE_LIMITED, retry_at=utcnow() + timedelta(seconds=0.3))
     backend = BarrierBackend(2, {"PAR-1.1": [soon, complete()]}, default=complete())
     runner, rec = make_runner(project, p, backend, autonomous={"workers": 2}, execution={"ordering": "phases"})
-    original = backend.run
+    original = backend._stream
 
-    async def run(prompt, options):  # only the first two runs meet at the barrier
+    async def _stream(prompt, run):  # only the first two runs meet at the barrier
         if len(backend.runs) >= 2:
-            async for item in ScriptedBackend.run(backend, prompt, options):
+            async for item in ScriptedBackend._stream(backend, prompt, run):
                 yield item
             return
-        async for item in original(prompt, options):
+        async for item in original(prompt, run):
             yield item
 
-    backend.run = run
+    backend._stream = _stream
     result = runner.start()
     assert result.exit_code == EXIT_OK, result.reason
     assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
@@ -1078,7 +949,7 @@ def test_status_shows_every_busy_worker(project: Path) -> None:
 
 
 def test_stop_interrupts_every_worker_and_keeps_both_for_resume(project: Path) -> None:
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 3)
     backend = ScriptedBackend(default=complete())
     backend.hold = {"PAR-1.1": asyncio.Event(), "PAR-1.2": asyncio.Event()}
@@ -1106,19 +977,19 @@ def test_a_worker_refused_by_the_budget_waits_for_the_running_tasks_to_settle(pr
             self.in_flight = self.most = self.started = 0
             self.pair = asyncio.Barrier(2)
 
-        async def run(self, prompt, options):
+        async def _stream(self, prompt, run):
             self.in_flight += 1
             self.started += 1
             self.most = max(self.most, self.in_flight)
             try:
                 if self.started <= 2:  # the first two run together (the third worker tries meanwhile)
                     await asyncio.wait_for(self.pair.wait(), timeout=20)
-                async for item in super().run(prompt, options):
+                async for item in super()._stream(prompt, run):
                     yield item
             finally:
                 self.in_flight -= 1
 
-    p = MemoryProvider()
+    p = Store(project)
     one_phase(p, 4)
     backend = Counting(default=complete(cost=0.01))
     runner, _ = make_runner(

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from autonomous import __version__
+from autonomous.backends.registry import BACKEND_NAMES
 from autonomous.errors import AutonomousError
 from autonomous.jsondoc import envelope
 
@@ -595,7 +596,7 @@ def export_cmd(export_format: str, output: Path | None, config_path: Path | None
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Override max_tasks_per_session.")
 @click.option(
     "--backend",
-    type=click.Choice(["claude-code", "claude-code-sdk", "anthropic-sdk"]),
+    type=click.Choice(BACKEND_NAMES),
     default=None,
     help="Override autonomous.backend.",
 )

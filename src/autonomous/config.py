@@ -50,6 +50,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autonomous.backends.registry import BACKEND_NAMES
 from autonomous.errors import ConfigError
 
 __all__ = [
@@ -192,7 +193,7 @@ class CommandPolicySection(_Section):
 class AutonomousSection(_Section):
     """The coding agent: backend, model, limits, tools."""
 
-    backend: Literal["claude-code", "anthropic-sdk", "claude-code-sdk"] = "claude-code"
+    backend: Literal[BACKEND_NAMES] = "claude-code"  # type: ignore[valid-type]  # the registry's names
     model: str = Field("opus", min_length=1)
     max_tokens: int = Field(8192, gt=0)
     max_turns_per_task: int = Field(50, gt=0)

@@ -46,10 +46,10 @@ from autonomous.errors import (
     SpecError,
 )
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.fsutil import write_json_atomic
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
 from autonomous.init.ledger import clear_ledger, write_ledger
-from autonomous.runner_state import write_json_atomic
 from autonomous.spec import (
     ParsedSpec,
     SpecFile,

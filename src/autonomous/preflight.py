@@ -22,21 +22,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autonomous.errors import AutonomousError
+from autonomous.errors import AutonomousError, PreflightError, RunnerBusy
 from autonomous.workspace import changes, git
 
 LOCK_FILE = "runner.lock"
 _CLI_TIMEOUT = 30.0
-
-
-class PreflightError(AutonomousError):
-    """A check before the first claim failed; the message says what to do."""
-
-    exit_code = 2
-
-
-class RunnerBusy(PreflightError):
-    """Another runner holds this project's lock."""
 
 
 class RunnerLock:

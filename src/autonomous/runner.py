@@ -54,11 +54,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from autonomous import actions, history, preflight, prompts, runner_state, scheduler, verify
+from autonomous import actions, fsutil, history, preflight, prompts, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, load_config, secret_values
-from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.errors import AutonomousError, ClaimConflict, PreflightError, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
 from autonomous.init.tick import Tick, tick_done
 from autonomous.providers.base import SessionRecord, StateProvider
@@ -537,7 +537,7 @@ class Isolation:
         return cleaned, kept
 
     def save_leftovers(self) -> None:
-        runner_state.write_json_atomic(
+        fsutil.write_json_atomic(
             self.settings.state_dir / LEFTOVERS_FILE,
             {"integration": self.integration, "kept": self.kept, "at": utcnow().isoformat()},
         )
@@ -1397,9 +1397,9 @@ class AutonomousRunner:
         except AutonomousError:
             raise
         except Exception as exc:
-            raise preflight.PreflightError(f"the state store does not answer: {type(exc).__name__}: {exc}") from None
+            raise PreflightError(f"the state store does not answer: {type(exc).__name__}: {exc}") from None
         if not tasks:
-            raise preflight.PreflightError(
+            raise PreflightError(
                 "no tasks yet: create them from a spec with `autonomous init --spec FILE` (or `autonomous tasks add`)"
             )
         workspace = preflight.check_workspace(s.project_dir, allow_dirty=s.allow_dirty, excludes=s.git_excludes)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autonomous.errors import StoreCorrupt
+from autonomous.fsutil import write_json_atomic
 
 FILENAME = "runner_state.json"
 SCHEMA_VERSION = 1
@@ -90,30 +90,6 @@ def load(state_dir: Path) -> RunnerState | None:
 
 def save(state_dir: Path, state: RunnerState) -> None:
     write_json_atomic(state_path(state_dir), state.to_dict())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers and crashes only ever see a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -24,8 +24,8 @@ import yaml
 
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import parse_config
+from autonomous.errors import RunnerBusy
 from autonomous.events import Event, Outcome, OutcomeStatus
-from autonomous.preflight import RunnerBusy
 from autonomous.providers.file import FileProvider
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask

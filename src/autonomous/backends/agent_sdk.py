@@ -16,22 +16,24 @@ What this module has to get right, learnt from the SDK and its predecessor:
   line of defence.
 * The outcome follows the ``ResultMessage``, converted to the CLI's ``result`` line and
   judged by the CLI backend's rules (:func:`~autonomous.backends.result.outcome_from_result`).
-  Success still needs the model's completion report; without one the model is nudged (at
-  most ``max_nudges`` times).
+  A result without the model's completion report is :class:`~autonomous.backends.base.NoReport`:
+  the base nudges with ``client.query`` in the same session.
+* The task allowance reaches the CLI as ``max_turns`` / ``max_budget_usd`` when the client
+  connects; every top-level assistant message is a turn charged as it arrives, so the base
+  stops the run when a nudge would go past the allowance (the CLI counts turns per query).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from autonomous.backends.base import Backend, RunOptions
-from autonomous.backends.report import NUDGE_PROMPT, Nudges
+from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
+from autonomous.backends.registry import import_extra
 from autonomous.backends.result import (
     context_tokens,
     outcome_from_result,
@@ -42,10 +44,8 @@ from autonomous.backends.result import (
 )
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.policy import CommandPolicy
-
-INSTALL_HINT = "pip install 'autonomous-runner[sdk]'"
 
 
 class AgentSDKBackend(Backend):
@@ -56,6 +56,7 @@ class AgentSDKBackend(Backend):
         # The CLI retries failed API calls itself (each one a system "api_retry" message);
         # after this many 429/529 retries the run ends rate_limited instead of waiting on.
         self.max_api_retries = max_api_retries
+        self._sdk: Any = None
 
     @staticmethod
     def _translate(sdk: Any, message: Any, tool_names: dict[str, str], last_text: list[str], ev: Any) -> list[Event]:
@@ -133,21 +134,97 @@ class AgentSDKBackend(Backend):
             )
         return events
 
-    def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        sdk = _import_sdk()
+    # -- hooks
+    def preflight(self, options: RunOptions) -> None:
+        self._sdk = import_extra("claude_agent_sdk", "sdk", self.name)
         if options.claude_path and not Path(options.claude_path).exists():
             raise BackendError(f"Claude Code CLI not found at {options.claude_path} (autonomous.claude_path)")
-        policy = CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
-        return self._run(sdk, policy, prompt, options)
+        CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
 
-    async def _run(
-        self, sdk: Any, policy: CommandPolicy, prompt: str, options: RunOptions
-    ) -> AsyncIterator[Event | Outcome]:
-        started = time.monotonic()
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        data = getattr(exc, "data", None)
+        return isinstance(data, dict) and data.get("api_error_status") in (401, 403)
 
-        def ev(kind: EventKind, **data: Any) -> Event:
-            return Event(kind, data, task_id=options.task_id, backend=self.name)
+    def describe(self, exc: BaseException) -> str:
+        if isinstance(exc, self._sdk.CLINotFoundError):
+            return f"Claude Code CLI not found: {exc}"
+        return super().describe(exc)
 
+    # -- one exchange
+    async def _stream(self, prompt: str, run: Run) -> AsyncIterator[StreamItem]:
+        sdk = self._sdk
+        if run.exchange == 0:
+            await self._connect(run)
+        client, denials, stderr_tail = run.state["client"], run.state["denials"], run.state["stderr"]
+        await client.query(prompt)
+        result: Any = None
+        last_text: list[str] = []
+        tool_names: dict[str, str] = {}
+        try:
+            async for message in client.receive_response():
+                while denials:
+                    yield denials.pop(0)
+                if isinstance(message, sdk.ResultMessage):
+                    result = message
+                    continue
+                for event in self._translate(sdk, message, tool_names, last_text, run.ev):
+                    yield event
+                if _new_turn(sdk, message, run):
+                    yield Spend(1, context_tokens=context_tokens(usage_from(message.usage)) or None)
+                if isinstance(message, sdk.RateLimitEvent):
+                    reset = resets_at(_rate_limit_info(message.rate_limit_info))
+                    run.state["rate_limit_reset"] = reset or run.state.get("rate_limit_reset")
+                stop = _stop_early(sdk, message, self.max_api_retries)
+                if stop is not None:
+                    # Waiting longer cannot help (credentials refused, retries exhausted,
+                    # usage limit hit): end now; disconnecting stops the CLI.
+                    stop.error = _with_stderr(stop.error, stderr_tail)
+                    yield stop
+                    return
+        except sdk.ClaudeSDKError as exc:
+            data = getattr(exc, "data", None)
+            if isinstance(data, dict) and data.get("type") == "result" and result is None:
+                verdict = outcome_from_result(data, now=datetime.now(UTC), rate_limit_reset=_reset(run))
+                if isinstance(verdict, Outcome) and not _reported(verdict):
+                    verdict.error = _with_stderr(verdict.error, stderr_tail)
+                    yield verdict
+                    return
+            raise BackendError(_with_stderr(f"{type(exc).__name__}: {exc}", stderr_tail)) from exc
+        while denials:
+            yield denials.pop(0)
+        if result is None:
+            yield Outcome(OutcomeStatus.ERROR, error=_with_stderr("the CLI ended without a result", stderr_tail))
+            return
+        run.session_id = result.session_id or run.session_id
+        # Turns were charged as the model's responses arrived: the result's num_turns also
+        # counts the turn the CLI refused at max_turns. Its usage covers this query only;
+        # total_cost_usd is the running total of the CLI process (observed with CLI 2.1.330).
+        cost = max(run.state["cost"], result.total_cost_usd or 0.0)
+        yield Spend(0, cost - run.state["cost"], usage_from(result.usage))
+        run.state["cost"] = cost
+        for denial in result.permission_denials or []:
+            # Bash denials by our hook were reported as they happened.
+            if isinstance(denial, dict) and denial.get("tool_name") != "Bash":
+                yield run.ev(
+                    EventKind.PERMISSION_DENIED,
+                    id=denial.get("tool_use_id"),
+                    name=denial.get("tool_name"),
+                    reason="not permitted (permission mode / allowed_tools)",
+                )
+        verdict = outcome_from_result(
+            _result_dict(result), "\n".join(last_text), now=datetime.now(UTC), rate_limit_reset=_reset(run)
+        )
+        if not isinstance(verdict, Outcome):
+            yield NoReport(result.result or "")
+            return
+        if not _reported(verdict):
+            verdict.error = _with_stderr(verdict.error, stderr_tail)
+        yield verdict
+
+    async def _connect(self, run: Run) -> None:
+        """Start the CLI for this run (disconnected when the run ends), with the command policy hook."""
+        sdk, options = self._sdk, run.options
+        policy = CommandPolicy(options.command_allow, options.command_deny)
         denials: list[Event] = []  # filled by the hook, drained into the stream
 
         async def pre_tool_use(hook_input: dict[str, Any], tool_use_id: str | None, context: Any) -> dict[str, Any]:
@@ -157,7 +234,7 @@ class AgentSDKBackend(Backend):
             allowed, reason = policy.check(command if isinstance(command, str) else "")
             if allowed:
                 return {}  # no opinion: the normal permission rules apply
-            denials.append(ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name="Bash", reason=reason))
+            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name="Bash", reason=reason))
             return {
                 "hookSpecificOutput": {
                     "hookEventName": "PreToolUse",
@@ -173,7 +250,7 @@ class AgentSDKBackend(Backend):
         sdk_options = sdk.ClaudeAgentOptions(
             model=options.model,
             cwd=str(options.cwd),
-            max_turns=options.max_turns,
+            max_turns=max(1, run.turns_left),
             allowed_tools=list(options.allowed_tools),
             disallowed_tools=policy.to_cli_disallowed_tools(),
             permission_mode=options.permission_mode or None,
@@ -182,121 +259,35 @@ class AgentSDKBackend(Backend):
             resume=options.session_id,
             cli_path=options.claude_path,
             env=dict(options.env),
-            max_budget_usd=options.budget_usd,
+            max_budget_usd=run.usd_left,
             hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[pre_tool_use], on_failure="block")]},
             stderr=stderr_tail.append,
         )
-
-        usage = Usage()
-        session_id: str | None = options.session_id
-        cost = 0.0
-        turns = 0
-        context = 0
-        rate_limit_reset: datetime | None = None
-        nudges = Nudges(self.max_nudges)
-        result: Any = None
-
-        def outcome(out: Outcome, *, stderr: bool = False) -> Outcome:
-            """``out`` with this run's totals; ``stderr``: its error gets the CLI's last stderr lines."""
-            out.cost_usd, out.turns, out.usage, out.session_id = cost, turns, usage, session_id
-            out.context_tokens, out.duration_s = context, time.monotonic() - started
-            if stderr:
-                out.error = _with_stderr(out.error, stderr_tail)
-            return out
-
         client = sdk.ClaudeSDKClient(options=sdk_options)
+        run.cleanup.push_async_callback(_disconnect, client)
+        run.state.update(client=client, denials=denials, stderr=stderr_tail, cost=0.0)
         try:
             await client.connect()
-            await client.query(prompt)
-            while True:
-                result = None
-                last_text: list[str] = []
-                tool_names: dict[str, str] = {}
-                async for message in client.receive_response():
-                    while denials:
-                        yield denials.pop(0)
-                    if isinstance(message, sdk.ResultMessage):
-                        result = message
-                        continue
-                    for event in self._translate(sdk, message, tool_names, last_text, ev):
-                        yield event
-                    if isinstance(message, sdk.SystemMessage) and message.subtype == "init":
-                        session_id = (message.data or {}).get("session_id") or session_id
-                    if isinstance(message, sdk.AssistantMessage) and message.parent_tool_use_id is None:
-                        context = context_tokens(usage_from(message.usage)) or context
-                    if isinstance(message, sdk.RateLimitEvent):
-                        rate_limit_reset = resets_at(_rate_limit_info(message.rate_limit_info)) or rate_limit_reset
-                    stop = _stop_early(sdk, message, self.max_api_retries)
-                    if stop is not None:
-                        # Waiting longer cannot help (credentials refused, retries exhausted,
-                        # usage limit hit): end now; disconnecting stops the CLI.
-                        yield outcome(stop, stderr=True)
-                        return
-                while denials:
-                    yield denials.pop(0)
-                if result is None:
-                    yield outcome(Outcome(OutcomeStatus.ERROR, error="the CLI ended without a result"), stderr=True)
-                    return
-
-                session_id = result.session_id or session_id
-                # usage and num_turns of a result cover its query only; total_cost_usd is the
-                # running total of the CLI process (observed with CLI 2.1.330).
-                cost = max(cost, result.total_cost_usd or 0.0)
-                turns += result.num_turns or 0
-                usage.add(usage_from(result.usage))
-                yield ev(
-                    EventKind.USAGE,
-                    usage=usage.to_dict(),
-                    cost_usd=cost,
-                    turns=turns,
-                    context_tokens=context,
-                    context_window=options.context_window,
-                )
-                for denial in result.permission_denials or []:
-                    # Bash denials by our hook were reported as they happened.
-                    if isinstance(denial, dict) and denial.get("tool_name") != "Bash":
-                        yield ev(
-                            EventKind.PERMISSION_DENIED,
-                            id=denial.get("tool_use_id"),
-                            name=denial.get("tool_name"),
-                            reason="not permitted (permission mode / allowed_tools)",
-                        )
-
-                verdict = outcome_from_result(
-                    _result_dict(result),
-                    "\n".join(last_text),
-                    now=datetime.now(UTC),
-                    rate_limit_reset=rate_limit_reset,
-                )
-                if isinstance(verdict, Outcome):
-                    yield outcome(verdict, stderr=not _reported(verdict))
-                    return
-                if nudges.exhausted:
-                    yield outcome(nudges.given_up(result.result or ""))
-                    return
-                if turns >= options.max_turns:
-                    yield outcome(Outcome(OutcomeStatus.MAX_TURNS, error=f"reached max_turns ({options.max_turns})"))
-                    return
-                if options.budget_usd is not None and cost >= options.budget_usd:
-                    error = f"budget of ${options.budget_usd:.4f} reached (spent ${cost:.4f})"
-                    yield outcome(Outcome(OutcomeStatus.BUDGET_EXCEEDED, error=error))
-                    return
-                yield ev(EventKind.NUDGE, nudge=nudges.take(), max_nudges=self.max_nudges)
-                await client.query(NUDGE_PROMPT)
         except sdk.CLINotFoundError as exc:
             raise BackendError(f"Claude Code CLI not found: {exc}") from exc
-        except sdk.ClaudeSDKError as exc:
-            data = getattr(exc, "data", None)
-            if isinstance(data, dict) and data.get("type") == "result" and result is None:
-                verdict = outcome_from_result(data, now=datetime.now(UTC), rate_limit_reset=rate_limit_reset)
-                if isinstance(verdict, Outcome) and not _reported(verdict):
-                    yield outcome(verdict, stderr=True)
-                    return
-            error = f"{type(exc).__name__}: {exc}"
-            yield outcome(Outcome(OutcomeStatus.ERROR, error=error), stderr=True)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+
+
+async def _disconnect(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        await client.disconnect()
+
+
+def _new_turn(sdk: Any, message: Any, run: Run) -> bool:
+    """Whether ``message`` starts a new top-level model response (the CLI sends one message per content block)."""
+    if not isinstance(message, sdk.AssistantMessage) or message.parent_tool_use_id is not None:
+        return False
+    new = message.message_id is None or message.message_id != run.state.get("message_id")
+    run.state["message_id"] = message.message_id
+    return new
+
+
+def _reset(run: Run) -> datetime | None:
+    return run.state.get("rate_limit_reset")
 
 
 def _reported(out: Outcome) -> bool:
@@ -328,14 +319,6 @@ def _stop_early(sdk: Any, message: Any, max_api_retries: int) -> Outcome | None:
     if isinstance(message, sdk.RateLimitEvent):
         return stop_for_rate_limit(_rate_limit_info(message.rate_limit_info))
     return None
-
-
-def _import_sdk() -> Any:
-    try:
-        import claude_agent_sdk
-    except ImportError:
-        raise BackendError(f"the claude-code-sdk backend needs the claude-agent-sdk package: {INSTALL_HINT}") from None
-    return claude_agent_sdk
 
 
 def _with_stderr(error: str, tail: deque[str]) -> str:

@@ -3,27 +3,22 @@
 There is no Claude Code underneath: this module sends the conversation to the Messages API
 (``anthropic.AsyncAnthropic``, streaming), runs the tools the model asks for with
 :mod:`autonomous.backends.tools` (confined to the project, bash checked by the command
-policy) and sends the results back, until the model ends its turn with a completion report.
+policy) and sends the results back, until the model ends its turn.
+:class:`~autonomous.backends.base.Backend` does the rest (the task allowance, nudges, the
+watchdog, one outcome); what is decided here:
 
-Decisions, each in one place here:
-
-* **One turn is one model request** (nudges and tool-result rounds included), so
-  ``max_turns`` bounds spending even when the model loops on tools.
-* **Budget before spending**: ``budget_usd`` is checked *before* every request; once the
-  cost so far reaches it, the run ends ``budget_exceeded`` without sending another. Cost
-  comes from the response's usage and :mod:`autonomous.backends.pricing`.
-* **Retries are ours, not the client's** (``max_retries=0`` on the client): each retry is an
-  ``API_RETRY`` event the user can see, ``retry-after`` is honoured exactly, and a server
-  asking for a long wait ends the run ``rate_limited`` with ``retry_at`` instead of
-  blocking. 429 and 529 (overloaded) that persist end ``rate_limited``; other transient
-  failures (5xx, connection errors) that persist end ``error``; 401/403 end
-  ``auth_error`` at once; any other API error ends ``error``.
+* **One turn is one model request** (nudges and tool-result rounds included), so the
+  allowance bounds spending even when the model loops on tools; the allowance is asked
+  (:meth:`~autonomous.backends.base.Run.limit_reached`) *before* every request, never
+  after spending. Cost comes from the response's usage and :mod:`autonomous.backends.pricing`.
+* **Retries are ours, not the client's** (``max_retries=0`` on the client), through the
+  base's hooks: 408/409/429/5xx/529, connection errors and an untrustworthy stream (cut
+  before ``message_stop``, a malformed SSE event, a body that is not SSE) are retried;
+  ``retry-after`` is honoured exactly; a server asking for a long wait ends the run
+  ``rate_limited`` with ``retry_at``; 401/403 end ``auth_error`` at once.
 * **Pacing**: requests are spaced at least ``60 / rate_limit_rpm`` seconds apart (a
   minimum interval, shared by every run of one backend instance). The clock and the sleep
   are injectable so tests never wait.
-* **Completion** is the model's report (:func:`~autonomous.backends.report.parse_report`).
-  A turn that ends without one gets :data:`~autonomous.backends.report.NUDGE_PROMPT`, at
-  most :attr:`AnthropicBackend.max_nudges` times; then the run has ``failed``.
 * ``context_tokens`` is the whole prompt of the last request (input + cache reads + cache
   writes): how full the context window is.
 """
@@ -32,26 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from autonomous.backends import pricing
-from autonomous.backends.base import Backend, RunOptions
-from autonomous.backends.report import NUDGE_PROMPT, Nudges, report_outcome
+from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
+from autonomous.backends.registry import import_extra
+from autonomous.backends.report import report_outcome
 from autonomous.backends.result import context_tokens
 from autonomous.backends.text import clip_middle, summarize_input
 from autonomous.backends.tools import INPUT_KEYS, LocalTools
-from autonomous.errors import BackendError
+from autonomous.errors import BackendError, IncompleteStream
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
 from autonomous.policy import CommandPolicy
 
-INSTALL_HINT = "pip install 'autonomous-runner[api]'"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
-# Claude Code's aliases mean nothing to the Messages API.
 MODEL_ALIASES = {"opus": "claude-opus-4-7", "sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
 
 SYSTEM_PROMPT = """\
@@ -99,16 +94,6 @@ class RatePacer:
             return waited
 
 
-class _ApiFailure(Exception):
-    """A request failed for good; carries the outcome it should end the run with."""
-
-    def __init__(self, status: OutcomeStatus, error: str, retry_at: datetime | None = None):
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.retry_at = retry_at
-
-
 class AnthropicBackend(Backend):
     name = "anthropic-sdk"
 
@@ -130,241 +115,179 @@ class AnthropicBackend(Backend):
         self.max_nudges = max_nudges
         self.request_timeout = request_timeout
         self.bash_timeout = bash_timeout
-        self._clock = clock
         self._sleep = sleep
         self.pacer = RatePacer(clock, sleep)
+        self._sdk: Any = None
 
-    # The checks that need no network run when run() is called, not on first iteration,
-    # so a missing extra or key fails before the runner claims anything.
-    def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        anthropic = _import_anthropic()
-        api_key = options.env.get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
-        if not api_key:
+    # -- hooks
+    def preflight(self, options: RunOptions) -> None:
+        self._sdk = import_extra("anthropic", "api", self.name)
+        if not _api_key(options):
             raise BackendError(
                 f"{API_KEY_ENV} is not set: the anthropic-sdk backend calls the Messages API with an API key "
                 f"(export {API_KEY_ENV}=..., or use the claude-code backend with your subscription)"
             )
-        policy = CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
-        return self._run(anthropic, api_key, policy, prompt, options)
+        CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
 
-    async def _run(
-        self, anthropic: Any, api_key: str, policy: CommandPolicy, prompt: str, options: RunOptions
-    ) -> AsyncIterator[Event | Outcome]:
-        started = self._clock()
+    def should_retry(self, exc: BaseException) -> bool:
+        if isinstance(exc, self._sdk.APIStatusError):
+            return _status_of(exc) in _RETRYABLE_STATUSES
+        return isinstance(exc, self._sdk.APIConnectionError | IncompleteStream)
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        return _retry_after(exc)
+
+    def is_auth_failure(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._sdk.APIStatusError) and _status_of(exc) in _AUTH_STATUSES
+
+    def is_rate_limit(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._sdk.APIStatusError) and _status_of(exc) in _RATE_LIMIT_STATUSES
+
+    def status_of(self, exc: BaseException) -> int | None:
+        return _status_of(exc) if isinstance(exc, self._sdk.APIStatusError) else None
+
+    def describe(self, exc: BaseException) -> str:
+        if isinstance(exc, self._sdk.APIStatusError):
+            return _describe(exc, _status_of(exc))
+        if isinstance(exc, self._sdk.APIConnectionError):
+            return f"connection error: {exc}"
+        return super().describe(exc)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    # -- one exchange
+    async def _stream(self, prompt: str, run: Run) -> AsyncIterator[StreamItem]:
+        if run.exchange == 0:
+            for event in await self._open(run):
+                yield event
+        tools, messages, model = run.state["tools"], run.state["messages"], run.state["model"]
+        _append_user_text(messages, prompt)
+        while True:
+            stop = run.limit_reached()  # before a request is sent, never after spending
+            if stop is not None:
+                yield stop
+                return
+            request = {
+                "model": model,
+                "max_tokens": run.options.max_tokens,
+                "system": [{"type": "text", "text": run.state["system"], "cache_control": {"type": "ephemeral"}}],
+                "tools": tools.definitions(),
+                "messages": messages,
+            }
+            message: Any = None
+            async for item in self._retrying(run, functools.partial(self._request, run.state["client"], request, run)):
+                if isinstance(item, Event):
+                    yield item
+                else:
+                    message = item
+            req_usage = _usage(message.usage)
+            yield Spend(1, pricing.cost(model, req_usage), req_usage, context_tokens(req_usage))
+
+            content = [_block_param(b) for b in message.content]
+            tool_uses = [b for b in message.content if getattr(b, "type", None) == "tool_use"]
+            stop_reason = message.stop_reason
+            if content:
+                messages.append({"role": "assistant", "content": content})
+            if tool_uses:
+                results: list[dict[str, Any]] = []
+                for block in tool_uses:
+                    async for item in self._tool(run, tools, block, truncated=stop_reason == "max_tokens"):
+                        if isinstance(item, Event):
+                            yield item
+                        else:
+                            results.append(item)
+                messages.append({"role": "user", "content": results})
+                continue
+            if stop_reason == "pause_turn":
+                continue  # the API paused a long turn; sending it back resumes it
+            if stop_reason == "refusal":
+                yield Outcome(OutcomeStatus.FAILED, error="the model refused the request (stop_reason: refusal)")
+                return
+            if stop_reason == "model_context_window_exceeded":
+                yield Outcome(OutcomeStatus.FAILED, error="the conversation exceeded the model's context window")
+                return
+            text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", None) == "text")
+            verdict = report_outcome(text)
+            yield verdict if isinstance(verdict, Outcome) else NoReport(text)
+            return
+
+    async def _open(self, run: Run) -> list[Event]:
+        """The conversation's tools, system prompt and client (closed with the run); the start events."""
+        options = run.options
         model = MODEL_ALIASES.get(options.model, options.model)
-        usage = Usage()
-        state = {"cost": 0.0, "turns": 0, "context": 0}
-
-        def ev(kind: EventKind, **data: Any) -> Event:
-            return Event(kind, data, task_id=options.task_id, backend=self.name)
-
-        def outcome(status: OutcomeStatus | Outcome, **kw: Any) -> Outcome:
-            """An outcome (or ``status`` and fields) with this run's totals."""
-            out = status if isinstance(status, Outcome) else Outcome(status, **kw)
-            out.cost_usd, out.turns, out.usage = state["cost"], state["turns"], usage
-            out.context_tokens, out.duration_s = state["context"], max(0.0, self._clock() - started)
-            return out
-
+        policy = CommandPolicy(options.command_allow, options.command_deny)
         tools = LocalTools(options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env)
         system = SYSTEM_PROMPT.format(cwd=tools.root)
         if options.append_system_prompt:
             system += "\n\n" + options.append_system_prompt
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-        nudges = Nudges(self.max_nudges)
-
-        yield ev(EventKind.BACKEND_START, model=model, tools=[t["name"] for t in tools.definitions()])
-        if not pricing.is_known(model):
-            yield ev(
-                EventKind.WARNING,
-                message=f"no price for model {model!r}: cost is estimated at the most expensive model's rates",
-            )
-        if options.session_id:
-            yield ev(EventKind.WARNING, message="the anthropic-sdk backend cannot resume a session; starting fresh")
-
         base_url = options.env.get("ANTHROPIC_BASE_URL")  # else the client reads the environment itself
-        client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url or None, max_retries=0, timeout=self.request_timeout
+        client = self._sdk.AsyncAnthropic(
+            api_key=_api_key(options), base_url=base_url or None, max_retries=0, timeout=self.request_timeout
         )
-        async with client:
-            while True:
-                # Limits are checked before a request is sent, never after spending.
-                if options.budget_usd is not None and state["cost"] >= options.budget_usd:
-                    yield outcome(
-                        OutcomeStatus.BUDGET_EXCEEDED,
-                        error=f"budget of ${options.budget_usd:.4f} reached (spent ${state['cost']:.4f})",
-                    )
-                    return
-                if state["turns"] >= options.max_turns:
-                    yield outcome(OutcomeStatus.MAX_TURNS, error=f"reached max_turns ({options.max_turns})")
-                    return
+        await run.cleanup.enter_async_context(client)
+        run.state.update(tools=tools, system=system, client=client, messages=[], model=model)
+        events = [run.ev(EventKind.BACKEND_START, model=model, tools=[t["name"] for t in tools.definitions()])]
+        if not pricing.is_known(model):
+            message = f"no price for model {model!r}: cost is estimated at the most expensive model's rates"
+            events.append(run.ev(EventKind.WARNING, message=message))
+        if options.session_id:
+            message = "the anthropic-sdk backend cannot resume a session; starting fresh"
+            events.append(run.ev(EventKind.WARNING, message=message))
+        return events
 
-                request = {
-                    "model": model,
-                    "max_tokens": options.max_tokens,
-                    "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-                    "tools": tools.definitions(),
-                    "messages": messages,
-                }
-                message = None
-                try:
-                    async for item in self._request(anthropic, client, request, options, ev):
-                        if isinstance(item, Event):
-                            yield item
-                        else:
-                            message = item
-                except _ApiFailure as failure:
-                    yield outcome(failure.status, error=failure.error, retry_at=failure.retry_at)
-                    return
-                assert message is not None
-                state["turns"] += 1
+    @staticmethod
+    async def _tool(run: Run, tools: LocalTools, block: Any, *, truncated: bool) -> AsyncIterator[Any]:
+        """Run one tool call: its events, then the ``tool_result`` block to send back."""
+        yield run.ev(EventKind.TOOL_USE, id=block.id, name=block.name, input=summarize_input(block.input, INPUT_KEYS))
+        if truncated:
+            # The call may have been cut off mid-input; never run a truncated command.
+            text = "not run: your response hit max_tokens, so this call may be incomplete; send it again, shorter"
+            is_error, denied = True, False
+        else:
+            result = await tools.execute(block.name, block.input)
+            text, is_error, denied = result.content, result.is_error, result.denied
+        excerpt = clip_middle(text)
+        yield run.ev(EventKind.TOOL_RESULT, id=block.id, name=block.name, is_error=is_error, excerpt=excerpt)
+        if denied:
+            yield run.ev(EventKind.PERMISSION_DENIED, id=block.id, name=block.name, reason=excerpt)
+        yield {"type": "tool_result", "tool_use_id": block.id, "content": text, "is_error": is_error}
 
-                req_usage = _usage(message.usage)
-                usage.add(req_usage)
-                req_cost = pricing.cost(model, req_usage)
-                state["cost"] += req_cost
-                state["context"] = context_tokens(req_usage)
-                yield ev(
-                    EventKind.USAGE,
-                    usage=usage.to_dict(),
-                    request_usage=req_usage.to_dict(),
-                    cost_usd=state["cost"],
-                    request_cost_usd=req_cost,
-                    turns=state["turns"],
-                    context_tokens=state["context"],
-                    context_window=options.context_window,
-                )
+    async def _request(self, client: Any, request: dict[str, Any], run: Run) -> AsyncIterator[Any]:
+        """One model request (paced): TEXT events, then the final Message.
 
-                content = [_block_param(b) for b in message.content]
-                tool_uses = [b for b in message.content if getattr(b, "type", None) == "tool_use"]
-                stop = message.stop_reason
-                if content:
-                    messages.append({"role": "assistant", "content": content})
-
-                if tool_uses:
-                    results: list[dict[str, Any]] = []
-                    for block in tool_uses:
-                        yield ev(
-                            EventKind.TOOL_USE,
-                            id=block.id,
-                            name=block.name,
-                            input=summarize_input(block.input, INPUT_KEYS),
-                        )
-                        if stop == "max_tokens":
-                            # The call may have been cut off mid-input; never run a truncated command.
-                            content_text, is_error, denied = (
-                                "not run: your response hit max_tokens, so this call may be incomplete; "
-                                "send it again, shorter",
-                                True,
-                                False,
-                            )
-                        else:
-                            result = await tools.execute(block.name, block.input)
-                            content_text, is_error, denied = result.content, result.is_error, result.denied
-                        yield ev(
-                            EventKind.TOOL_RESULT,
-                            id=block.id,
-                            name=block.name,
-                            is_error=is_error,
-                            excerpt=clip_middle(content_text),
-                        )
-                        if denied:
-                            yield ev(
-                                EventKind.PERMISSION_DENIED,
-                                id=block.id,
-                                name=block.name,
-                                reason=clip_middle(content_text),
-                            )
-                        results.append(
-                            {
-                                "type": "tool_result",
-                                "tool_use_id": block.id,
-                                "content": content_text,
-                                "is_error": is_error,
-                            }
-                        )
-                    messages.append({"role": "user", "content": results})
-                    continue
-
-                if stop == "pause_turn":
-                    continue  # the API paused a long turn; sending it back resumes it
-                if stop == "refusal":
-                    yield outcome(OutcomeStatus.FAILED, error="the model refused the request (stop_reason: refusal)")
-                    return
-                if stop == "model_context_window_exceeded":
-                    yield outcome(OutcomeStatus.FAILED, error="the conversation exceeded the model's context window")
-                    return
-
-                text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", None) == "text")
-                verdict = report_outcome(text)
-                if isinstance(verdict, Outcome):
-                    yield outcome(verdict)
-                    return
-                if nudges.exhausted:
-                    yield outcome(nudges.given_up(text))
-                    return
-                yield ev(EventKind.NUDGE, nudge=nudges.take(), max_nudges=self.max_nudges, stop_reason=stop)
-                _append_user_text(messages, NUDGE_PROMPT)
-
-    async def _request(
-        self,
-        anthropic: Any,
-        client: Any,
-        request: dict[str, Any],
-        options: RunOptions,
-        ev: Callable[..., Event],
-    ) -> AsyncIterator[Event | Any]:
-        """One model request with pacing and retries; yields events, then the final Message."""
-        attempt = 0
-        while True:
-            await self.pacer.wait(options.rate_limit_rpm)
-            try:
-                async with client.messages.stream(**request) as stream:
-                    async for event in stream:
-                        if event.type == "content_block_stop" and getattr(event.content_block, "type", None) == "text":
-                            text = event.content_block.text
-                            if text:
-                                yield ev(EventKind.TEXT, text=text)
-                    message = await stream.get_final_message()
-                yield message
-                return
-            except anthropic.APIStatusError as exc:
-                status = _status_of(exc)
-                detail = _describe(exc, status)
-                if status in _AUTH_STATUSES:
-                    raise _ApiFailure(OutcomeStatus.AUTH_ERROR, detail) from None
-                if status not in _RETRYABLE_STATUSES:
-                    raise _ApiFailure(OutcomeStatus.ERROR, detail) from None
-                retry_after = _retry_after(exc)
-            except anthropic.APIConnectionError as exc:  # includes timeouts
-                status, detail, retry_after = None, f"connection error: {exc}", None
-
-            final = OutcomeStatus.RATE_LIMITED if status in _RATE_LIMIT_STATUSES else OutcomeStatus.ERROR
-            delay = retry_after if retry_after is not None else min(self.backoff_base * 2**attempt, self.max_retry_wait)
-            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
-            if attempt >= self.max_retries:
-                raise _ApiFailure(final, f"{detail} (gave up after {attempt} retries)", retry_at) from None
-            if delay > self.max_retry_wait:
-                # The server wants a long pause: end the run and let the runner schedule it.
-                raise _ApiFailure(final, f"{detail} (retry after {delay:g}s)", retry_at) from None
-            attempt += 1
-            yield ev(
-                EventKind.API_RETRY,
-                attempt=attempt,
-                max_retries=self.max_retries,
-                retry_delay_ms=int(delay * 1000),
-                error_status=status,
-                error=detail,
-            )
-            if delay > 0:
-                await self._sleep(delay)
+        A stream is trusted only when it ends with ``message_stop``: one cut short, with a
+        malformed event, or whose body is not SSE at all raises :class:`IncompleteStream`,
+        which the hooks retry like a 5xx.
+        """
+        await self.pacer.wait(run.options.rate_limit_rpm)
+        try:
+            async with client.messages.stream(**request) as stream:
+                finished = False
+                async for event in stream:
+                    if event.type == "message_stop":
+                        finished = True
+                    elif event.type == "content_block_stop" and _text_of(event.content_block):
+                        yield run.ev(EventKind.TEXT, text=event.content_block.text)
+                if not finished:
+                    raise IncompleteStream("the stream ended before message_stop")
+                message = await stream.get_final_message()
+        except (self._sdk.APIError, IncompleteStream):
+            raise
+        except Exception as exc:
+            # How the SDK fails on a malformed or cut stream varies (its SSE decoder's JSON
+            # errors, its accumulator's event-order errors, its transport's protocol errors):
+            # whatever is not an API answer is a stream that cannot be trusted, retried like a 5xx.
+            raise IncompleteStream(f"malformed stream: {type(exc).__name__}: {exc}") from exc
+        yield message
 
 
-def _import_anthropic() -> Any:
-    try:
-        import anthropic
-    except ImportError:
-        raise BackendError(f"the anthropic-sdk backend needs the anthropic package: {INSTALL_HINT}") from None
-    return anthropic
+def _text_of(block: Any) -> str:
+    return block.text if getattr(block, "type", None) == "text" else ""
+
+
+def _api_key(options: RunOptions) -> str | None:
+    return options.env.get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
 
 
 def _status_of(exc: Any) -> int:

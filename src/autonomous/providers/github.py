@@ -69,7 +69,7 @@ from typing import Any
 import httpx
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, ProviderAuthError, ProviderError, TaskNotFound
+from autonomous.errors import ClaimConflict, GitHubAPIError, ProviderAuthError, ProviderError, TaskNotFound
 from autonomous.providers.base import (
     _UNSET,
     CreateResult,
@@ -115,14 +115,6 @@ _SESSION = re.compile(r"<!-- autonomous:session (\{.*?\}) -->", re.S)
 _BLOCKED_BY = re.compile(r"^- \[[ xX]\] #(\d+)\s*$", re.M)
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 _RETRY_STATUSES = {500, 502, 503, 504}
-
-
-class GitHubAPIError(ProviderError):
-    """GitHub answered with an error status (``status``) the provider does not handle itself."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 def _marker(kind: str, data: dict[str, Any]) -> str:

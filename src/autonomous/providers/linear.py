@@ -81,7 +81,16 @@ from typing import Any
 import httpx
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, ConfigError, ProviderAuthError, ProviderError, StaleClaim, TaskNotFound
+from autonomous.errors import (
+    ClaimConflict,
+    ConfigError,
+    LinearGraphQLError,
+    ProviderAuthError,
+    ProviderError,
+    StaleClaim,
+    TaskNotFound,
+)
+from autonomous.fsutil import write_json_atomic
 from autonomous.providers.base import (
     _UNSET,
     CreateResult,
@@ -96,7 +105,6 @@ from autonomous.providers.base import (
 )
 from autonomous.providers.base import iso_time as _ts
 from autonomous.providers.base import parse_time as _dt
-from autonomous.runner_state import write_json_atomic
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, derive_key, utcnow
 
 DEFAULT_ENDPOINT = "https://api.linear.app/graphql"
@@ -465,13 +473,6 @@ class RateLimit:
     complexity_remaining: int | None = None
     complexity_reset: float | None = None
     last_complexity: int | None = None
-
-
-class LinearGraphQLError(ProviderError):
-    def __init__(self, message: str, code: str = "", errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.errors = errors or []
 
 
 class _Retry(Exception):

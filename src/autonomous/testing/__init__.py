@@ -1,5 +1,6 @@
 """The offline test kit, shipped to users: rehearse a configuration without spending money.
 
+:class:`ScriptedBackend` answers the runner from a script (a real backend subclass);
 :class:`ScriptedModelServer` speaks the Anthropic Messages API from a scripted scenario,
 well enough for the real Claude Code CLI and the real ``anthropic`` client;
 :mod:`autonomous.testing.cli_env` builds a throwaway environment to run the bundled CLI
@@ -32,6 +33,7 @@ _PUBLIC = {
     "bundled_claude_path": "autonomous.testing.cli_env",
     "claude_cli_env": "autonomous.testing.cli_env",
     "run_bundled_claude": "autonomous.testing.cli_env",
+    "ScriptedBackend": "autonomous.testing.scripted_backend",
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "Rule",
     "Scenario",
     "ScenarioError",
+    "ScriptedBackend",
     "ScriptedModelServer",
     "ToolCall",
     "blocked_rules",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
         complete_task_rules,
         load_scenario,
     )
+    from autonomous.testing.scripted_backend import ScriptedBackend
 
 
 def __getattr__(name: str) -> Any:

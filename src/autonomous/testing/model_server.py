@@ -48,6 +48,8 @@ Scenario format (YAML or JSON; the Python objects :class:`Scenario`, :class:`Rul
           malformed_event: true      # one SSE data line is not JSON
           stall: true                # send the headers (and truncate_after_events events), then
                                      # nothing until the server stops
+          html: "<html>...</html>"   # answer 200 with this text/html body instead of a message
+                                     # (a proxy's or captive portal's page)
 
 An error needs ``status`` or ``type``; the other is inferred (429 rate_limit_error,
 529 overloaded_error, 500 api_error, 401 authentication_error, 403 permission_error,
@@ -88,7 +90,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from autonomous.errors import ConfigError
+from autonomous.errors import ScenarioError
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -136,10 +138,6 @@ _ERROR_STATUS = {
 _SECRET_HEADERS = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 _MODELS = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5")
 _CHUNK = 40  # characters per text / input_json delta: small enough that streams have several
-
-
-class ScenarioError(ConfigError):
-    """A scenario file or object is malformed; the message names the key path."""
 
 
 # --------------------------------------------------------------------------- scenario data
@@ -240,6 +238,7 @@ class Response:
     truncate_after_events: int | None = None
     malformed_event: bool = False
     stall: bool = False
+    html: str | None = None
 
     def __post_init__(self) -> None:
         # Accept plain dicts from Python callers, so tests read like the YAML format.
@@ -269,6 +268,7 @@ class Response:
             truncate_after_events=_opt(d, "truncate_after_events", int, where),
             malformed_event=_typed(d.get("malformed_event", False), bool, f"{where}.malformed_event"),
             stall=_typed(d.get("stall", False), bool, f"{where}.stall"),
+            html=_opt(d, "html", str, where),
         )
 
 
@@ -717,6 +717,9 @@ class _Handler(BaseHTTPRequestHandler):
         if resp.delay > 0 and stopping.wait(resp.delay):
             self._cut()
             return
+        if resp.html is not None:
+            self._send_html(resp.html)
+            return
         streaming = bool(body.get("stream"))
         if resp.error and not (streaming and resp.error.after_events is not None):
             extra: dict[str, str] = {}
@@ -731,6 +734,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(resp, message)
         else:
             self._whole(resp, message)
+
+    def _send_html(self, page: str) -> None:
+        data = page.encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
 
     def _whole(self, resp: Response, message: Mapping[str, Any]) -> None:
         data = json.dumps(message).encode()

@@ -23,15 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomous.errors import AutonomousError
+from autonomous.errors import GitError
 
 # Runtime folders of the tool itself: never part of a task's commit.
 RUNTIME_EXCLUDES = (".ai-agents/state", ".ai-agents/logs")
 _TIMEOUT = 120.0
-
-
-class GitError(AutonomousError):
-    """A git command failed; the message carries its stderr."""
 
 
 def _run(

@@ -13,16 +13,12 @@ from autonomous.backends.result import parse_usage_limit
 from autonomous.backends.text import summarize_input
 from autonomous.events import EventKind, OutcomeStatus
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "claude-code-stream-json"
+TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code-stream-json"
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 def transcript(name: str) -> list[str]:
-    path = REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"reference transcript {path} is not here (it lives in the shared folder next to the repo)")
-    return path.read_text().splitlines()
+    return (TRANSCRIPTS / name).read_text().splitlines()
 
 
 def messages(name: str) -> list[dict]:
