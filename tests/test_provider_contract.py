@@ -214,7 +214,9 @@ def test_second_claimer_conflicts(provider):
     assert provider.get_task(task.id).claim.worker_id == "w1"
 
 
-@pytest.mark.parametrize("status", [TaskStatus.BLOCKED, TaskStatus.DONE, TaskStatus.CANCELED, TaskStatus.IN_PROGRESS])
+@pytest.mark.parametrize(
+    "status", [TaskStatus.BLOCKED, TaskStatus.DONE, TaskStatus.CANCELED, TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW]
+)
 def test_claim_refuses_tasks_that_are_not_takeable(provider, status):
     (task,) = create(provider, "1.1: a")
     provider.update_task(task.id, status=status)  # in_progress without a claim: someone works by hand
@@ -413,6 +415,28 @@ def test_claim_next_respects_dependencies_and_counts_canceled_as_done(provider):
     assert provider.claim_next("w2", 60, "dependencies") is None
     provider.update_task(base.id, status=TaskStatus.CANCELED, force=True)
     assert provider.claim_next("w2", 60, "dependencies").key == "use-the-base"
+
+
+def test_in_review_is_kept_listed_and_holds_back_what_follows(provider):
+    """A verified task waiting for a person: released to in_review with its note, listed by
+    that status, never handed out, and (not satisfied) gating its dependants and, under the
+    phase policies, the next phase; approval (done) lets them go."""
+    first, _, later = create(provider, "1.1: first", "1.2: second", "2.1: later")
+    provider.update_task(later.id, dependencies=[first.id])
+    claimed = provider.claim_next("w1", 60, "phases")
+    assert claimed.key == "1.1"
+    waiting = provider.release(claimed.id, claimed.claim.token, status=TaskStatus.IN_REVIEW, note="ready for review")
+    assert (waiting.status, waiting.claim, waiting.notes[-1].text) == (TaskStatus.IN_REVIEW, None, "ready for review")
+    assert provider.get_task(first.id).status is TaskStatus.IN_REVIEW
+    assert keys(provider.list_tasks([TaskStatus.IN_REVIEW])) == ["1.1"]
+    for ordering in scheduler.ORDERINGS:
+        decisions = {d.task.key: d for d in scheduler.plan(provider.list_tasks(), ordering=ordering)}
+        assert not decisions["1.1"].ready and "in_review" in decisions["1.1"].explain()
+        assert not decisions["2.1"].ready
+    assert provider.claim_next("w1", 60, "phases").key == "1.2"
+    assert provider.claim_next("w1", 60, "dependencies") is None  # 2.1 waits for 1.1 in review
+    provider.update_task(first.id, status=TaskStatus.DONE)
+    assert provider.claim_next("w1", 60, "dependencies").key == "2.1"
 
 
 def test_claim_next_skips_blocked_and_handles_tracker_ids(provider):
@@ -636,7 +660,9 @@ def random_store(provider, clock, kit, rng: random.Random) -> None:
             provider.update_task(task.id, dependencies=[*task.dependencies, extra.id])
     for task in tasks:
         roll = rng.random()
-        if roll < 0.15:
+        if roll < 0.01:
+            provider.update_task(task.id, status=TaskStatus.IN_REVIEW)
+        elif roll < 0.15:
             provider.update_task(task.id, status=TaskStatus.DONE)
         elif roll < 0.2:
             provider.update_task(task.id, status=TaskStatus.CANCELED)

@@ -266,6 +266,9 @@ class GitSection(_Section):
     branch_per_task: bool = False
     merge_strategy: Literal["rebase", "merge"] = "merge"
     max_merge_attempts: int = Field(2, ge=1)  # merge conflicts / failing post-merge checks before blocked
+    remote: str | None = None  # a git remote shared by runners on several machines (docs/runner.md "Many machines")
+    branch: str | None = None  # the integration branch on the remote; None: the branch checked out
+    max_push_attempts: int = Field(3, ge=1)  # rejected pushes (fetch, rebase, verify, push again) before blocked
 
 
 class ExecutionSection(_Section):
@@ -274,6 +277,7 @@ class ExecutionSection(_Section):
     ordering: Literal["strict", "phases", "dependencies"] = "strict"
     checkpoints: CheckpointsSection = CheckpointsSection()
     git: GitSection = GitSection()
+    handoff: Literal["merge", "review"] = "merge"  # review: a person approves each task before it merges
 
 
 class ProgressSection(_Section):

@@ -108,6 +108,8 @@ def takeable(task: Task, now: datetime) -> tuple[bool, str]:
         return True, ""
     if task.status is TaskStatus.BLOCKED:
         return False, "blocked (set it back to todo when the blocker is resolved)"
+    if task.status is TaskStatus.IN_REVIEW:
+        return False, "in_review (waits for `autonomous approve` or `autonomous reject`)"
     return False, task.status.value
 
 

@@ -23,6 +23,7 @@ from typing import Any
 class TaskStatus(enum.StrEnum):
     TODO = "todo"
     IN_PROGRESS = "in_progress"
+    IN_REVIEW = "in_review"  # finished and verified, waiting for a person (execution.handoff: review)
     BLOCKED = "blocked"
     DONE = "done"
     CANCELED = "canceled"
@@ -32,7 +33,8 @@ class TaskStatus(enum.StrEnum):
         """Whether this status lets dependants go ahead.
 
         ``canceled`` counts as satisfied: a task someone decided not to do must not
-        hold the rest of the plan hostage. Blocked does not.
+        hold the rest of the plan hostage. Blocked does not, and neither does
+        ``in_review``: its work has not reached the integration branch yet.
         """
         return self in (TaskStatus.DONE, TaskStatus.CANCELED)
 

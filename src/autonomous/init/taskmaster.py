@@ -23,7 +23,7 @@ from autonomous.tasks import NewTask, Priority, TaskStatus
 STATUS = {
     "pending": TaskStatus.TODO,
     "in-progress": TaskStatus.TODO,  # someone began it; the runner takes it up again
-    "review": TaskStatus.BLOCKED,  # finished work awaiting a person: not to be redone
+    "review": TaskStatus.IN_REVIEW,  # finished work awaiting a person: not to be redone
     "blocked": TaskStatus.BLOCKED,
     "done": TaskStatus.DONE,
     "completed": TaskStatus.DONE,

@@ -21,7 +21,7 @@ from autonomous.providers.base import check_dependency_keys, status_after_update
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind
 
 ID_PREFIX = "T-"
-OPEN = "('todo', 'in_progress', 'blocked')"
+OPEN = "('todo', 'in_progress', 'blocked', 'in_review')"  # not satisfied: they gate what follows
 SATISFIED = "('done', 'canceled')"
 ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
 

@@ -11,7 +11,8 @@ The mapping (docs/providers.md has the table):
   ``<!-- autonomous:key=AUTH-1.2 -->`` (what makes ``init`` idempotent) and
   ``<!-- autonomous:state {...} -->`` (exact criteria, steps, label order, timestamps,
   cost, turns, and the claim: worker, lease expiry, fencing token).
-* status: open + ``status:todo`` / ``status:in-progress`` / ``status:blocked``;
+* status: open + ``status:todo`` / ``status:in-progress`` / ``status:blocked`` /
+  ``status:in-review``;
   closed as ``completed`` is done, closed as ``not_planned`` (or ``duplicate``) is
   canceled. Priority: ``priority:urgent`` / ``high`` / ``low`` (no label: normal).
   META tasks carry the ``meta`` label. Labels are created on first use, then cached.
@@ -95,12 +96,13 @@ STATUS_LABELS = {
     TaskStatus.TODO: "status:todo",
     TaskStatus.IN_PROGRESS: "status:in-progress",
     TaskStatus.BLOCKED: "status:blocked",
+    TaskStatus.IN_REVIEW: "status:in-review",
 }
 PRIORITY_LABELS = {Priority.URGENT: "priority:urgent", Priority.HIGH: "priority:high", Priority.LOW: "priority:low"}
 META_LABEL = "meta"
 SESSIONS_LABEL = "autonomous:sessions"
 LABEL_COLORS = {
-    "status:todo": "ededed", "status:in-progress": "fbca04", "status:blocked": "d93f0b",
+    "status:todo": "ededed", "status:in-progress": "fbca04", "status:blocked": "d93f0b", "status:in-review": "0e8a16",
     "priority:urgent": "b60205", "priority:high": "d93f0b", "priority:low": "c5def5",
     META_LABEL: "5319e7", SESSIONS_LABEL: "bfdadc",
 }  # fmt: skip
@@ -397,6 +399,8 @@ class GitHubProvider(StateProvider):
             status = TaskStatus.CANCELED if canceled else TaskStatus.DONE
         elif STATUS_LABELS[TaskStatus.BLOCKED] in names:
             status = TaskStatus.BLOCKED
+        elif STATUS_LABELS[TaskStatus.IN_REVIEW] in names:
+            status = TaskStatus.IN_REVIEW
         elif STATUS_LABELS[TaskStatus.IN_PROGRESS] in names:
             status = TaskStatus.IN_PROGRESS
         else:

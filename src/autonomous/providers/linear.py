@@ -12,6 +12,8 @@ Mapping (one place each; see docs/providers.md for the table):
   canceled. Writing picks the team's first state (by position) of the type (todo prefers
   ``unstarted``). ``blocked`` has no state type in Linear: it is the ``blocked`` label (on
   an unstarted state) plus a comment; done and canceled win over a stale label.
+  ``in_review`` is the team's first ``started`` state whose name says "review" ("In
+  Review"), when it has one; otherwise the ``in-review`` label on a started state.
 * **Priority**: 1 urgent, 2 high, 3 normal (Linear's "medium"), 4 low; 0 ("no priority")
   reads as low, so unprioritised issues sort last.
 * **Description**: the task's description, then ``## Acceptance criteria`` and
@@ -111,6 +113,7 @@ DEFAULT_ENDPOINT = "https://api.linear.app/graphql"
 DEFAULT_API_KEY_ENV = "LINEAR_API_KEY"
 ENDPOINT_ENV = "LINEAR_API_URL"
 BLOCKED_LABEL = "blocked"
+REVIEW_LABEL = "in-review"  # in_review on a team without an "In Review" state
 PAGE_SIZE = 50  # issues per page; Linear's default page size
 NESTED_PAGE_SIZE = 25  # labels, relations and comments fetched inline per issue
 BATCH_SIZE = 25  # issues per issueBatchCreate
@@ -300,6 +303,7 @@ _STATUS_TO_TYPES = {
     TaskStatus.TODO: ("unstarted", "backlog", "triage"),
     TaskStatus.BLOCKED: ("unstarted", "backlog", "triage"),
     TaskStatus.IN_PROGRESS: ("started",),
+    TaskStatus.IN_REVIEW: ("started",),
     TaskStatus.DONE: ("completed",),
     TaskStatus.CANCELED: ("canceled",),
 }
@@ -312,11 +316,20 @@ def priority_from_linear(value: float | int | None) -> Priority:
     return _LINEAR_TO_PRIORITY.get(int(value or 0), Priority.LOW)
 
 
-def status_from_state_type(state_type: str, labels: Iterable[str] = ()) -> TaskStatus:
+def status_from_state_type(state_type: str, labels: Iterable[str] = (), *, in_review_state: bool = False) -> TaskStatus:
+    """``in_review_state``: the issue is in the team's "In Review" state (see the module docstring)."""
     status = _TYPE_TO_STATUS.get(state_type, TaskStatus.TODO)
+    labels = set(labels)
     if status is TaskStatus.TODO and BLOCKED_LABEL in labels:
         return TaskStatus.BLOCKED
+    if status is TaskStatus.IN_PROGRESS and (in_review_state or REVIEW_LABEL in labels):
+        return TaskStatus.IN_REVIEW
     return status
+
+
+def review_state(states: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The team's state for in_review: its first started state named like "In Review"."""
+    return next((s for s in states if s["type"] == "started" and "review" in s.get("name", "").lower()), None)
 
 
 # -- the description: text, sections, hidden marker -------------------------------------------
@@ -761,11 +774,18 @@ class LinearProvider(StateProvider):
         self._setup()
         return self._project_id
 
+    def _review_state_id(self) -> str | None:
+        review = review_state(self._setup().states)
+        return review["id"] if review else None
+
     def _state_for(self, status: TaskStatus) -> dict[str, Any]:
         team = self._setup()
+        review = review_state(team.states)
+        if status is TaskStatus.IN_REVIEW and review is not None:
+            return review
         for state_type in _STATUS_TO_TYPES[status]:
             for state in team.states:
-                if state["type"] == state_type:
+                if state["type"] == state_type and (state is not review or status is TaskStatus.IN_REVIEW):
                     return state
         raise ProviderError(
             f"Linear team {team.name} has no workflow state of type {'/'.join(_STATUS_TO_TYPES[status])} "
@@ -830,9 +850,11 @@ class LinearProvider(StateProvider):
             description=description,
             acceptance_criteria=criteria,
             test_steps=steps,
-            status=status_from_state_type(state_type, label_ids),
+            status=status_from_state_type(
+                state_type, label_ids, in_review_state=node["state"]["id"] == self._review_state_id()
+            ),
             priority=priority_from_linear(node.get("priority")),
-            labels=[name for name in label_ids if name != BLOCKED_LABEL],
+            labels=[name for name in label_ids if name not in (BLOCKED_LABEL, REVIEW_LABEL)],
             dependencies=[r["issue"]["id"] for r in relations],
             notes=notes,
             claim=claim_state.claim,
@@ -1031,8 +1053,13 @@ class LinearProvider(StateProvider):
         if status is TaskStatus.BLOCKED:
             names.append(BLOCKED_LABEL)
             state_id = issue.state_id if _TYPE_TO_STATUS.get(issue.state_type) is TaskStatus.TODO else None
+        elif status is TaskStatus.IN_REVIEW:
+            if self._review_state_id() is None:
+                names.append(REVIEW_LABEL)
+            state_id = None
         else:
-            state_id = issue.state_id if _TYPE_TO_STATUS.get(issue.state_type) is status else None
+            same = _TYPE_TO_STATUS.get(issue.state_type) is status and issue.state_id != self._review_state_id()
+            state_id = issue.state_id if same else None
         return {"stateId": state_id or self._state_for(status)["id"], "labelIds": self._label_ids(names)}
 
     def update_task(
