@@ -168,7 +168,7 @@ def test_taskmaster_tagged_fields_subtasks_and_statuses():
     assert t["3"].task.test_steps == ["curl /metrics", "check the counter grows"]
     assert (t["1"].task.priority, t["3"].task.priority) == (Priority.HIGH, Priority.LOW)
     assert {k: s.value for k, s in imp.statuses.items()} == {
-        "1": "done", "2.1": "done", "2.2": "todo", "2.3": "todo", "3": "blocked", "4": "canceled", "5": "todo",
+        "1": "done", "2.1": "done", "2.2": "todo", "2.3": "todo", "3": "in_review", "4": "canceled", "5": "todo",
     }  # fmt: skip
     # sub-tasks inherit the parent's dependencies; bare numbers are siblings; "2" means all of group 2
     assert t["2.2"].task.dependencies == ["1", "2.1"]
@@ -274,7 +274,7 @@ def test_init_imports_statuses_ledger_and_warns_on_unknown_dependency(tmp_path: 
     with FileProvider(tmp_path / ".ai-agents" / "state") as store:
         tasks = {t.key: t for t in store.list_tasks() if t.key != "META"}
     assert {k: t.status.value for k, t in tasks.items()} == {
-        "1": "done", "2.1": "done", "2.2": "todo", "2.3": "todo", "3": "blocked", "4": "canceled", "5": "todo",
+        "1": "done", "2.1": "done", "2.2": "todo", "2.3": "todo", "3": "in_review", "4": "canceled", "5": "todo",
     }  # fmt: skip
     assert tasks["2.2"].dependencies == [tasks["1"].id, tasks["2.1"].id]
     ledger = read_ledger(tmp_path / ".ai-agents" / "state")

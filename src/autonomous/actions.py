@@ -56,6 +56,29 @@ def retry(provider: StateProvider, ref: str, who: str) -> Task:
     return provider.get_task(task.id)
 
 
+def _review_answer(provider: StateProvider, ref: str, who: str, note: str) -> Task:
+    task = provider.find_task(ref)
+    if task.status is not TaskStatus.IN_REVIEW:
+        raise ActionRefused(f"{task.key} is {task.status.value}, not in_review: there is nothing to review")
+    _refuse_live_claim(task, "review")
+    provider.update_task(task.id, status=TaskStatus.TODO)
+    provider.add_note(task.id, note, who)
+    return provider.get_task(task.id)
+
+
+def approve(provider: StateProvider, ref: str, who: str) -> Task:
+    """A task in review is accepted: back to ``todo`` with an approval note, so the next
+    runner to claim it merges (and pushes) its branch without running the agent again."""
+    return _review_answer(provider, ref, who, f"{history.APPROVED_NOTE} by {who}: to be merged as it is")
+
+
+def reject(provider: StateProvider, ref: str, who: str, note: str) -> Task:
+    """A task in review goes back to the agent, with the reviewer's note in its prompt."""
+    if not note.strip():
+        raise ActionRefused("reject needs --note: say what to change")
+    return _review_answer(provider, ref, who, f"{history.REJECTED_NOTE} by {who}: {note.strip()}")
+
+
 def cancel(provider: StateProvider, ref: str, who: str) -> Task:
     """The task is not to be done; tasks waiting on it go ahead (canceled counts as satisfied)."""
     task = provider.find_task(ref)

@@ -238,7 +238,7 @@ def tasks_cmd(ctx: click.Context, statuses: tuple[str, ...], config_path: Path |
 
 
 PRIORITIES = ["urgent", "high", "normal", "low"]
-STATUSES = ["todo", "in_progress", "blocked", "done", "canceled"]
+STATUSES = ["todo", "in_progress", "in_review", "blocked", "done", "canceled"]
 
 
 @tasks_cmd.command("add")
@@ -433,6 +433,41 @@ def retry_cmd(ref: str, config_path: Path | None, as_json: bool) -> None:
         emit_json({"task": task.to_dict()})
     else:
         click.echo(f"{task.key} is back to todo; the next `autonomous start` picks it up when it is ready.")
+
+
+@main.command("approve")
+@click.argument("ref")
+@config_option
+@json_option
+@handle_errors
+def approve_cmd(ref: str, config_path: Path | None, as_json: bool) -> None:
+    """Accept a task waiting in review (execution.handoff: review): the runner merges it."""
+    from autonomous import actions
+
+    with open_provider(load(config_path)) as provider:
+        task = actions.approve(provider, ref, actions.person())
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"{task.key} approved; the next `autonomous start` merges it without running the agent again.")
+
+
+@main.command("reject")
+@click.argument("ref")
+@click.option("--note", required=True, help="What to change: the agent reads it on its next attempt.")
+@config_option
+@json_option
+@handle_errors
+def reject_cmd(ref: str, note: str, config_path: Path | None, as_json: bool) -> None:
+    """Send a task waiting in review back to the agent with a note."""
+    from autonomous import actions
+
+    with open_provider(load(config_path)) as provider:
+        task = actions.reject(provider, ref, actions.person(), note)
+    if as_json:
+        emit_json({"task": task.to_dict()})
+    else:
+        click.echo(f"{task.key} rejected; back to todo, the agent gets your note on its next attempt.")
 
 
 @main.command("diff")

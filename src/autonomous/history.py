@@ -21,6 +21,24 @@ from typing import Any
 from autonomous.tasks import Note
 
 RETRY_NOTE = "Retry requested"
+# execution.handoff: review. The runner's note when a verified task goes to in_review, and
+# the person's answer (``autonomous approve`` / ``reject``), which the runner reads when it
+# claims the task again.
+REVIEW_NOTE = "In review"
+APPROVED_NOTE = "Approved"
+REJECTED_NOTE = "Rejected"
+
+
+def review_decision(notes: Sequence[Note]) -> str | None:
+    """``approved`` or ``rejected`` when a person answered the task's latest review, else None."""
+    for note in reversed(notes):
+        if note.text.startswith(APPROVED_NOTE):
+            return "approved"
+        if note.text.startswith(REJECTED_NOTE):
+            return "rejected"
+        if note.text.startswith(REVIEW_NOTE):
+            return None
+    return None
 
 _SPENT = re.compile(
     r"^Turns: (?P<turns>\d+), cost: \$(?P<cost>[\d.]+), duration: (?P<duration>[\d.]+)s"
@@ -36,6 +54,7 @@ _VERIFICATION = re.compile(
 _ATTEMPT_OF = re.compile(r"^\(attempt (?P<n>\d+) of \d+\)$")
 _RESULTS = [
     ("Done", "done"),
+    ("In review", "in_review"),
     ("Blocked", "blocked"),
     ("Failed", "failed"),
     ("Merge failed", "merge_failed"),

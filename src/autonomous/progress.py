@@ -307,6 +307,7 @@ def collect_status(
 
     tasks: dict[str, Any] | None = None
     blocked: list[dict[str, Any]] = []
+    in_review: list[str] = []  # keys of the tasks waiting for a person
     total_cost = None
     if provider is not None:
         all_tasks = [t for t in provider.list_tasks() if not t.is_meta]
@@ -318,12 +319,15 @@ def collect_status(
             "completed": counts["done"],
             "remaining": counts["todo"] + counts["in_progress"],
             "blocked": counts["blocked"],
+            "in_review": counts["in_review"],
             "by_status": counts,
         }
         for t in all_tasks:
             if t.status is TaskStatus.BLOCKED:
                 reason = t.notes[-1].text if t.notes else ""
                 blocked.append({"id": t.id, "key": t.key, "title": t.title, "reason": " ".join(reason.split())[:300]})
+            elif t.status is TaskStatus.IN_REVIEW:
+                in_review.append(t.key)
         total_cost = round(sum(t.cost_usd for t in all_tasks), 6)
 
     metrics: dict[str, Any] = {"cost_usd": None, "total_cost_usd": total_cost}
@@ -353,6 +357,7 @@ def collect_status(
         "worktrees_kept": _kept_worktrees(Path(state_dir)),
         "tasks": tasks,
         "blocked": blocked,
+        "in_review": in_review,
         "metrics": metrics,
         "recent_events": recent[-events:] if events > 0 else [],
     }
@@ -438,6 +443,10 @@ def render_status(status: dict[str, Any]) -> str:
             f"Tasks:    {tasks['completed']} done, {tasks['remaining']} remaining ({in_progress} in progress), "
             f"{tasks['blocked']} blocked, {tasks['by_status'].get('canceled', 0)} canceled ({tasks['total']} total)"
         )
+        if tasks["by_status"].get("in_review"):
+            waiting = ", ".join(status.get("in_review", [])[:10])
+            count = tasks["by_status"]["in_review"]
+            lines.append(f"Review:   {count} task(s) wait for `autonomous approve`: {waiting}")
     for b in status.get("blocked", [])[:10]:
         reason = f" - {b['reason'][:120]}" if b.get("reason") else ""
         lines.append(f"Blocked:  {b['key']} {b['title']}{reason}")

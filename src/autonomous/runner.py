@@ -64,7 +64,7 @@ from autonomous.init.tick import Tick, tick_done
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
-from autonomous.workspace import changes, git
+from autonomous.workspace import changes, git, remote
 from autonomous.workspace.commit import TaskCommit, commit_change_set
 
 EXIT_OK = 0
@@ -144,6 +144,10 @@ class Settings:
     merge_strategy: str  # merge | rebase
     max_merge_attempts: int
     tick_source: bool  # tick a finished task's box in its imported tasks.md
+    remote: str | None  # execution.git.remote: push finished work there (workspace/remote.py)
+    remote_branch: str | None
+    max_push_attempts: int
+    handoff: str  # merge | review
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -189,6 +193,10 @@ class Settings:
             merge_strategy=execution.git.merge_strategy,
             max_merge_attempts=execution.git.max_merge_attempts,
             tick_source=config.initializer.tick_source,
+            remote=execution.git.remote,
+            remote_branch=execution.git.branch,
+            max_push_attempts=execution.git.max_push_attempts,
+            handoff=execution.handoff,
         )
 
     @property
@@ -288,6 +296,7 @@ class Result:
     INTERRUPTED = "interrupted"
     LOST = "lost"  # the lease was taken over: nothing recorded
     MERGE_RETRY = "merge_retry"  # verified, but its branch did not merge: back to todo, retried on the new base
+    IN_REVIEW = "in_review"  # verified and committed on its branch: waits for a person (execution.handoff: review)
 
 
 @dataclass(slots=True)
@@ -305,6 +314,7 @@ class TaskResult:
     message: str = ""
     checkpoints: list[cp.Checkpoint] = field(default_factory=list)
     tick: Tick | None = None  # the source checklist's tick; tick.commit_path belongs to the task's change set
+    approved: bool = False  # a person approved the task in review: merge it, do not send it to review again
 
 
 @dataclass(slots=True)
@@ -479,7 +489,8 @@ class Isolation:
         """Isolation when the project is a git repository and there are several workers
         (or ``execution.git.branch_per_task``); None otherwise (work in the project itself)."""
         s = runner.settings
-        if not (s.workers > 1 or s.branch_per_task) or not git.is_repo(s.project_dir):
+        wanted = s.workers > 1 or s.branch_per_task or s.handoff == "review" or s.remote
+        if not wanted or not git.is_repo(s.project_dir):
             return None
         branch = git.current_branch(s.project_dir)
         if branch is None or git.head(s.project_dir) is None:
@@ -509,7 +520,16 @@ class Isolation:
                 if path.exists():  # a directory git forgot about: never reuse blindly
                     raise git.GitError(f"{path} exists but is not a worktree of {self.repo}; move it away")
                 git.prune_worktrees(self.repo)
-                git.add_worktree(self.repo, path, git.branch_name(task.key), self.integration)
+                base = self.integration
+                # -- shared remote: a new task starts from the remote's latest integration branch,
+                # or from its own branch when a runner pushed it for review
+                shared, branch = self.runner.remote, git.branch_name(task.key)
+                if shared is not None and not git.branch_exists(self.repo, branch):
+                    if git.fetch(self.repo, shared.name, branch) is not None:
+                        base = git.tracking_ref(shared.name, branch)
+                    elif git.fetch(self.repo, shared.name, shared.branch) is not None:
+                        base = shared.ref
+                git.add_worktree(self.repo, path, branch, base)
         return path, path / self.rel
 
     def scan_leftovers(self) -> tuple[list[str], list[dict[str, Any]]]:
@@ -601,6 +621,9 @@ class Isolation:
         """One merge at a time: merge, verify the merged result, undo on failure."""
         s = self.settings
         async with self.merge_lock:
+            shared = self.runner.remote
+            if shared is not None:  # merge into the remote's latest, not a stale local branch
+                await asyncio.to_thread(self._locked, remote.catch_up, self.repo, shared)
             obstacles = await asyncio.to_thread(self._locked, self.obstacles, branch)
             if obstacles:
                 return git.MergeResult(False, output=obstacles, obstacle=True), None
@@ -615,14 +638,40 @@ class Isolation:
                 message=f"Merge {branch}: {task.key} {title}\n\nautonomous: task {task.id} done",
                 worktree=path,
             )
-            if not merged.merged or not s.verify_commands:
+            if not merged.merged:
                 return merged, None
-            vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
-            if not vr.passed and merged.before is not None:
-                await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
-                merged.merged = False
-                merged.output = "verification failed on the merged result:\n" + vr.evidence()
+            vr = None
+            if s.verify_commands:
+                vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+                if not vr.passed and merged.before is not None:
+                    await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
+                    merged.merged = False
+                    merged.output = "verification failed on the merged result:\n" + vr.evidence()
+            if merged.merged and shared is not None:
+                await self._push(merged, shared, redact)
             return merged, vr
+
+    async def _push(self, merged: git.MergeResult, shared: remote.Remote, redact: Callable[[str], str]) -> None:
+        """The merged result goes to the shared remote; a push that cannot be made undoes
+        the merge (the task's branch keeps its commits, and the task is redone or blocked
+        like any failed merge)."""
+        s = self.settings
+
+        async def check() -> verify.VerificationResult | None:
+            if not s.verify_commands:
+                return None
+            return await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+
+        async def locked(fn: Callable[..., Any], *args: Any) -> Any:
+            return await asyncio.to_thread(self._locked, fn, *args)
+
+        pub = await remote.publish(self.repo, shared, attempts=s.max_push_attempts, verify=check, locked=locked)
+        if pub.pushed:
+            merged.after = pub.sha
+            return
+        if merged.before is not None:
+            await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
+        merged.merged, merged.conflict, merged.output = False, pub.conflict, pub.output
 
 
 # -- the worker -------------------------------------------------------------------------------
@@ -794,7 +843,14 @@ class Worker:
                 except git.GitError as exc:
                     result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
                     return await self._record(task, token, result)
+            if self.runner.remote is not None and self.isolation is not None:
+                # -- shared remote: a task the remote already holds is done
+                landed = await asyncio.to_thread(self._remote_start, task)
+                if landed is not None:
+                    return await self._record_landed(task, token, result, landed)
             before = await asyncio.to_thread(self._tree_at_claim)
+            if s.handoff == "review" and history.review_decision(task.notes) == "approved":
+                return await self._merge_approved(task, token, result, before, started)
             all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
             session_id = resume_session
@@ -856,6 +912,57 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
             self.last_current, self.current = self.current, None
+
+    # -- shared remote and review (docs/runner.md "Many machines") ----------------------------
+    def _remote_start(self, task: Task) -> str | None:
+        """The task's commit when the remote already holds it (a runner died after pushing
+        it, before recording it), as of a fresh fetch."""
+        shared, iso = self.runner.remote, self.isolation
+        assert shared is not None and iso is not None
+        with iso.git_lock:
+            git.fetch(iso.repo, shared.name, shared.branch)
+            return remote.published(iso.repo, shared, task.id)
+
+    async def _record_landed(self, task: Task, token: int, result: TaskResult, sha: str) -> TaskResult:
+        shared = self.runner.remote
+        assert shared is not None
+        result.verdict, result.commit = Result.DONE, sha
+        note = (
+            f"Done (commit {sha[:12]} already on {shared.describe()}: a runner stopped after pushing it, "
+            f"before recording it)\nTurns: 0, cost: $0.0000, duration: 0.0s, commit: {sha}"
+        )
+        try:
+            self.provider.release(task.id, token, status=TaskStatus.DONE, note=note, author=AUTHOR)
+        except StaleClaim:
+            result.verdict = Result.LOST
+            result.message = f"lost the lease on {task.key} before recording; nothing recorded"
+            return result
+        result.message = note.splitlines()[0]
+        self.emit(
+            EventKind.TASK_RECORDED, task, status="done", verdict=result.verdict, commit=sha, message=result.message
+        )
+        return result
+
+    async def _merge_approved(
+        self, task: Task, token: int, result: TaskResult, before: changes.TreeState, started: float
+    ) -> TaskResult:
+        """A person approved the work in review: verify it once more and merge it as ``merge``
+        mode would, without running the agent again."""
+        s = self.settings
+        result.approved = True
+        result.change_set = await asyncio.to_thread(self._changes_since, before)
+        if not result.change_set:  # the reviewed branch is not here (another machine, deleted): merge nothing
+            result.outcome = Outcome(
+                OutcomeStatus.BLOCKED, blocker=f"approved, but branch {git.branch_name(task.key)} holds no work here"
+            )
+            return await self._record(task, token, result)
+        result.outcome = Outcome(OutcomeStatus.COMPLETED, summary="approved in review")
+        result.verification = await verify.verify(
+            self.cwd, s.verify_commands, timeout=s.verify_timeout, redact=self.runner.redactor.text
+        )
+        self.emit(EventKind.VERIFICATION, task, attempt=1, **result.verification.to_dict())
+        result.duration_s = time.monotonic() - started
+        return await self._record(task, token, result)
 
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
@@ -921,9 +1028,10 @@ class Worker:
                 await asyncio.to_thread(iso.finish, path, branch)
             except git.GitError as exc:
                 self.emit(EventKind.WARNING, task, message=f"could not remove the worktree {path}: {exc}")
+            pushed = f", pushed to {self.runner.remote.describe()}" if self.runner.remote else ""
             return True, (
                 f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
-                f"as {(result.commit or '-')[:12]}, {s.merge_strategy})"
+                f"as {(result.commit or '-')[:12]}, {s.merge_strategy}{pushed})"
             )
         attempts = sum(1 for n in history.since_retry(task.notes) if n.text.startswith(MERGE_NOTE)) + 1
         what = "conflict" if merged.conflict else "blocked by the checkout" if merged.obstacle else "failed"
@@ -992,11 +1100,24 @@ class Worker:
                 # not on the task branch, so not mergeable: not done; the worktree keeps the work
                 result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
                 head = f"Failed: verified, but the work could not be committed in {self.worktree} ({commit_problem})"
+            elif self.worktree is not None and s.handoff == "review" and not result.approved:
+                result.verdict, status = Result.IN_REVIEW, TaskStatus.IN_REVIEW
+                branch = git.branch_name(task.key)
+                where = f"worktree {self.worktree}"
+                if self.runner.remote is not None:  # any machine can then merge it once approved
+                    shared = self.runner.remote
+                    pushed = await asyncio.to_thread(git.push, self.worktree, shared.name, branch)
+                    where = f"pushed to {shared.name}" if pushed.pushed else f"{where}; push failed: {pushed.output}"
+                head = (
+                    f"{history.REVIEW_NOTE}: branch {branch} (commit {(result.commit or '-')[:12]}, {where}) "
+                    f"waits for `autonomous approve {task.key}` or `autonomous reject {task.key} --note TEXT`"
+                )
             elif self.isolation is not None and self.worktree is not None:
                 merge_ok, head = await self._merge(task, token, result)
                 merge_failed = not merge_ok
                 if merge_failed:
                     status = TaskStatus.BLOCKED if result.verdict == Result.BLOCKED else TaskStatus.TODO
+
         elif outcome.status is OutcomeStatus.COMPLETED:
             result.verdict = Result.BLOCKED
             status = TaskStatus.BLOCKED
@@ -1043,7 +1164,7 @@ class Worker:
             result.verdict = Result.FAILED
             head = f"Failed ({outcome.status.value}): {outcome.error or outcome.summary or 'no detail'}; back to todo"
             summary = outcome.summary
-        if status is not TaskStatus.DONE and not merge_failed:
+        if status not in (TaskStatus.DONE, TaskStatus.IN_REVIEW) and not merge_failed:
             committed, _ = await self._commit(
                 task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}", change_set
             )
@@ -1141,6 +1262,7 @@ class AutonomousRunner:
         self._lock = threading.Lock()
         self._saved_at = 0.0  # monotonic time of the last state write
         self.isolation: Isolation | None = None
+        self.remote: remote.Remote | None = None  # execution.git.remote, resolved at the session's start
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
@@ -1417,6 +1539,7 @@ class AutonomousRunner:
         previous = _load_previous(s.state_dir)
         backend_ = self.backend()
         self.isolation = Isolation.setup(self)
+        await self._setup_remote()
         count = max(1, s.workers)
         self.workers = [
             Worker(self, self.worker_id if count == 1 else f"{self.worker_id}:w{i + 1}", backend_) for i in range(count)
@@ -1479,6 +1602,51 @@ class AutonomousRunner:
             self._end(record, exit_code, reason)
             raise
         return self._end(record, exit_code, reason)
+
+    async def _setup_remote(self) -> None:
+        """Resolve ``execution.git.remote`` and publish what a runner killed mid-push left
+        unpushed (its tasks are then found on the remote and recorded done, not redone).
+        Review mode and a remote need task worktrees: a configuration without them is an
+        error before anything is claimed."""
+        s = self.settings
+        if (s.remote or s.handoff == "review") and self.isolation is None:
+            need = "execution.git.remote" if s.remote else "execution.handoff: review"
+            raise PreflightError(f"{need} needs a git repository with a commit and a branch checked out")
+        if not s.remote or self.isolation is None:
+            return
+        iso = self.isolation
+        try:
+            shared = self.remote = remote.resolve(iso.repo, s.remote, s.remote_branch)
+        except git.GitError as exc:
+            raise PreflightError(str(exc)) from None
+        if shared.branch != iso.integration:
+            raise PreflightError(
+                f"execution.git.branch: the project has {iso.integration} checked out, not {shared.branch}; "
+                f"check out {shared.branch} (the runner merges into the branch checked out)"
+            )
+        if await asyncio.to_thread(remote.catch_up, iso.repo, shared) is None:
+            return  # the remote has no such branch yet: the first push creates it
+        ahead = await asyncio.to_thread(git.count_ahead, iso.repo, shared.ref)
+        if not ahead:
+            return
+
+        async def check() -> verify.VerificationResult | None:
+            if not s.verify_commands:
+                return None
+            return await verify.verify(
+                s.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=self.redactor.text
+            )
+
+        pub = await remote.publish(iso.repo, shared, attempts=s.max_push_attempts, verify=check)
+        if pub.pushed:
+            message = f"pushed {ahead} commit(s) left unpushed on {iso.integration} to {shared.describe()}"
+        else:
+            kept = await asyncio.to_thread(remote.set_aside, iso.repo, shared, "unpushed")
+            message = (
+                f"{ahead} commit(s) on {iso.integration} could not be pushed to {shared.describe()}; "
+                f"kept on branch {kept}, {iso.integration} is back on {shared.describe()}: {pub.output.splitlines()[0]}"
+            )
+        self.emit(Event(EventKind.WARNING, {"message": message}))
 
     def _meta_note(self, text: str) -> None:
         try:
@@ -1665,6 +1833,9 @@ class AutonomousRunner:
                     await self._change.wait()
                     continue
                 waiting = self._nothing_ready_reason()
+                in_review = self._awaiting_review()
+                if in_review and not self._failures:
+                    return self._set_halt(EXIT_PAUSED, in_review)
                 if self._failures:
                     return (
                         EXIT_FAILED,
@@ -1755,6 +1926,20 @@ class AutonomousRunner:
             )
         )
         self.save_state()
+
+    def _awaiting_review(self) -> str:
+        """With nothing ready and nobody working: the tasks waiting for a person's review
+        (``execution.handoff: review``), as the line ``start`` ends with (exit 3), or ""."""
+        try:
+            waiting = [t.key for t in self.provider.list_tasks([TaskStatus.IN_REVIEW])]
+        except AutonomousError:
+            return ""
+        if not waiting:
+            return ""
+        return (
+            f"paused awaiting review: {', '.join(waiting)} wait(s) in in_review "
+            "(`autonomous approve KEY`, or `autonomous reject KEY --note TEXT`)"
+        )
 
     def _nothing_ready_reason(self) -> str:
         try:

@@ -33,6 +33,7 @@ EXPORT_STATUS = {
     TaskStatus.TODO: "open",
     TaskStatus.IN_PROGRESS: "in_progress",
     TaskStatus.BLOCKED: "blocked",
+    TaskStatus.IN_REVIEW: "in_progress",  # beads has no review state: the work is not closed yet
     TaskStatus.DONE: "closed",
     TaskStatus.CANCELED: "closed",
 }

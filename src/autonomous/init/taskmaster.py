@@ -35,6 +35,7 @@ EXPORT_STATUS = {
     TaskStatus.TODO: "pending",
     TaskStatus.IN_PROGRESS: "in-progress",
     TaskStatus.BLOCKED: "blocked",
+    TaskStatus.IN_REVIEW: "review",
     TaskStatus.DONE: "done",
     TaskStatus.CANCELED: "cancelled",
 }

@@ -254,6 +254,10 @@ def branches(path: Path, prefix: str) -> list[str]:
     return [b for b in out.splitlines() if b]
 
 
+def remotes(path: Path) -> list[str]:
+    return _run(["remote"], Path(path), check=False).split()
+
+
 def branch_exists(path: Path, branch: str) -> bool:
     return _run(["rev-parse", "--verify", "-q", f"refs/heads/{branch}"], Path(path), check=False).strip() != ""
 
@@ -345,9 +349,16 @@ def remove_worktree(repo: Path, path: Path) -> None:
     _run(["worktree", "remove", "--force", str(path)], Path(repo))
 
 
+def is_applied(path: Path, branch: str, into: str) -> bool:
+    """Every commit of ``branch`` has an equivalent change in ``into`` (``git cherry``): the
+    branch was merged as a rebased copy (a push to a shared remote rebases)."""
+    out = _run(["cherry", into, branch], Path(path), check=False)
+    return all(line.startswith("-") for line in out.splitlines())
+
+
 def delete_branch(repo: Path, branch: str, *, merged_into: str) -> bool:
-    """Delete ``branch`` only when ``merged_into`` contains all its commits."""
-    if not is_merged(repo, branch, merged_into):
+    """Delete ``branch`` only when ``merged_into`` contains all its commits, or their changes."""
+    if not (is_merged(repo, branch, merged_into) or is_applied(repo, branch, merged_into)):
         return False
     _run(["branch", "-D", branch], Path(repo))
     return True
@@ -422,3 +433,90 @@ def show(repo: Path, sha: str, *, stat: bool = False) -> str:
     its first parent, which is what the merge brought in."""
     args = ["show", "--no-color", "--diff-merges=first-parent", "--format=commit %H%nDate:   %aI%n%n    %s%n"]
     return _run([*args, *(["--stat"] if stat else []), sha, "--"], repo)
+
+
+# -- a shared remote (execution.git.remote; workspace/remote.py decides when) -------------------
+#
+# Pushes are plain ``git push REMOTE HEAD:refs/heads/BRANCH``: git itself refuses anything but
+# a fast-forward, and nothing here ever passes --force.
+
+
+def tracking_ref(remote: str, branch: str) -> str:
+    return f"refs/remotes/{remote}/{branch}"
+
+
+def fetch(repo: Path, remote: str, branch: str) -> str | None:
+    """Bring the remote's ``branch`` into its tracking ref; its commit, or None when the
+    remote has no such branch yet."""
+    _run(["fetch", "-q", "--no-tags", remote, f"+refs/heads/{branch}:{tracking_ref(remote, branch)}"], Path(repo),
+         check=False)  # fmt: skip
+    return _run(["rev-parse", "--verify", "-q", tracking_ref(remote, branch)], Path(repo), check=False).strip() or None
+
+
+@dataclass(slots=True)
+class PushOutcome:
+    pushed: bool
+    rejected: bool  # the remote moved on since the fetch (not a fast-forward): fetch, rebase, try again
+    output: str = ""
+
+
+def push(repo: Path, remote: str, branch: str) -> PushOutcome:
+    """Push HEAD to the remote's ``branch``, fast-forward only (never forced)."""
+    proc = subprocess.run(
+        ["git", "push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"],
+        cwd=repo, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_TIMEOUT,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )  # fmt: skip
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode == 0:
+        return PushOutcome(True, False, output)
+    rejected = any(word in output for word in ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]"))
+    return PushOutcome(False, rejected and "[remote rejected]" not in output, output)
+
+
+def rebase_onto(repo: Path, upstream: str) -> tuple[bool, str]:
+    """Rebase the checked-out branch onto ``upstream``; a conflict is aborted (the branch
+    keeps its commits). Returns (rebased, git's output)."""
+    proc = subprocess.run(
+        ["git", "rebase", "-q", upstream], cwd=repo, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=_TIMEOUT, env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **_identity_env(Path(repo))},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        _run(["rebase", "--abort"], Path(repo), check=False)
+        return False, (proc.stdout + proc.stderr).strip()
+    return True, ""
+
+
+def fast_forward(repo: Path, target: str) -> bool:
+    """Move the checked-out branch to ``target`` when that is a fast-forward; False (nothing
+    done) when the branch has commits ``target`` lacks, or the move would overwrite a file."""
+    return subprocess.run(
+        ["git", "merge", "-q", "--ff-only", target], cwd=repo, stdin=subprocess.DEVNULL, capture_output=True,
+        timeout=_TIMEOUT, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    ).returncode == 0  # fmt: skip
+
+
+def commit_of_task(repo: Path, ref: str, task_id: str) -> str | None:
+    """The commit on ``ref`` that finished task ``task_id`` (its message's trailer line), or None."""
+    out = _run(
+        ["log", "-1", "--format=%H", "--fixed-strings", f"--grep=autonomous: task {task_id} done", ref, "--"],
+        Path(repo), check=False,
+    )  # fmt: skip
+    return out.strip() or None
+
+
+def count_ahead(repo: Path, base: str, ref: str = "HEAD") -> int:
+    """Commits of ``ref`` that ``base`` lacks."""
+    out = _run(["rev-list", "--count", f"{base}..{ref}"], Path(repo), check=False).strip()
+    return int(out) if out.isdigit() else 0
+
+
+def keep_branch(repo: Path, name: str, at: str = "HEAD") -> str:
+    """A branch ``name`` (or ``name-2`` ...) at ``at``, so commits about to leave the
+    checked-out branch stay reachable for a person."""
+    branch, n = name, 1
+    while branch_exists(repo, branch):
+        n += 1
+        branch = f"{name}-{n}"
+    _run(["branch", branch, at], Path(repo))
+    return branch
