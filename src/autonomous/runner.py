@@ -837,17 +837,17 @@ class Worker:
         result = TaskResult(Result.FAILED, task)
         self.worktree = self.workspace = None
         try:
+            if self.runner.remote is not None and self.isolation is not None:
+                # -- shared remote: a task the remote already holds is done
+                landed = await asyncio.to_thread(self._remote_start, task)
+                if landed is not None:
+                    return await self._record_landed(task, token, result, landed)
             if self.isolation is not None:
                 try:
                     self.worktree, self.workspace = await asyncio.to_thread(self.isolation.prepare, task)
                 except git.GitError as exc:
                     result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
                     return await self._record(task, token, result)
-            if self.runner.remote is not None and self.isolation is not None:
-                # -- shared remote: a task the remote already holds is done
-                landed = await asyncio.to_thread(self._remote_start, task)
-                if landed is not None:
-                    return await self._record_landed(task, token, result, landed)
             before = await asyncio.to_thread(self._tree_at_claim)
             if s.handoff == "review" and history.review_decision(task.notes) == "approved":
                 return await self._merge_approved(task, token, result, before, started)
