@@ -102,7 +102,11 @@ EVERY_KEY: dict[str, Any] = {
             "branch_per_task": True,
             "merge_strategy": "rebase",
             "max_merge_attempts": 3,
+            "remote": "origin",
+            "branch": "trunk",
+            "max_push_attempts": 5,
         },
+        "handoff": "review",
     },
     "progress": {
         "slack_webhook": None,

@@ -74,6 +74,39 @@ def show(ref: str) -> dict:
     return json.loads(result.output)
 
 
+# -- approve / reject (execution.handoff: review) ------------------------------------------------
+
+
+def test_approve_and_reject_answer_a_task_in_review_and_show_in_tasks_status_and_next(shop: Path) -> None:
+    with store(shop) as p:
+        task = p.find_task("SHOP-1.1")
+        claimed = p.claim(task.id, "w1", 60)
+        p.release(
+            task.id, claimed.claim.token, status=TaskStatus.IN_REVIEW, note="In review: branch autonomous/SHOP-1.1"
+        )
+    listing = cli("tasks", "--status", "in_review")
+    assert listing.exit_code == 0 and "SHOP-1.1" in listing.output and "SHOP-1.2" not in listing.output
+    explain = cli("next", "--explain")
+    assert "Skipping SHOP-1.1 - in_review (waits for `autonomous approve`" in explain.output, explain.output
+    status = json.loads(cli("status", "--json").output)
+    assert status["in_review"] == ["SHOP-1.1"] and status["tasks"]["by_status"]["in_review"] == 1
+    assert "Review:   1 task(s) wait for `autonomous approve`: SHOP-1.1" in cli("status").output
+
+    line = error_line(cli("reject", "SHOP-1.1", "--note", "  "), 1)
+    assert "reject needs --note" in line
+    result = cli("reject", "shop-1.1", "--note", "name the cart Basket")
+    assert result.exit_code == 0 and "SHOP-1.1 rejected" in result.output
+    data = show("SHOP-1.1")["task"]
+    assert data["status"] == "todo" and data["notes"][-1]["text"].endswith(": name the cart Basket")
+    assert data["notes"][-1]["text"].startswith("Rejected by ")
+
+    line = error_line(cli("approve", "SHOP-1.1"), 1)  # todo now: nothing to review
+    assert "SHOP-1.1 is todo, not in_review" in line
+    cli("tasks", "update", "SHOP-1.1", "--status", "in_review")
+    approved = json.loads(cli("approve", "SHOP-1.1", "--json").output)
+    assert approved["task"]["status"] == "todo" and approved["task"]["notes"][-1]["text"].startswith("Approved by ")
+
+
 # -- retry ---------------------------------------------------------------------------------------
 
 
@@ -262,7 +295,7 @@ def test_bash_completion_completes_commands_and_subcommands(tmp_path: Path) -> N
     assert (bindir / "autonomous").exists(), "the console script is installed with the package"
     script = (
         "source <(autonomous completion bash)\n"
-        "complete_as() { COMPREPLY=(); COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1));"
+        'complete_as() { COMPREPLY=(); COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));'
         " _autonomous_completion autonomous; }\n"
         'complete_as autonomous ret; echo "1:${COMPREPLY[*]}"\n'
         'complete_as autonomous tasks e; echo "2:${COMPREPLY[*]}"\n'

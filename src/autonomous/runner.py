@@ -667,7 +667,7 @@ class Isolation:
 
         pub = await remote.publish(self.repo, shared, attempts=s.max_push_attempts, verify=check, locked=locked)
         if pub.pushed:
-            merged.after = pub.sha
+            merged.after, merged.rebased = pub.sha, pub.rebased
             return
         if merged.before is not None:
             await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
@@ -1029,6 +1029,8 @@ class Worker:
             except git.GitError as exc:
                 self.emit(EventKind.WARNING, task, message=f"could not remove the worktree {path}: {exc}")
             pushed = f", pushed to {self.runner.remote.describe()}" if self.runner.remote else ""
+            if merged.rebased:
+                pushed += " after rebasing onto work pushed meanwhile"
             return True, (
                 f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
                 f"as {(result.commit or '-')[:12]}, {s.merge_strategy}{pushed})"

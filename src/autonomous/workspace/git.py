@@ -382,6 +382,7 @@ class MergeResult:
     conflict: bool = False
     obstacle: bool = False  # the project's checkout is in the way (a redo would not help)
     output: str = ""
+    rebased: bool = False  # pushed after rebasing onto work another runner pushed first (shared remote)
 
 
 def merge_branch(
