@@ -153,7 +153,7 @@ def test_without_a_project_the_whole_team_is_the_scope(make):
         ("Icebox", TaskStatus.TODO),  # backlog
         ("Ready", TaskStatus.TODO),  # unstarted
         ("Doing", TaskStatus.IN_PROGRESS),
-        ("In Review", TaskStatus.IN_PROGRESS),  # a second started state: still in progress
+        ("In Review", TaskStatus.IN_REVIEW),  # the started state named like a review
         ("Shipped", TaskStatus.DONE),
         ("Duplicate", TaskStatus.CANCELED),  # any canceled state, whatever it is called
     ],
@@ -183,6 +183,32 @@ def test_status_is_written_as_the_first_state_of_its_type(make, server, status, 
     assert issue.state.type == state_type
     labels = {server.workspace(provider.key).labels[i].name for i in issue.label_ids}
     assert ("blocked" in labels) is (status is TaskStatus.BLOCKED)
+
+
+def test_in_review_is_the_review_state_when_the_team_has_one_else_a_label(make, server):
+    provider = make()
+    (task,) = provider.create_tasks([NewTask("Alpha", labels=["backend"])]).created
+    review = provider.update_task(task.id, status=TaskStatus.IN_REVIEW)
+    issue = server.workspace(provider.key).issues[task.id]
+    assert (review.status, review.labels, issue.state.name) == (TaskStatus.IN_REVIEW, ["backend"], "In Review")
+    working = provider.update_task(task.id, status=TaskStatus.IN_PROGRESS)
+    assert (working.status, issue.state.name) == (TaskStatus.IN_PROGRESS, "Doing")  # never the review state
+
+    key = server.add_workspace()
+    state_named(server, key, "In Review").name = "Waiting"  # a team without a review state
+    plain = make(key)
+    (other,) = plain.create_tasks([NewTask("Beta")]).created
+    review = plain.update_task(other.id, status=TaskStatus.IN_REVIEW)
+    issue = server.workspace(key).issues[other.id]
+    labels = {server.workspace(key).labels[i].name for i in issue.label_ids}
+    assert (review.status, review.labels, issue.state.name, labels) == (
+        TaskStatus.IN_REVIEW,
+        [],
+        "Doing",
+        {"in-review"},
+    )
+    back = plain.update_task(other.id, status=TaskStatus.TODO)
+    assert back.status is TaskStatus.TODO and not issue.label_ids
 
 
 def test_blocked_is_a_label_and_done_wins_over_a_stale_one(make, server):
