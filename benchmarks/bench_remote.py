@@ -112,7 +112,11 @@ def bench(layout: list[int], tasks: int, delay: float) -> tuple[float, int]:
             ]
             codes = [p.wait() for p in procs]
             elapsed = time.perf_counter() - start
-            assert codes == [0] * len(procs), codes
+            if codes != [0] * len(procs):
+                for t in store.list_tasks():
+                    if t.status is not TaskStatus.DONE and not t.is_meta:
+                        print(t.key, t.status.value, t.notes[-1].text if t.notes else "", file=sys.stderr)
+                raise SystemExit(f"a runner failed: exit codes {codes}")
             done = [t for t in store.list_tasks([TaskStatus.DONE]) if not t.is_meta]
             assert len(done) == tasks + phase2, len(done)
             rebased = sum("after rebasing" in t.notes[-1].text for t in done)

@@ -71,7 +71,8 @@ def status_of(project: Path, key: str) -> str:
 def test_board_columns_cards_and_meta(web: TestClient) -> None:
     board = web.get("/api/board").json()
     assert board["schema_version"] == 1
-    assert list(board["columns"]) == ["todo", "in_progress", "blocked", "done", "canceled"]
+    assert list(board["columns"]) == ["todo", "in_progress", "blocked", "in_review", "done", "canceled"]
+    assert board["columns"]["in_review"]["total"] == 0
     todo = board["columns"]["todo"]
     assert todo["total"] == 2 and [c["key"] for c in todo["cards"]] == ["SHOP-1.1", "SHOP-1.2"]
     price = todo["cards"][1]

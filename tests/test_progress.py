@@ -111,7 +111,8 @@ def test_status_of_a_running_session(project):
         "completed": 1,
         "remaining": 3,
         "blocked": 1,
-        "by_status": {"todo": 2, "in_progress": 1, "blocked": 1, "done": 1, "canceled": 0},
+        "in_review": 0,
+        "by_status": {"todo": 2, "in_progress": 1, "in_review": 0, "blocked": 1, "done": 1, "canceled": 0},
     }
     assert status["blocked"] == [
         {

@@ -80,6 +80,7 @@ CONVENTIONS_CAP = 8192  # characters of AGENTS.md / CLAUDE.md quoted in a prompt
 STATUS_INTERVAL = 1.0  # seconds between live-progress writes of the state file
 CONTEXT_REQUEUE_LIMIT = 3  # fresh-context restarts of one task per session before it counts as failed
 AUTHOR = "runner"
+REMOTE_POLL = 1.0  # seconds between looks at the shared store while only other machines' tasks run
 
 Emit = Callable[[Event], None]
 
@@ -487,7 +488,8 @@ class Isolation:
     @classmethod
     def setup(cls, runner: AutonomousRunner) -> Isolation | None:
         """Isolation when the project is a git repository and there are several workers
-        (or ``execution.git.branch_per_task``); None otherwise (work in the project itself)."""
+        (or ``execution.git.branch_per_task``, a shared remote, review handoff); None
+        otherwise (work in the project itself)."""
         s = runner.settings
         wanted = s.workers > 1 or s.branch_per_task or s.handoff == "review" or s.remote
         if not wanted or not git.is_repo(s.project_dir):
@@ -1119,7 +1121,6 @@ class Worker:
                 merge_failed = not merge_ok
                 if merge_failed:
                     status = TaskStatus.BLOCKED if result.verdict == Result.BLOCKED else TaskStatus.TODO
-
         elif outcome.status is OutcomeStatus.COMPLETED:
             result.verdict = Result.BLOCKED
             status = TaskStatus.BLOCKED
@@ -1834,6 +1835,11 @@ class AutonomousRunner:
                 if self._busy and self._change is not None:  # what the others finish may make a task ready
                     await self._change.wait()
                     continue
+                if self.remote is not None and self._change is not None and self._elsewhere():
+                    # -- shared remote: runners on other machines hold tasks whose end may unlock ours
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._change.wait(), timeout=REMOTE_POLL)
+                    continue
                 waiting = self._nothing_ready_reason()
                 in_review = self._awaiting_review()
                 if in_review and not self._failures:
@@ -1928,6 +1934,16 @@ class AutonomousRunner:
             )
         )
         self.save_state()
+
+    def _elsewhere(self) -> bool:
+        """Whether another runner (another machine) holds a live claim: its task may make
+        one of ours ready when it ends, so this runner waits rather than ends its session."""
+        mine = {w.worker_id for w in self.workers}
+        try:
+            running = self.provider.list_tasks([TaskStatus.IN_PROGRESS])
+        except AutonomousError:
+            return False
+        return any(t.claim is not None and t.claim.live() and t.claim.worker_id not in mine for t in running)
 
     def _awaiting_review(self) -> str:
         """With nothing ready and nobody working: the tasks waiting for a person's review

@@ -315,3 +315,18 @@ def test_review_mode_waits_for_approve_and_reject_and_exits_3_while_only_reviews
     assert all(done[k].status is TaskStatus.DONE for k in keys)
     assert task_commits(bare, keys)["RV-2.1"] == 1
     assert cli(project, "approve", "RV-2.1").returncode != 0  # done: nothing to review
+
+
+def test_a_remote_the_checkout_does_not_have_stops_start_with_exit_2_before_any_claim(tmp_path: Path) -> None:
+    bare = make_origin(tmp_path)
+    project = make_clone(bare, tmp_path / "one", {"execution": {"git": {"remote": "upstream"}}})
+    with file_store(project) as provider:
+        provider.create_tasks([NewTask("[NR-1.1] Part NR-1.1")])
+    with ScriptedModelServer(task_rules(["NR-1.1"])) as server:
+        proc = run(project, server, tmp_path)
+        assert not server.message_requests()
+    assert proc.returncode == 2, proc.stderr
+    assert "execution.git.remote: the checkout" in proc.stderr and "has no remote 'upstream'" in proc.stderr
+    with file_store(project) as provider:
+        task = states(provider)["NR-1.1"]
+        assert task.status is TaskStatus.TODO and task.claim is None

@@ -457,7 +457,7 @@ def fetch(repo: Path, remote: str, branch: str) -> str | None:
 @dataclass(slots=True)
 class PushOutcome:
     pushed: bool
-    rejected: bool  # the remote moved on since the fetch (not a fast-forward): fetch, rebase, try again
+    rejected: bool  # the remote moved on since the fetch, or was busy: fetch, rebase, try again
     output: str = ""
 
 
@@ -471,8 +471,10 @@ def push(repo: Path, remote: str, branch: str) -> PushOutcome:
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode == 0:
         return PushOutcome(True, False, output)
-    rejected = any(word in output for word in ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]"))
-    return PushOutcome(False, rejected and "[remote rejected]" not in output, output)
+    # not a fast-forward (another runner pushed first), or the remote's ref was locked by a
+    # push in progress at the same moment: both are worth another fetch, rebase and push
+    rejected = any(word in output for word in ("[rejected]", "non-fast-forward", "fetch first", "cannot lock ref"))
+    return PushOutcome(False, rejected, output)
 
 
 def rebase_onto(repo: Path, upstream: str) -> tuple[bool, str]:
