@@ -40,6 +40,7 @@ def review_decision(notes: Sequence[Note]) -> str | None:
             return None
     return None
 
+
 _SPENT = re.compile(
     r"^Turns: (?P<turns>\d+), cost: \$(?P<cost>[\d.]+), duration: (?P<duration>[\d.]+)s"
     r"(?:, commit: (?P<commit>[0-9a-f]{7,64}))?",
