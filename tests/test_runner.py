@@ -311,14 +311,20 @@ def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
 def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
     p = Store(project)
     two_phase(p)
-    backend = ScriptedBackend(default=complete(cost=0.4))
+    told: list[float | None] = []
+
+    def spend(prompt: str, options: RunOptions) -> Outcome:
+        told.append(options.allowance.usd_left if options.allowance else None)
+        return complete(cost=0.4)(prompt, options)
+
+    backend = ScriptedBackend(default=spend)
     runner, _ = make_runner(project, p, backend, autonomous={"cost_limit_per_session": 1.0})
     result = runner.start()
     # 0.4 + 0.4 spent; 0.2 left < 0.4 expected: the third task is never claimed
     assert result.exit_code == EXIT_BUDGET and "cost limit" in result.reason
     assert p.claims == ["DEMO-1.1", "DEMO-1.2"]
     assert result.cost_usd == pytest.approx(0.8) and result.cost_usd <= 1.0
-    assert backend.runs[1][2].budget_usd == pytest.approx(0.6)  # the backend is told what is left
+    assert told == [pytest.approx(1.0), pytest.approx(0.6)]  # each task's allowance: what the session has left
 
 
 def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> None:

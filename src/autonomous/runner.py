@@ -56,7 +56,7 @@ from typing import Any
 
 from autonomous import actions, fsutil, history, preflight, prompts, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, PreflightError, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
@@ -206,20 +206,31 @@ class Settings:
 
 
 class SessionBudget:
-    """What the session may still spend, shared by every worker of the session.
+    """What the session may still spend, shared by every worker of the session, and the
+    one owner of money and task counts.
 
-    Workers *reserve* a task's expected cost before claiming, so N workers cannot each
-    start a task that only one of them can afford.
+    * Before a claim a worker *reserves* the expected cost of a task (the floor
+      ``first_task_cost``, then the average of the tasks done), so N workers cannot each
+      start a task that only one of them can afford.
+    * Each task in flight has one :class:`TaskAllowance` for all its runs (attempts,
+      nudges, reviews): ``max_turns_per_task`` turns, and as dollars what the *session*
+      has left. Every cost a worker reports mid-run (:meth:`observe`) lowers the dollars
+      of every allowance in flight at once, and a backend checks its allowance before
+      each request, so N workers together pass the limit by at most one request each.
     """
 
     def __init__(self, settings: Settings, spent: float = 0.0, tasks_started: int = 0):
         self.limit = settings.cost_limit_per_session
         self.floor = settings.first_task_cost
         self.max_tasks = settings.max_tasks_per_session
+        self.max_turns = settings.max_turns_per_task
         self.spent = spent
         self.tasks_started = tasks_started
-        self.done_costs: list[float] = []
-        self.reserved = 0.0
+        self.done_total = 0.0  # cost of the tasks done, for the expected cost (kept across --resume)
+        self.done_count = 0
+        self.reserved: dict[str, float] = {}  # worker id -> the expected cost it reserved for its task
+        self.live: dict[str, float] = {}  # worker id -> what its task in flight has spent so far
+        self.allowances: dict[str, TaskAllowance] = {}
         self.started_monotonic = time.monotonic()
         self.deadline = (
             self.started_monotonic + settings.max_session_minutes * 60 if settings.max_session_minutes else None
@@ -227,12 +238,17 @@ class SessionBudget:
         self.rate_limit_wait_left = settings.max_rate_limit_wait
 
     def expected_cost(self) -> float:
-        if self.done_costs:
-            return max(self.floor, sum(self.done_costs) / len(self.done_costs))
+        if self.done_count:
+            return max(self.floor, self.done_total / self.done_count)
         return self.floor
 
+    def committed(self) -> float:
+        """Spent, plus for each task in flight what it spent or reserved, whichever is more."""
+        workers = set(self.reserved) | set(self.live)
+        return self.spent + sum(max(self.reserved.get(w, 0.0), self.live.get(w, 0.0)) for w in workers)
+
     def remaining(self) -> float | None:
-        return None if self.limit is None else self.limit - self.spent - self.reserved
+        return None if self.limit is None else self.limit - self.committed()
 
     def refuse(self) -> tuple[int, str] | None:
         """Why no further task may start now, or None. Checked before every claim."""
@@ -246,27 +262,52 @@ class SessionBudget:
             if remaining <= 0 or remaining < expected:
                 return (
                     EXIT_BUDGET,
-                    f"cost limit: ${remaining:.4f} left of ${self.limit:.2f}, "
+                    f"cost limit: ${max(remaining, 0.0):.4f} left of ${self.limit:.2f}, "
                     f"a task is expected to cost ${expected:.4f}",
                 )
         return None
 
-    def reserve(self) -> float:
-        amount = self.expected_cost() if self.limit is not None else 0.0
-        self.reserved += amount
+    def reserve(self, worker: str) -> None:
+        self.reserved[worker] = self.expected_cost() if self.limit is not None else 0.0
         self.tasks_started += 1
-        return amount
 
-    def unreserve(self, reserved: float) -> None:
+    def unreserve(self, worker: str) -> None:
         """Give back a reservation whose claim found nothing to run."""
-        self.reserved = max(0.0, self.reserved - reserved)
+        self.reserved.pop(worker, None)
         self.tasks_started = max(0, self.tasks_started - 1)
 
-    def settle(self, reserved: float, cost: float, done: bool) -> None:
-        self.reserved = max(0.0, self.reserved - reserved)
+    def allowance(self, worker: str, kept: TaskAllowance | None = None) -> TaskAllowance:
+        """The allowance of the task ``worker`` starts (``kept``: what an interrupted run of
+        it left, on ``--resume``): turns of its own, dollars of the session."""
+        allowance = kept or TaskAllowance(self.max_turns)
+        self.allowances[worker] = allowance
+        self.live[worker] = 0.0
+        self._share()
+        return allowance
+
+    def observe(self, worker: str, cost_so_far: float) -> None:
+        """A task in flight reported what it has spent so far (all its runs together)."""
+        if worker in self.live:
+            self.live[worker] = max(self.live[worker], cost_so_far)
+            self._share()
+
+    def _share(self) -> None:
+        if self.limit is None:
+            return
+        left = self.limit - self.spent - sum(self.live.values())
+        for allowance in self.allowances.values():
+            allowance.usd_left = left
+
+    def settle(self, worker: str, cost: float, done: bool) -> None:
+        """The task of ``worker`` ended, having cost ``cost`` in all."""
+        self.reserved.pop(worker, None)
+        self.live.pop(worker, None)
+        self.allowances.pop(worker, None)
         self.spent += cost
         if done:
-            self.done_costs.append(cost)
+            self.done_total += cost
+            self.done_count += 1
+        self._share()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_monotonic
@@ -300,6 +341,7 @@ class TaskResult:
     duration_s: float = 0.0
     verification: verify.VerificationResult | None = None
     change_set: changes.ChangeSet | None = None  # what the task changed, as of its last agent run
+    attempts: int = 0  # verification rounds
     commit: str | None = None
     retry_at: datetime | None = None
     message: str = ""
@@ -680,7 +722,7 @@ class Worker:
                 self.emit(EventKind.WARNING, task, message=f"could not renew the lease on {task.key}: {exc}")
 
     # -- one backend run ----------------------------------------------------------------------
-    async def _drive(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
+    async def _drive(self, prompt: str, options: RunOptions, task: Task, before: TaskResult) -> Outcome:
         counter = self.turn_counter
         outcome: Outcome | None = None
         stream = self.backend.run(prompt, options)
@@ -689,7 +731,7 @@ class Worker:
                 if isinstance(item, Outcome):
                     outcome = item
                     continue
-                self._observe(item, task, turns_offset, counter)
+                self._observe(item, task, before, counter)
                 self.runner.emit(item)
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -700,7 +742,8 @@ class Worker:
             outcome = Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
         return outcome
 
-    def _observe(self, event: Event, task: Task, turns_offset: int, counter: cp.TurnCounter) -> None:
+    def _observe(self, event: Event, task: Task, before: TaskResult, counter: cp.TurnCounter) -> None:
+        """Live progress of the run in flight (``before``: what the task's earlier runs spent)."""
         cur = self.current
         if cur is None:
             return
@@ -712,20 +755,21 @@ class Worker:
         elif event.kind is EventKind.TOOL_USE:
             cur.tool = str(data.get("name") or data.get("tool") or "") or None
         if "turns" in data and isinstance(data["turns"], int | float):
-            cur.turns = turns_offset + int(data["turns"])
+            cur.turns = before.turns + int(data["turns"])
             if counter.update(cur.turns):
                 self.runner.checkpoint(
                     cp.Checkpoint(cp.CheckpointKind.TURN_INTERVAL, task.key, f"{cur.turns} turns"), task, self
                 )
         if "cost_usd" in data and isinstance(data["cost_usd"], int | float):
-            cur.cost_usd = float(data["cost_usd"])
+            cur.cost_usd = before.cost_usd + float(data["cost_usd"])
+            self.runner.budget.observe(self.worker_id, cur.cost_usd)
         # `autonomous status` reads the state file: keep it as live as the event log, at
         # most one write a second (a session id is worth a write at once: --resume needs it).
         self.runner.save_state(at_most_every=0.0 if changed else STATUS_INTERVAL)
 
-    async def _run_backend(self, prompt: str, options: RunOptions, task: Task, turns_offset: int) -> Outcome:
+    async def _run_backend(self, prompt: str, options: RunOptions, task: Task, before: TaskResult) -> Outcome:
         started = time.monotonic()
-        self._run_task = asyncio.ensure_future(self._drive(prompt, options, task, turns_offset))
+        self._run_task = asyncio.ensure_future(self._drive(prompt, options, task, before))
         try:
             outcome = await self._run_task
         except asyncio.CancelledError:
@@ -744,10 +788,12 @@ class Worker:
         self.emit(EventKind.OUTCOME, task, **outcome.to_dict())
         return outcome
 
-    def _options(self, task: Task, session_id: str | None) -> RunOptions:
+    def _options(self, task: Task, session_id: str | None, allowance: TaskAllowance) -> RunOptions:
+        """One run's options. ``allowance`` is the task's, shared by all its runs: the
+        limits are never rebuilt per attempt."""
         s = self.settings
-        remaining = self.runner.budget.remaining()
         return RunOptions(
+            allowance=allowance,
             cwd=self.cwd,
             model=s.model,
             max_turns=s.max_turns_per_task,
@@ -758,7 +804,6 @@ class Worker:
             mcp_servers=dict(s.mcp_servers),
             task_id=task.id,
             inactivity_timeout=s.inactivity_timeout,
-            budget_usd=None if remaining is None else max(0.0, remaining + self.runner.reserved_for(self)),
             rate_limit_rpm=s.rate_limit_rpm,
             command_deny=list(s.command_deny),
             command_allow=list(s.command_allow),
@@ -800,8 +845,9 @@ class Worker:
             session_id = resume_session
             attempt = 0
             self.turn_counter = self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
+            allowance = self.runner.budget.allowance(self.worker_id)
             while True:
-                outcome = await self._run_backend(prompt, self._options(task, session_id), task, result.turns)
+                outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task, result)
                 if resume_session and outcome.status is OutcomeStatus.ERROR and not outcome.turns and attempt == 0:
                     # The conversation could not be resumed (expired, other machine): start afresh.
                     self.emit(
@@ -809,7 +855,7 @@ class Worker:
                     )
                     resume_session = session_id = None
                     prompt = build_prompt(task, all_tasks, s)
-                    outcome = await self._run_backend(prompt, self._options(task, None), task, result.turns)
+                    outcome = await self._run_backend(prompt, self._options(task, None, allowance), task, result)
                 result.outcome = outcome
                 result.change_set = await asyncio.to_thread(self._changes_since, before)
                 result.cost_usd += outcome.cost_usd
@@ -832,7 +878,7 @@ class Worker:
                     change_set=result.change_set,
                     redact=self.runner.redactor.text,
                 )
-                result.verification = vr
+                result.verification, result.attempts = vr, attempt
                 self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
                 if vr.ran_anything:
                     self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {s.max_attempts})")
@@ -847,6 +893,9 @@ class Worker:
                     )
                 )
                 if attempt >= s.max_attempts or self.runner.stopping or self._interrupt_reason:
+                    break
+                if allowance.turns_spent or allowance.usd_spent:
+                    result.message = "the task's allowance is spent"
                     break
                 prompt = verification_feedback(vr, attempt, s.max_attempts)
             result.duration_s = time.monotonic() - started
@@ -1000,7 +1049,8 @@ class Worker:
         elif outcome.status is OutcomeStatus.COMPLETED:
             result.verdict = Result.BLOCKED
             status = TaskStatus.BLOCKED
-            head = f"Blocked: verification failed after {s.max_attempts} attempt(s): {vr.reason if vr else ''}"
+            why = f"and {result.message}" if result.message else f"of {s.max_attempts}"
+            head = f"Blocked: verification failed after {result.attempts} attempt(s) {why}: {vr.reason if vr else ''}"
             summary = outcome.summary
         elif outcome.status is OutcomeStatus.BLOCKED:
             result.verdict = Result.BLOCKED
@@ -1135,11 +1185,11 @@ class AutonomousRunner:
         self._signals = 0
         self._stop_event: asyncio.Event | None = None
         self._pending_review: list[tuple[cp.Checkpoint, Task | None]] = []
-        self._reservations: dict[int, float] = {}
         self._meta_id: str | None = None
         self._last_done_id: str | None = None
         self._lock = threading.Lock()
         self._saved_at = 0.0  # monotonic time of the last state write
+        self._trailing: asyncio.TimerHandle | None = None  # the write a throttled save put off
         self.isolation: Isolation | None = None
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
@@ -1201,9 +1251,6 @@ class AutonomousRunner:
                 related[self._last_done_id] = self.provider.get_task(self._last_done_id)
         return list(related.values())
 
-    def reserved_for(self, worker: Worker) -> float:
-        return self._reservations.get(id(worker), 0.0)
-
     # -- state file ---------------------------------------------------------------------------
     def save_state(self, at_most_every: float = 0.0) -> None:
         """Write runner_state.json; with ``at_most_every`` skip the write when the last
@@ -1212,7 +1259,14 @@ class AutonomousRunner:
             return
         now = time.monotonic()
         if at_most_every and now - self._saved_at < at_most_every:
+            if self._trailing is None:  # what was skipped is written a moment later, never lost
+                self._trailing = asyncio.get_running_loop().call_later(
+                    at_most_every - (now - self._saved_at), self.save_state
+                )
             return
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
         self._saved_at = now
         with self._lock:
             self.state.updated_at = utcnow().isoformat()
@@ -1440,6 +1494,8 @@ class AutonomousRunner:
             self.state.tasks_failed = list(previous.tasks_failed)
             self.state.turns = previous.turns
             self.budget.spent = previous.cost_usd
+            self.budget.done_total = float(previous.counters.get("done_cost_usd", 0.0))
+            self.budget.done_count = int(previous.counters.get("tasks_done", 0))
             self.state.counters = dict(previous.counters)
             self.budget.tasks_started = int(previous.counters.get("tasks_started", 0))
         self.save_state()
@@ -1637,7 +1693,7 @@ class AutonomousRunner:
                 return (code, why) if code == EXIT_OK else self._set_halt(code, why)
             # Reserve before claiming (no await in between): N workers cannot together start
             # more tasks than max_tasks_per_session or spend more than the budget.
-            reserved = self.budget.reserve()
+            self.budget.reserve(worker.worker_id)
             resume_session, resume_note = None, ""
             task: Task | None = None
             while resume_targets and task is None:
@@ -1655,12 +1711,12 @@ class AutonomousRunner:
                         )
                         review = self._review()
                         if review is not None:
-                            self.budget.unreserve(reserved)
+                            self.budget.unreserve(worker.worker_id)
                             return self._set_halt(*review)
                 task = self.provider.claim_next(worker.worker_id, s.lease_seconds, s.ordering, self._exclude)
             first_claim.set()
             if task is None:
-                self.budget.unreserve(reserved)
+                self.budget.unreserve(worker.worker_id)
                 if self._busy and self._change is not None:  # what the others finish may make a task ready
                     await self._change.wait()
                     continue
@@ -1672,15 +1728,15 @@ class AutonomousRunner:
                     )
                 return EXIT_OK, waiting
             self._busy += 1
-            self._reservations[id(worker)] = reserved
             self.state.counters["tasks_started"] = self.budget.tasks_started
             try:
                 result = await worker.run_task(task, resume_session=resume_session, resume_note=resume_note)
             finally:
-                self._reservations.pop(id(worker), None)
                 self._busy -= 1
                 self._changed()
-            self.budget.settle(reserved, result.cost_usd, result.verdict == Result.DONE)
+            self.budget.settle(worker.worker_id, result.cost_usd, result.verdict == Result.DONE)
+            self.state.counters["done_cost_usd"] = round(self.budget.done_total, 6)  # the expected cost, on --resume
+            self.state.counters["tasks_done"] = self.budget.done_count
             self.state.turns += result.turns
             for checkpoint in result.checkpoints:
                 self.checkpoint(checkpoint, task, worker)
@@ -1797,6 +1853,9 @@ class AutonomousRunner:
     def _end(self, record: SessionRecord, exit_code: int, reason: str) -> RunResult:
         state = self.state
         assert state is not None
+        if self._trailing is not None:  # the end's own write below is the last word
+            self._trailing.cancel()
+            self._trailing = None
         # Every way a session ends passes here; a reason can quote a model's blocker or an
         # error text, and it goes to the state file, the META task, events and stderr.
         reason = self.redactor.text(reason)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_project import (
+    API_KEY,
+    FILES,
+    SPEC,
+    TOKEN,
+    WEBHOOK,
+    autonomous,
+    env_for,
+    git,
+    init,
+    newcomer_project,
+    task_states,
+)
 
 from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import parse_config
@@ -29,7 +41,7 @@ from autonomous.events import Event, Outcome, OutcomeStatus
 from autonomous.providers.file import FileProvider
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
-from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
+from autonomous.testing.cli_env import bundled_claude_path
 from autonomous.testing.model_server import (
     ErrorSpec,
     Match,
@@ -45,83 +57,12 @@ pytestmark = [
     pytest.mark.skipif(bundled_claude_path() is None, reason="needs the Claude Code CLI bundled with claude-agent-sdk"),
 ]
 
-TOKEN = "sk-ant-user-token-" + "Qx7" * 8  # the user's own token in .env
-API_KEY = "sk-ant-api03-e2e-" + "k3Y" * 8  # the key the runner's backend is given
-WEBHOOK = "http://127.0.0.1:9/services/T0LOCAL/B0LOCAL/whsecretwhsecretwhsecret"
-SPEC = """# Calc
-
-## Phase 1: Basics
-- [CALC-1.1] Add an add function
-- [CALC-1.2] Add a sub function
-
-## Phase 2: More
-- [CALC-2.1] Add a mul function
-"""
-FILES = {
-    "CALC-1.1": {"add.py": "def add(a, b):\n    return a + b\n", "test_add.py": "from add import add\n"},
-    "CALC-1.2": {"sub.py": "def sub(a, b):\n    return a - b\n"},
-    "CALC-2.1": {"mul.py": "def mul(a, b):\n    return a * b\n", "calc.py": "VERSION = 2\n"},
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-def newcomer_project(root: Path, **config: dict) -> Path:
-    """One commit (calc.py); untracked .env, notes.txt, spec.md and config; no .gitignore."""
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "new@example.com")
-    git(root, "config", "user.name", "newcomer")
-    (root / "calc.py").write_text("VERSION = 1\n")
-    git(root, "add", "calc.py")
-    git(root, "commit", "-q", "-m", "start")
-    (root / ".env").write_text(f"MY_TOKEN={TOKEN}\n")
-    (root / "notes.txt").write_text("remember the milk\n")
-    (root / "spec.md").write_text(SPEC)
-    settings = {
-        "autonomous": {"max_tasks_per_session": 20, "lease_seconds": 60, **config.pop("autonomous", {})},
-        "progress": {"slack_webhook": WEBHOOK},
-        **config,
-    }
-    (root / ".ai-agents").mkdir()
-    (root / ".ai-agents" / "config.yml").write_text(yaml.safe_dump(settings))
-    return root
-
-
-def env_for(server: ScriptedModelServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = claude_cli_env(server.url, home, api_key=API_KEY)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    env.update(extra)
-    return env
-
-
-def autonomous(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "autonomous", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def init(project: Path, env: dict[str, str]) -> None:
-    proc = autonomous(project, env, "init", "--spec", "spec.md", "--no-model")
-    assert proc.returncode == 0, proc.stderr
-
 
 def rules() -> list[Rule]:
     out: list[Rule] = []
     for key in ("CALC-2.1", "CALC-1.2", "CALC-1.1"):  # later keys first: their prompts quote earlier notes
         out += complete_task_rules(f"Task {key}:", files=FILES[key])
     return out
-
-
-def task_states(project: Path) -> dict[str, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "autonomous", "tasks", "--json"], cwd=project, capture_output=True, text=True, check=True
-    )
-    return {t["key"]: t for t in json.loads(proc.stdout)["tasks"]}
 
 
 def commits_by_key(project: Path) -> dict[str, list[str]]:
