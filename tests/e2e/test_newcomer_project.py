@@ -9,13 +9,11 @@ claude-agent-sdk) against the scripted model server.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -34,10 +32,10 @@ from e2e_project import (
     task_states,
 )
 
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import RunOptions
 from autonomous.config import parse_config
 from autonomous.errors import RunnerBusy
-from autonomous.events import Event, Outcome, OutcomeStatus
+from autonomous.events import Outcome
 from autonomous.providers.file import FileProvider
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
@@ -51,6 +49,7 @@ from autonomous.testing.model_server import (
     ToolCall,
     complete_task_rules,
 )
+from autonomous.testing.scripted_backend import ScriptedBackend, complete
 
 pytestmark = [
     pytest.mark.e2e,
@@ -254,21 +253,6 @@ def test_outside_git_start_warns_once_and_still_checks_changes(tmp_path: Path) -
 # -- one runner per project ------------------------------------------------------------------------
 
 
-class WaitingBackend(Backend):
-    """Completes its task once ``gate`` is set: the runner that got in stays in until the
-    other runner's start() has returned."""
-
-    name = "waiting"
-
-    def __init__(self, gate: threading.Event):
-        self.gate = gate
-
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        await asyncio.to_thread(self.gate.wait, 30)
-        Path(options.cwd, "done.txt").write_text("done\n")
-        yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1)
-
-
 def test_two_runners_started_at_once_through_the_python_api(tmp_path: Path) -> None:
     """20 trials: two threads start a runner on one project at the same instant. The one
     that gets in waits in its backend until the other has returned; if both got in, each
@@ -291,7 +275,11 @@ def _race_two_runners(project: Path) -> list[object]:
 
     def one() -> None:
         config = parse_config({"autonomous": {"max_tasks_per_session": 1}}, root=project)
-        runner = AutonomousRunner(config, backend=WaitingBackend(returned))
+        def wait_then_complete(prompt: str, options: RunOptions) -> Outcome:
+            returned.wait(30)  # blocks this runner's own loop, in its own thread, until the other returned
+            return complete("done.txt")(prompt, options)
+
+        runner = AutonomousRunner(config, backend=ScriptedBackend(default=wait_then_complete))
         gate.wait()
         try:
             results.append(runner.start().exit_code)
