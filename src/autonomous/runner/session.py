@@ -329,11 +329,14 @@ class AutonomousRunner(WorkerPool):
         if dry_run:
             self.out(self.dry_run())
             return RunResult(ExitCode.OK, "dry run: nothing claimed, nothing spent")
-        if max_tasks is not None:
-            self.settings.max_tasks_per_session = max_tasks
-            self.budget.max_tasks = max_tasks
-        if backend:
-            self.settings.backend = backend
+        if max_tasks is not None or backend:
+            # overrides go into the one configuration, and everything derived from it is made again
+            if max_tasks is not None:
+                self.config.autonomous.max_tasks_per_session = max_tasks
+            if backend:
+                self.config.autonomous.backend = backend
+            self.settings = Settings.from_config(self.config)
+            self.budget = SessionBudget(self.settings)
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         installed = self._install_signals(loop)
