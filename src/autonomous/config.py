@@ -36,13 +36,12 @@ Only pydantic and PyYAML are imported at module level: ``autonomous status`` mus
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import re
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -50,6 +49,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autonomous.config_view import (
+    CONFIG_DIR,
+    CONFIG_NAME,
+    ENV_REF,
+    SECRET_NAME,
+    find_project_root,
+    lazy_regex,
+    locate_config,
+)
 from autonomous.errors import ConfigError
 
 __all__ = [
@@ -76,21 +84,13 @@ __all__ = [
     "secret_values",
 ]
 
-CONFIG_DIR = ".ai-agents"
-CONFIG_NAME = "config.yml"
 DEFAULT_ALLOWED_TOOLS = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite")
 MASK = "***"
 
 
-def _lazy(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
-    """A regex compiled on first use: compiling them all at import is measurable in
-    ``autonomous status``'s start-up, and most are needed only for secrets or errors."""
-    return functools.cache(lambda: re.compile(pattern, flags))
-
-
-# Names of environment variables whose values are credentials. ``AUTH`` but not AUTHOR
-# (GIT_AUTHOR_NAME is not a secret); over-matching only costs a masked value.
-_SECRET_NAME = _lazy(r"TOKEN|KEY|SECRET|PASSW|WEBHOOK|CREDENTIAL|AUTH(?!OR)|DSN|DATABASE_URL|COOKIE", re.I)
+_lazy = lazy_regex
+# Names of environment variables whose values are credentials: config_view.SECRET_NAME.
+_SECRET_NAME = SECRET_NAME
 # Strings shorter than this are masked in the config display but not scrubbed from free
 # text: replacing every "1" or "true" in a log would garble it and hide nothing.
 _MIN_SECRET_LEN = 6
@@ -98,7 +98,7 @@ _MIN_SECRET_LEN = 6
 _AMBIENT_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 _PROVIDER_TOKENS = {"linear": ("LINEAR_API_KEY",), "github": ("GITHUB_TOKEN", "GH_TOKEN")}
 
-_REF = _lazy(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = ENV_REF  # ${VAR}, ${VAR:-default}; $${ is a literal ${
 _ENV_NAME = _lazy(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REPO = _lazy(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
 
@@ -402,16 +402,6 @@ def _is_secret_key(loc: Loc) -> bool:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def find_project_root(start: str | Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: the cwd) that holds
-    ``.ai-agents/`` or ``.git``; ``start`` itself when there is none."""
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / CONFIG_DIR).is_dir() or (directory / ".git").exists():
-            return directory
-    return here
-
-
 def load_config(
     path: str | Path | None = None,
     *,
@@ -426,18 +416,9 @@ def load_config(
     the directory holding its ``.ai-agents/`` folder (or the file's own directory).
     ``environ`` (default ``os.environ``) answers ``${VAR}`` references.
     """
-    if path is None:
-        root = Path(project_dir).resolve() if project_dir is not None else find_project_root()
-        file = root / CONFIG_DIR / CONFIG_NAME
-        if not file.exists():
-            return parse_config({}, root=root, environ=environ)
-    else:
-        file = Path(path).expanduser()
-        if project_dir is not None:
-            root = Path(project_dir).resolve()
-        else:
-            parent = file.resolve().parent
-            root = parent.parent if parent.name == CONFIG_DIR else parent
+    file, root = locate_config(path, project_dir)
+    if path is None and not file.exists():
+        return parse_config({}, root=root, environ=environ)
     label = _label(file)
     try:
         text = file.read_text(encoding="utf-8")

@@ -193,7 +193,7 @@ class ModelTask(BaseModel):
     def _phase(cls, value: Any) -> Any:
         if isinstance(value, str):
             m = re.search(r"\d+", value)
-            return int(m.group()) if m else None
+            return int(m.group()) if m and len(m.group().lstrip("0")) <= 9 else None
         return value
 
 
