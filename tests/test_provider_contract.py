@@ -634,7 +634,7 @@ def test_claim_next_picks_what_the_scheduler_picks(make_provider, clock, provide
 
 
 def test_iter_tasks_streams_every_task_in_scheduling_order(provider, clock):
-    meta, later, first, tracker, plain = create(provider, "META: project", "2.1: later", "1.1: first", "ARK-7 x", "y")
+    _meta, later, first, tracker, plain = create(provider, "META: project", "2.1: later", "1.1: first", "ARK-7 x", "y")
     dep = provider.create_tasks([NewTask("1.2: second", dependencies=["1.1", "ARK-7"])]).created[0]
     provider.add_note(first.id, "a note", "me")
     provider.update_task(later.id, status=TaskStatus.DONE)
