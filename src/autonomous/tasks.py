@@ -14,6 +14,7 @@ orders tasks uses the resulting :class:`TitleKey`.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -94,7 +95,7 @@ MAX_TITLE_NUMBER = 999_999_999
 def _in_range(*numbers: str) -> bool:
     """Whether these digit strings are at most MAX_TITLE_NUMBER, without ``int()`` of a
     string that may be thousands of digits long."""
-    return all(len(n.lstrip("0")) <= 9 for n in numbers)
+    return all(len(n) <= 9 or len(n.lstrip("0")) <= 9 for n in numbers)
 
 
 def _title_match(title: str) -> tuple[TitleKind, re.Match[str]] | None:
@@ -105,8 +106,10 @@ def _title_match(title: str) -> tuple[TitleKind, re.Match[str]] | None:
     return (TitleKind.TRACKER, m) if m else None
 
 
+@functools.lru_cache(maxsize=262_144)
 def parse_title(title: str) -> TitleKey:
-    """Read the scheduling key a title carries (see the module docstring)."""
+    """Read the scheduling key a title carries (see the module docstring). Cached: a
+    spec's title is read by the parser, the key, the cycle check and the store alike."""
     if _META.match(title):
         return TitleKey(TitleKind.META, "META")
     found = _title_match(title)

@@ -135,7 +135,7 @@ def plan_batch(new_tasks: Sequence[NewTask], known: Mapping[str, str], number: i
             description=nt.description,
             acceptance_criteria=list(nt.acceptance_criteria),
             test_steps=list(nt.test_steps),
-            priority=Priority(nt.priority),
+            priority=nt.priority if type(nt.priority) is Priority else Priority(nt.priority),
             labels=list(nt.labels),
             dependencies=list(dict.fromkeys(nt.dependencies)),  # keys for now
             created_at=created,
