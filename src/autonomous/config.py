@@ -49,6 +49,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autonomous import safe_yaml
 from autonomous.config_view import (
     CONFIG_DIR,
     CONFIG_NAME,
@@ -86,6 +87,9 @@ __all__ = [
 
 DEFAULT_ALLOWED_TOOLS = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite")
 MASK = "***"
+# The largest integer any setting takes (a 64-bit signed integer): beyond it a value is a
+# typo or an attack, and it would fail later, far from the key that holds it.
+MAX_INT = 2**63 - 1
 
 
 _lazy = lazy_regex
@@ -99,6 +103,7 @@ _AMBIENT_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OA
 _PROVIDER_TOKENS = {"linear": ("LINEAR_API_KEY",), "github": ("GITHUB_TOKEN", "GH_TOKEN")}
 
 _REF = ENV_REF  # ${VAR}, ${VAR:-default}; $${ is a literal ${
+_PLAIN_KEY = _lazy(r"^[\w$-]{1,60}$")
 _ENV_NAME = _lazy(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REPO = _lazy(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
 
@@ -497,30 +502,9 @@ def _kind(value: Any) -> str:
 
 # -- YAML ----------------------------------------------------------------------------------------
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Safe loading, plus: a key given twice is an error (YAML keeps the last silently,
-    so a second ``autonomous:`` section would drop the first without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
-                )
-            if isinstance(key, typing.Hashable):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def _parse_yaml(text: str, label: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        return safe_yaml.load(text)  # safe, no tags, aliases and size bounded
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -544,6 +528,9 @@ def _substitute(
         return {k: _substitute(v, (*loc, k), env, label, secret_paths, secret_strings) for k, v in node.items()}
     if isinstance(node, list):
         return [_substitute(v, (*loc, i), env, label, secret_paths, secret_strings) for i, v in enumerate(node)]
+    if isinstance(node, safe_yaml.OutOfRangeInt) or (isinstance(node, int) and abs(node) > MAX_INT):
+        digits = node.digits if isinstance(node, safe_yaml.OutOfRangeInt) else len(str(abs(node)))
+        raise ConfigError(f"{label}: {_dotted(loc)}: number out of range ({digits} digits; at most {MAX_INT:,})")
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -574,7 +561,13 @@ def _substitute(
 def _dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part)
+        if not _PLAIN_KEY().match(name):  # a key with spaces, newlines, or of any length: quoted, cut short
+            name = repr(name if len(name) <= 40 else name[:37] + "...")
+        out += f".{name}" if out else name
     return out or "(top level)"
 
 
