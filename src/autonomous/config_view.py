@@ -32,6 +32,7 @@ look like), so that they are decided in one place. It imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -224,8 +225,12 @@ def _write_cache(path: Path, entry: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(entry, fh)
         os.replace(tmp, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
