@@ -44,10 +44,14 @@ def emit_json_stream(name: str, items: Iterable[dict[str, Any]], *, pretty: bool
     encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
     write = sys.stdout.write
     write(f'{{"schema_version":{JSON_SCHEMA_VERSION},{encode(name)}:[')
-    separator = ""
+    separator, page = "", []
     for item in items:
-        write(separator + encode(item))
-        separator = ","
+        page.append(item)
+        if len(page) == 500:  # encoded a page at a time: one encoder call per page, not per item
+            write(separator + encode(page)[1:-1])
+            separator, page = ",", []
+    if page:
+        write(separator + encode(page)[1:-1])
     write("]}\n")
     sys.stdout.flush()
 

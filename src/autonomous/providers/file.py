@@ -147,6 +147,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_started ON sessions (started_at);
     """,
+    # 1 -> 2: `status` and `next` count tasks by status from this index alone
+    """
+    CREATE INDEX tasks_status_counts ON tasks (status, kind, cost_usd);
+    """,
 ]
 
 # The scheduler's readiness of one open task, minus the policy's gate (added per query).
