@@ -164,6 +164,9 @@ _READY = f"""
         WHERE d.task_id = t.id AND (x.id IS NULL OR x.status NOT IN {_SATISFIED}))
     AND t.id NOT IN (SELECT value FROM json_each(:exclude))
 """
+# Open tasks, walked in scheduling order through their partial index: named, so that no
+# other index (the status counts') can make a claim sort every open task instead.
+_OPEN_TASKS = "tasks t INDEXED BY tasks_open_order"
 _TASK_COLUMNS = (
     "t.id, t.key, t.title, t.description, t.acceptance_criteria, t.test_steps, t.status, t.priority, "
     "t.labels, t.worker_id, t.expires_at, t.fence, t.created_at, t.updated_at, t.cost_usd, t.turns"
@@ -729,8 +732,10 @@ class FileProvider(StateProvider):
         any policy; with one, the scheduler's own check decides."""
         return (
             db.execute(
-                f"SELECT 1 FROM dependencies d JOIN tasks t ON t.id = d.task_id JOIN tasks x ON x.id = d.depends_on "
-                f"WHERE t.status IN {_OPEN} AND t.kind >= 1 AND x.status IN {_OPEN} AND x.kind >= 1 "
+                # CROSS JOIN fixes the loop order: every dependency once, both ends by primary key
+                f"SELECT 1 FROM dependencies d CROSS JOIN tasks t CROSS JOIN tasks x "
+                f"WHERE t.id = d.task_id AND x.id = d.depends_on "
+                f"AND t.status IN {_OPEN} AND t.kind >= 1 AND x.status IN {_OPEN} AND x.kind >= 1 "
                 f"AND (x.kind, x.phase, x.number, x.letter, x.prio, x.created_at, x.id) "
                 f">= (t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id) LIMIT 1"
             ).fetchone()
@@ -769,11 +774,11 @@ class FileProvider(StateProvider):
         META (0) is never handed out."""
         params = {"now": now, "exclude": exclude}
         if ordering == "dependencies":
-            row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
+            row = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
             found = row.fetchone()
             return found[0] if found else None
         head = db.execute(
-            f"SELECT t.id, t.phase FROM tasks t WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
         ).fetchone()
         if head is not None:
             if ordering == "strict":  # only the first open phased task may run
@@ -784,7 +789,7 @@ class FileProvider(StateProvider):
             row = found.fetchone()
             if row:
                 return row[0]
-        found = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
+        found = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
         row = found.fetchone()
         return row[0] if row else None
 
@@ -793,10 +798,11 @@ class FileProvider(StateProvider):
         """How many tasks :meth:`_candidate` could return (with nothing excluded)."""
         params: dict[str, Any] = {"now": now, "exclude": "[]"}
         if ordering == "dependencies":
-            return db.execute(f"SELECT count(*) FROM tasks t WHERE t.kind >= 1 AND {_READY}", params).fetchone()[0]
-        count = db.execute(f"SELECT count(*) FROM tasks t WHERE t.kind >= 2 AND {_READY}", params).fetchone()[0]
+            query = f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY}"
+            return db.execute(query, params).fetchone()[0]
+        count = db.execute(f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY}", params).fetchone()[0]
         head = db.execute(
-            f"SELECT t.id, t.phase FROM tasks t WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
         ).fetchone()
         if head is not None:
             if ordering == "strict":
