@@ -21,6 +21,7 @@ Steps, each of which can be re-run safely:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import sys
@@ -897,27 +898,29 @@ def _normalise(
 # -- command line --------------------------------------------------------------------------------------
 
 
+TABLE_ROWS = 200  # rows of init's table; a 100,000-task spec is summed up, not printed
+
+
 def render_table(result: InitResult, out: TextIO) -> None:
     """The human summary of an init run (or dry run)."""
     verb = "Would create" if result.dry_run else "Created"
-    rows: list[tuple[str, str, str, str]] = []
     if result.dry_run:
-        for st in result.to_create:
-            rows.append(("create", st.key, st.task.priority.value, st.task.title))
-        for st in result.to_update:
-            rows.append(("update", st.key, st.task.priority.value, st.task.title))
+        groups = [("create", [st.task for st in result.to_create]), ("update", [st.task for st in result.to_update])]
     else:
-        for t in result.created:
-            rows.append(("created", t.key, t.priority.value, t.title))
-        for t in result.updated:
-            rows.append(("updated", t.key, t.priority.value, t.title))
-    for t in result.canceled:
-        rows.append(("cancel" if result.dry_run else "canceled", t.key, t.priority.value, t.title))
+        groups = [("created", result.created), ("updated", result.updated)]
+    groups.append(("cancel" if result.dry_run else "canceled", result.canceled))
+    total = sum(len(tasks) for _, tasks in groups)
+    rows = [
+        (action, t.key, t.priority.value, t.title)
+        for action, t in itertools.islice(((a, t) for a, tasks in groups for t in tasks), TABLE_ROWS)
+    ]
     if rows:
         widths = [max(len(r[i]) for r in [*rows, ("ACTION", "KEY", "PRIORITY", "TITLE")]) for i in range(3)]
         header = ("ACTION", "KEY", "PRIORITY", "TITLE")
         for row in [header, *rows]:
             out.write(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}\n")
+        if total > len(rows):
+            out.write(f"... and {total - len(rows)} more (`autonomous tasks` lists them; --json prints every one)\n")
         out.write("\n")
     how = "parsed from the structured spec" if result.method == "structured" else "decomposed by the model"
     summary = (

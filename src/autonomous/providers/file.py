@@ -534,7 +534,7 @@ class FileProvider(StateProvider):
                         (
                             t.id, t.key, t.title, t.description, _json(t.acceptance_criteria),
                             _json(t.test_steps), t.status.value, t.priority.value, _json(t.labels),
-                            *_sql.schedule_columns(t), _ts(t.created_at), _ts(t.updated_at),
+                            *_sql.schedule_columns(t), *[_ts(t.created_at)] * 2,  # a new task: updated = created
                         )
                         for t in batch.values()
                     ),
