@@ -247,9 +247,13 @@ def extract_decomposition(text: str) -> Decomposition:
 # -- results -----------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class InitPlan:
-    """The tasks the spec asks for, before anything is written."""
+    """The tasks the spec asks for, before anything is written.
+
+    Its repr is a summary: asyncio formats the result of the task it ran (Python 3.11's
+    ``asyncio.run`` does, when it restores the SIGINT handler), and a full repr of 100,000
+    tasks cost two seconds of a large init."""
 
     project_name: str
     spec: SpecFile
@@ -263,10 +267,14 @@ class InitPlan:
     def phases(self) -> list[str]:
         return list(dict.fromkeys(t.phase for t in self.tasks if t.phase))
 
+    def __repr__(self) -> str:
+        return f"InitPlan({self.project_name!r}, {self.method}, {len(self.tasks)} tasks)"
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, repr=False)
 class InitResult:
-    """What ``initialize`` did (or, with ``dry_run``, would do)."""
+    """What ``initialize`` did (or, with ``dry_run``, would do). Its repr is a summary
+    (see :class:`InitPlan`)."""
 
     project_name: str
     spec_path: Path
@@ -286,6 +294,12 @@ class InitResult:
     warnings: list[str] = field(default_factory=list)
     cost_usd: float = 0.0
     model_calls: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"InitResult({self.project_name!r}, {self.method}, dry_run={self.dry_run}, "
+            f"created={self.tasks_created}, updated={len(self.updated)}, unchanged={len(self.unchanged)})"
+        )
 
     @property
     def tasks_created(self) -> int:
