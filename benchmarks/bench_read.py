@@ -229,12 +229,16 @@ def main() -> int:
             bench_size(n, args.runs, tm_bin, Path(tmp))
     if args.runner_sizes:
         sys.path.insert(0, str(HERE))
-        from bench_runner import bench
+        from bench_runner import LAST_CPU, bench
 
-        print("runner overhead per task (instant backend, file store, no git):", flush=True)
+        print("runner overhead per task (instant backend, file store, no git; wall, and CPU of the process):")
         for n in (int(s) for s in args.runner_sizes.split(",")):
             elapsed, count = bench(n, False, [])
-            print(f"  {count:>6} tasks  {elapsed:8.2f} s  {elapsed / count * 1000:6.2f} ms/task", flush=True)
+            print(
+                f"  {count:>6} tasks  {elapsed:8.2f} s  {elapsed / count * 1000:6.2f} ms/task  "
+                f"CPU {LAST_CPU[0] / count * 1000:6.2f} ms/task  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     load = os.getloadavg()[0]
     print(f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.1f})")
     return 0
