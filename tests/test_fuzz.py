@@ -66,6 +66,7 @@ KNOWN_BAD_CONFIGS = [
     "- just\n- a list\n",
     "\ta: tab\n",
     "{" * 2000,
+    "state_provider:\n  ? '0\n\n    '\n  : null\n",  # a key ending in a newline (found by this test)
 ]
 
 scalars = st.one_of(
@@ -140,6 +141,7 @@ def bounded(call) -> object:
 @example(text=KNOWN_BAD_CONFIGS[11])
 @example(text=KNOWN_BAD_CONFIGS[12])
 @example(text=KNOWN_BAD_CONFIGS[13])
+@example(text=KNOWN_BAD_CONFIGS[14])
 def test_config_files_load_or_fail_with_one_line(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
     project = tmp_path_factory.mktemp("cfg")
     path = project / ".ai-agents" / "config.yml"

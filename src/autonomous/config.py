@@ -103,7 +103,7 @@ _AMBIENT_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OA
 _PROVIDER_TOKENS = {"linear": ("LINEAR_API_KEY",), "github": ("GITHUB_TOKEN", "GH_TOKEN")}
 
 _REF = ENV_REF  # ${VAR}, ${VAR:-default}; $${ is a literal ${
-_PLAIN_KEY = _lazy(r"^[\w$-]{1,60}$")
+_PLAIN_KEY = _lazy(r"[\w$-]{1,60}")  # fullmatch: `$` would let a trailing newline through
 _ENV_NAME = _lazy(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REPO = _lazy(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
 
@@ -565,7 +565,7 @@ def _dotted(loc: Loc) -> str:
             out += f"[{part}]"
             continue
         name = str(part)
-        if not _PLAIN_KEY().match(name):  # a key with spaces, newlines, or of any length: quoted, cut short
+        if not _PLAIN_KEY().fullmatch(name):  # a key with spaces, newlines, or of any length: quoted, cut short
             name = repr(name if len(name) <= 40 else name[:37] + "...")
         out += f".{name}" if out else name
     return out or "(top level)"
