@@ -90,6 +90,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from autonomous import safe_yaml
 from autonomous.errors import ScenarioError
 
 __all__ = [
@@ -370,7 +371,7 @@ class Scenario:
         except OSError as exc:
             raise ScenarioError(f"{p}: cannot read scenario: {exc.strerror or exc}") from None
         try:
-            data = json.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
+            data = json.loads(raw) if p.suffix == ".json" else safe_yaml.load(raw, max_bytes=16 * 1024 * 1024)
         except (ValueError, yaml.YAMLError) as exc:
             raise ScenarioError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
         try:
