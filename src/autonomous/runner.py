@@ -57,7 +57,7 @@ from typing import Any
 from autonomous import actions, fsutil, history, preflight, prompts, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend, RunOptions
-from autonomous.config import Config, load_config, secret_values
+from autonomous.config import Config, SandboxSection, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, PreflightError, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
 from autonomous.init.tick import Tick, tick_done
@@ -144,6 +144,8 @@ class Settings:
     merge_strategy: str  # merge | rebase
     max_merge_attempts: int
     tick_source: bool  # tick a finished task's box in its imported tasks.md
+    sandbox: SandboxSection  # autonomous.sandbox: what the agent may see and touch
+    git_run_hooks: bool
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -189,6 +191,8 @@ class Settings:
             merge_strategy=execution.git.merge_strategy,
             max_merge_attempts=execution.git.max_merge_attempts,
             tick_source=config.initializer.tick_source,
+            sandbox=auto.sandbox,
+            git_run_hooks=execution.git.run_hooks,
         )
 
     @property
@@ -764,6 +768,7 @@ class Worker:
             command_allow=list(s.command_allow),
             claude_path=s.claude_path,
             context_window=s.context_window,
+            sandbox=preflight.confinement(self.cwd, s.sandbox, tool_dirs=(s.state_dir, s.log_dir)),
         )
 
     # -- one task ---------------------------------------------------------------------------
@@ -1144,6 +1149,7 @@ class AutonomousRunner:
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
+        self.sandbox = ""  # which sandbox is in force (the session's first event and status say it)
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -1392,6 +1398,8 @@ class AutonomousRunner:
         git.hide_tool_dirs(s.project_dir, [s.state_dir, s.log_dir, s.project_dir / git.WORKTREES_DIR])
         if self._backend is None:  # a backend given by the caller is the caller's to check
             self.backend_check = preflight.check_backend(s.backend, claude_path=s.claude_path)
+        self.sandbox = preflight.check_sandbox(s.backend, s.sandbox, s.project_dir)
+        git.set_run_hooks(s.git_run_hooks)
         try:
             tasks = [t for t in self.provider.list_tasks() if not scheduler.is_meta(t)]
         except AutonomousError:
@@ -1433,6 +1441,7 @@ class AutonomousRunner:
             state="running",
             started_at=previous.started_at if continuing and previous.started_at else now,
             backend=worker.backend.name,
+            sandbox=self.sandbox,
         )
         if continuing:
             self.state.tasks_completed = list(previous.tasks_completed)
@@ -1460,6 +1469,7 @@ class AutonomousRunner:
                     "resumed": continuing,
                     "pid": os.getpid(),
                     **({"backend_check": self.backend_check} if self.backend_check else {}),
+                    "sandbox": self.sandbox,
                     **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
                     "tasks_done": done,
                     "tasks_total": total,
