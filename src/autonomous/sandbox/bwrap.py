@@ -35,7 +35,15 @@ def argv(conf: Confinement, command: str, *, bwrap: str = "bwrap") -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in conf.read_paths:
         args += _mount_ro(str(path))
-    project = str(conf.project)
+    for path in conf.masked:
+        args += (
+            ["--tmpfs", str(path), "--remount-ro", str(path)]
+            if path.is_dir()
+            else ["--ro-bind", "/dev/null", str(path)]
+        )
+    project, parent = str(conf.project), str(conf.project.parent)
+    if parent != "/":  # an empty parent, read-only at the end: ``../x`` is refused, not written somewhere private
+        args += ["--tmpfs", parent]
     args += ["--bind", project, project]
     for path in conf.read_only:
         if path.exists():
@@ -45,7 +53,9 @@ def argv(conf: Confinement, command: str, *, bwrap: str = "bwrap") -> list[str]:
             args += ["--tmpfs", str(path), "--remount-ro", str(path)]
         elif path.exists() and path.is_relative_to(conf.project):
             args += ["--ro-bind", "/dev/null", str(path)]
-    args += ["--chdir", project, "--", SHELL, "-c", command]
+    if parent != "/":
+        args += ["--remount-ro", parent]
+    args += ["--remount-ro", "/", "--chdir", project, "--", SHELL, "-c", command]
     return args
 
 

@@ -83,7 +83,7 @@ def settings(conf: Confinement) -> dict[str, Any]:
             "autoAllowBashIfSandboxed": True,
             "allowUnsandboxedCommands": False,
             "filesystem": {
-                "denyRead": ["/", *map(str, conf.hidden)],
+                "denyRead": ["/", *map(str, (*conf.hidden, *conf.masked))],
                 "allowRead": [str(p) for p in readable],
                 "denyWrite": [str(p) for p in (*conf.read_only, *conf.hidden)],
             },

@@ -29,6 +29,8 @@ Network = Literal["off", "on", "allow"]
 # Outside the project, the folders a build needs to run programs, read-only. The rest of
 # the machine (home folders, other projects, /srv, /mnt, /var ...) is absent.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix")
+# Inside the visible system folders, files that hold secrets: shown empty.
+MASKED_PATHS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh")
 TOOL_DIR = ".ai-agents"
 
 
@@ -40,6 +42,7 @@ class Confinement:
     hidden: tuple[Path, ...] = ()  # inside the project, absent (the tool's own folders)
     read_only: tuple[Path, ...] = ()  # inside or outside the project, visible but never writable (.git)
     read_paths: tuple[Path, ...] = ()  # outside the project, visible read-only (system folders, interpreter, config)
+    masked: tuple[Path, ...] = ()  # inside read_paths, shown empty (/etc/shadow ...)
     network: Network = "off"
     allow_hosts: tuple[str, ...] = ()
 
@@ -57,6 +60,7 @@ class Confinement:
         folders (hidden wherever they are), ``read_paths``: more folders to show read-only."""
         project = Path(cwd).resolve()
         hidden = [project / TOOL_DIR, *(Path(p).resolve() for p in tool_dirs)]
+        hidden = [h for h in hidden if not any(h != o and _under(h, o) for o in hidden)]  # the outermost only
         git_dirs = _git_dirs(project)
         visible = [Path(p) for p in SYSTEM_PATHS if Path(p).exists()]
         visible += [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
@@ -66,6 +70,7 @@ class Confinement:
             hidden=tuple(_unique(hidden)),
             read_only=tuple(_unique(git_dirs)),
             read_paths=tuple(_unique(p for p in visible if not _under(p, project))),
+            masked=tuple(Path(p) for p in MASKED_PATHS if os.path.lexists(p)),
             network=network,
             allow_hosts=tuple(allow_hosts),
         )
