@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(bwrap.problem() is not None, reason=f"no sandbox
 
 @dataclass
 class CorpusRun:
+    backend: str
     scene: Scene
     events: list[Event]
     outcome: Outcome
@@ -109,7 +110,7 @@ def corpus_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     results = {e.data["id"]: e for e in events if e.kind is EventKind.TOOL_RESULT}
     # index -1: the control command; 0..: the corpus
     by_index = {i - 1: results[u.data["id"]] for i, u in enumerate(uses[: len(CORPUS) + 1]) if u.data["id"] in results}
-    return CorpusRun(scene, events, outcome, by_index)
+    return CorpusRun(backend_name, scene, events, outcome, by_index)
 
 
 async def _collect(backend, options: RunOptions) -> tuple[list[Event], Outcome]:
@@ -144,5 +145,5 @@ def test_no_escape(corpus_run: CorpusRun, index: int) -> None:
     assert not escaped, f"{attempt.name} escaped: {escaped}\n{excerpt}"
     if attempt.leak:
         assert attempt.leak not in excerpt, f"{attempt.name} leaked {attempt.leak!r}:\n{excerpt}"
-    if attempt.refused:
+    if attempt.refused and not (attempt.vanishes_in_claude and corpus_run.backend != "anthropic-sdk"):
         assert result.data.get("is_error") is True, f"{attempt.name} was not a tool error:\n{excerpt}"
