@@ -52,11 +52,16 @@ _FIXED_CONFIG = (
     "protocol.ext.allow=never",
     "uploadpack.packObjectsHook=",
 )
-# Configured names that run a program (per filter, diff or merge driver; aliases; signing): emptied.
-_PROGRAM_KEY = re.compile(
-    r"^(?:filter\..+\.(?:clean|smudge|process)|diff\..+\.(?:textconv|command)|merge\..+\.driver"
-    r"|alias\..+|gpg\.(?:.+\.)?program)$",
-    re.I,
+# Configured names that run a program, and what replaces it: filters and aliases emptied (no
+# filter, no alias), textconv and external diff commands made harmless (git runs an empty
+# one as a program), merge drivers made to fail (a conflict, never someone else's program).
+_PROGRAM_KEYS = (
+    (re.compile(r"^filter\..+\.(?:clean|smudge|process)$", re.I), ""),
+    (re.compile(r"^alias\..+$", re.I), ""),
+    (re.compile(r"^gpg\.(?:.+\.)?program$", re.I), ""),
+    (re.compile(r"^diff\..+\.textconv$", re.I), "cat"),
+    (re.compile(r"^diff\..+\.command$", re.I), "true"),
+    (re.compile(r"^merge\..+\.driver$", re.I), "false"),
 )
 _run_hooks = False
 
@@ -82,10 +87,11 @@ def controlled_config(cwd: Path) -> list[str]:
         return args
     for entry in listing.stdout.split("\0"):
         key = entry.split("\n", 1)[0]
-        if _PROGRAM_KEY.match(key):
-            args += ["-c", f"{key}="]
-            if key.lower().startswith("filter."):
-                args += ["-c", f"{key.rsplit('.', 1)[0]}.required=false"]
+        for pattern, harmless in _PROGRAM_KEYS:
+            if pattern.match(key):
+                args += ["-c", f"{key}={harmless}"]
+        if key.lower().startswith("filter."):
+            args += ["-c", f"{key.rsplit('.', 1)[0]}.required=false"]
     return args
 
 
