@@ -19,11 +19,15 @@ def check(backend: str) -> str | None:
     """Why ``backend`` cannot run sandboxed on this machine (one line naming the fix), or ``None``.
 
     Every backend needs bubblewrap: the runner's own bash runs in it, and Claude Code
-    uses it for its Bash tool on Linux.
+    uses it for its Bash tool on Linux, with socat for its network proxy.
     """
+    import shutil
+
     from autonomous.sandbox import bwrap
 
     problem = bwrap.problem()
+    if problem is None and backend != "anthropic-sdk" and shutil.which("socat") is None:
+        problem = "Claude Code's sandbox needs socat for its network proxy: install the `socat` package"
     if problem is None:
         return None
     return f"{problem}; or set autonomous.sandbox: off to run the {backend} backend without a sandbox"
