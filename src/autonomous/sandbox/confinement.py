@@ -65,6 +65,8 @@ class Confinement:
         visible = [Path(p) for p in SYSTEM_PATHS if Path(p).exists()]
         visible += [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
         visible += [Path(os.path.expanduser(str(p))).resolve() for p in read_paths]
+        if network != "off":  # /etc/resolv.conf is often a symlink into /run (systemd-resolved)
+            visible.append(Path("/etc/resolv.conf").resolve().parent)
         return cls(
             project=project,
             hidden=tuple(_unique(hidden)),
