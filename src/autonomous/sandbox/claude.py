@@ -18,9 +18,12 @@ so the confinement takes four parts:
   Code's proxy (none by default);
 * ``permissions.deny`` rules hide the tool's folders from the file tools, which
   ``--restricted`` still lets into the whole project;
-* the API key reaches the CLI through ``apiKeyHelper`` (a file only the runner can read,
-  outside everything the sandbox shows), never through the environment the CLI passes on
-  to Bash; every other credential-looking variable is emptied (:func:`cli_environment`).
+* the API key never travels in the environment the CLI passes on to Bash: the claude-code
+  backend hands it over through a pipe (:func:`key_pipe`, read once by the CLI), the
+  claude-code-sdk backend, which cannot pass descriptors through the SDK, through
+  ``apiKeyHelper`` (:class:`Credentials`: a file only the runner can read, outside
+  everything the sandbox shows); every other credential-looking variable is emptied
+  (:func:`cli_environment`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from autonomous.sandbox.env import is_secret_name
 
 PINNED_CLI_VERSION = "2.1.332"
 # The credentials the CLI needs and can take another way than its environment, in order of preference.
-_KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+# The CLI reads the API key from this descriptor (2.1.332); an empty pipe after that.
+API_KEY_FD_ENV = "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR"
 # Credentials the CLI can only read from its environment (which its Bash inherits): kept,
 # and said so in docs/security.md. ``claude /login`` (a credentials file, hidden) avoids them.
 _CLI_ONLY = ("CLAUDE_CODE_OAUTH_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -101,10 +106,10 @@ class Credentials:
     (``--restricted``).
     """
 
-    def __init__(self, environ: Mapping[str, str]):
+    def __init__(self, environ: Mapping[str, str], names: Sequence[str] = KEY_VARS):
         self._dir: str | None = None
         self.helper: str | None = None
-        key = next((environ[name] for name in _KEY_VARS if environ.get(name)), None)
+        key = next((environ[name] for name in names if environ.get(name)), None)
         if key:
             self._dir = tempfile.mkdtemp(prefix="autonomous-key-")
             path = os.path.join(self._dir, "key")
@@ -120,6 +125,24 @@ class Credentials:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def key_pipe(environ: Mapping[str, str]) -> int | None:
+    """The read end of a pipe holding ``ANTHROPIC_API_KEY`` (the caller passes it to the CLI as
+    :data:`API_KEY_FD_ENV` and closes it), or ``None`` without a key.
+
+    Unlike ``apiKeyHelper``, the CLI does not ask again after a 401, so a refused key costs
+    one request, as it does from the environment.
+    """
+    key = environ.get("ANTHROPIC_API_KEY")
+    if not key:
+        return None
+    read, write = os.pipe()
+    try:
+        os.write(write, key.encode("utf-8"))  # far below a pipe's capacity: never blocks
+    finally:
+        os.close(write)
+    return read
 
 
 def cli_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -178,8 +178,8 @@ class ClaudeCodeBackend(Backend):
                 resume=options.session_id is not None,
             )
             run.session_id = options.session_id or str(uuid.uuid4())
-            if options.sandbox is not None:
-                credentials = claude_sandbox.Credentials({**os.environ, **options.env})
+            if options.sandbox is not None:  # the API key goes through a pipe (_invoke), a token through a file
+                credentials = claude_sandbox.Credentials({**os.environ, **options.env}, ("ANTHROPIC_AUTH_TOKEN",))
                 run.cleanup.callback(credentials.close)
                 run.state["key_helper"] = credentials.settings()
         session_id = run.session_id or str(uuid.uuid4())
@@ -228,6 +228,10 @@ class ClaudeCodeBackend(Backend):
         if inv.control.interrupted.is_set():
             inv.outcome = Outcome(OutcomeStatus.INTERRUPTED, error="interrupted", session_id=session_id)
             return
+        env = self.child_env(options, policy)
+        key_fd = claude_sandbox.key_pipe({**os.environ, **options.env}) if options.sandbox is not None else None
+        if key_fd is not None:
+            env[claude_sandbox.API_KEY_FD_ENV] = str(key_fd)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args,
@@ -235,16 +239,20 @@ class ClaudeCodeBackend(Backend):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=str(options.cwd),
-                env=self.child_env(options, policy),
+                env=env,
                 start_new_session=True,
                 preexec_fn=parent_death_signal(),
                 limit=_LINE_LIMIT,
+                pass_fds=() if key_fd is None else (key_fd,),
             )
         except OSError as exc:
             message = f"could not start {binary}: {exc}"
             yield parser._ev(EventKind.ERROR, message=message)
             inv.outcome = Outcome(OutcomeStatus.ERROR, error=message, session_id=session_id)
             return
+        finally:
+            if key_fd is not None:
+                os.close(key_fd)
         inv.pid = proc.pid
         stderr_tail: deque[str] = deque(maxlen=50)
         tasks = [
