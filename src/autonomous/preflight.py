@@ -187,9 +187,7 @@ def check_sandbox(backend: str, section: SandboxSection, project_dir: Path) -> s
     return sandbox.describe(backend, confinement(project_dir, section))
 
 
-def confinement(
-    cwd: Path, section: SandboxSection, *, tool_dirs: tuple[Path, ...] = ()
-) -> sandbox.Confinement | None:
+def confinement(cwd: Path, section: SandboxSection, *, tool_dirs: tuple[Path, ...] = ()) -> sandbox.Confinement | None:
     """The confinement of an agent working in ``cwd`` under ``section``; ``None`` when it is off."""
     if not section.enabled:
         return None
