@@ -77,6 +77,7 @@ __all__ = [
     "LoggingSection",
     "ProgressSection",
     "RunnerConfig",
+    "SandboxSection",
     "StateProviderSection",
     "VerificationSection",
     "find_project_root",
@@ -195,6 +196,33 @@ class CommandPolicySection(_Section):
         return patterns
 
 
+class SandboxSection(_Section):
+    """``autonomous.sandbox``: the OS sandbox around everything the agent runs (``autonomous.sandbox``
+    package, docs/security.md). ``sandbox: off`` turns it off, and nothing else does: without
+    bubblewrap ``start`` refuses to run rather than run unconfined."""
+
+    enabled: bool = True
+    network: Literal["off", "on", "allow"] = "off"  # the agent's commands; the model API is never affected
+    allow_hosts: list[str] = []  # with network: allow (e.g. pypi.org, files.pythonhosted.org)
+    read_paths: list[str] = []  # more folders the agent may read outside the project (home folders are hidden)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, data: Any) -> Any:
+        """``sandbox: off`` / ``on`` (YAML booleans) is the whole section; ``network: off`` / ``on`` too."""
+        if isinstance(data, bool):
+            return {"enabled": data}
+        if isinstance(data, dict) and isinstance(data.get("network"), bool):
+            return {**data, "network": "on" if data["network"] else "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _hosts(self) -> Self:
+        if self.network == "allow" and not self.allow_hosts:
+            raise _fail("network: allow needs the hosts in allow_hosts (or network: on for every host)", "allow_hosts")
+        return self
+
+
 class AutonomousSection(_Section):
     """The coding agent: backend, model, limits, tools."""
 
@@ -225,6 +253,17 @@ class AutonomousSection(_Section):
     mcp_servers: dict[str, dict[str, Any]] = {}
     command_policy: CommandPolicySection = CommandPolicySection()
     context_window: int = Field(200_000, gt=0)
+    sandbox: SandboxSection = SandboxSection()
+
+    @model_validator(mode="after")
+    def _sandboxed_permissions(self) -> Self:
+        if self.sandbox.enabled and self.permission_mode == "bypassPermissions":
+            raise _fail(
+                "bypassPermissions skips every permission check, which the sandbox relies on: "
+                "choose another mode, or set autonomous.sandbox: off",
+                "permission_mode",
+            )
+        return self
 
     @field_validator("oauth_token_env", "linear_api_key_env")
     @classmethod
@@ -271,6 +310,9 @@ class GitSection(_Section):
     branch_per_task: bool = False
     merge_strategy: Literal["rebase", "merge"] = "merge"
     max_merge_attempts: int = Field(2, ge=1)  # merge conflicts / failing post-merge checks before blocked
+    # The runner's own git commands ignore the repository's hooks and the config that runs
+    # programs (fsmonitor, hooksPath, filters, aliases ...) unless this is on: workspace/git.py.
+    run_hooks: bool = False
 
 
 class ExecutionSection(_Section):

@@ -62,7 +62,8 @@ def lazy_regex(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
 
 # Names of environment variables whose values are credentials. ``AUTH`` but not AUTHOR
 # (GIT_AUTHOR_NAME is not a secret); over-matching only costs a masked value.
-SECRET_NAME = lazy_regex(r"TOKEN|KEY|SECRET|PASSW|WEBHOOK|CREDENTIAL|AUTH(?!OR)|DSN|DATABASE_URL|COOKIE", re.I)
+SECRET_NAME_PATTERN = r"TOKEN|KEY|SECRET|PASSW|WEBHOOK|CREDENTIAL|AUTH(?!OR)|DSN|DATABASE_URL|COOKIE"
+SECRET_NAME = lazy_regex(SECRET_NAME_PATTERN, re.I)  # the sandbox keeps the same names from the agent
 # ``${VAR}``, ``${VAR:-default}``; ``$${`` is a literal ``${``.
 ENV_REF = lazy_regex(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from autonomous import __version__, scheduler
+from autonomous import __version__, sandbox, scheduler
 from autonomous.config import Config, InitializerConfig, load_config
 from autonomous.errors import (
     AlreadyInitialized,
@@ -52,6 +52,7 @@ from autonomous.fsutil import write_json_atomic
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
 from autonomous.init.ledger import clear_ledger, write_ledger
+from autonomous.sandbox import Confinement
 from autonomous.spec import (
     ParsedSpec,
     SpecFile,
@@ -99,6 +100,7 @@ class Settings:
     provider_ids: dict[str, Any]  # what the marker records about the store
     state_dir: Path  # where an import's ledger goes (autonomous.init.ledger)
     include_optional: bool  # import optional checklist tasks as work to do
+    sandbox: Confinement | None  # the decomposing model's tools are confined like a task's agent
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -124,6 +126,9 @@ class Settings:
             },
             state_dir=config.state_dir,
             include_optional=init.include_optional,
+            sandbox=sandbox.for_section(
+                config.project_dir, auto.sandbox, tool_dirs=(config.state_dir, config.log_dir)
+            ),
         )
 
 
@@ -647,6 +652,7 @@ class ProjectInitializer:
             allowed_tools=list(READ_ONLY_TOOLS),
             inactivity_timeout=s.inactivity_timeout,
             claude_path=s.claude_path,
+            sandbox=s.sandbox,
         )
         texts: list[str] = []
         outcome: Outcome | None = None

@@ -263,6 +263,7 @@ def _runner(state_dir: Path, now: datetime) -> tuple[dict[str, Any], runner_stat
         "session_id": state.session_id,
         "worker_id": state.worker_id,
         "backend": state.backend,
+        "sandbox": state.sandbox,
         "started_at": state.started_at,
         "updated_at": state.updated_at,
         "ended_at": state.ended_at,
@@ -415,6 +416,8 @@ def render_status(status: dict[str, Any]) -> str:
         if r.get("backend"):
             bits.append(f"backend {r['backend']}")
         lines.append(f"{head} ({', '.join(bits)})")
+        if r.get("sandbox"):
+            lines.append(f"Sandbox:  {r['sandbox']}")
         if state == "crashed":
             lines.append(
                 "          the runner's process is gone: `autonomous start --resume` continues where it stopped"

@@ -68,6 +68,7 @@ class RunnerState:
     updated_at: str = ""
     ended_at: str | None = None
     backend: str = ""
+    sandbox: str = ""  # which sandbox is in force (autonomous.sandbox)
     tasks_completed: list[str] = field(default_factory=list)  # task keys
     tasks_blocked: list[str] = field(default_factory=list)
     tasks_failed: list[str] = field(default_factory=list)

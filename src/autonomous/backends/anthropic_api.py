@@ -128,6 +128,11 @@ class AnthropicBackend(Backend):
                 f"(export {API_KEY_ENV}=..., or use the claude-code backend with your subscription)"
             )
         CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
+        if options.sandbox is not None and options.sandbox.network == "allow":
+            raise BackendError(
+                "autonomous.sandbox.network: allow is enforced by Claude Code's proxy, which the anthropic-sdk "
+                "backend does not have: use network: off or on, or the claude-code backend"
+            )
 
     def should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, self._sdk.APIStatusError):
@@ -217,7 +222,9 @@ class AnthropicBackend(Backend):
         options = run.options
         model = MODEL_ALIASES.get(options.model, options.model)
         policy = CommandPolicy(options.command_allow, options.command_deny)
-        tools = LocalTools(options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env)
+        tools = LocalTools(
+            options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env, sandbox=options.sandbox
+        )
         system = SYSTEM_PROMPT.format(cwd=tools.root)
         if options.append_system_prompt:
             system += "\n\n" + options.append_system_prompt

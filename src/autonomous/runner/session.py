@@ -108,6 +108,7 @@ class AutonomousRunner(WorkerPool):
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
+        self.sandbox = ""  # which sandbox is in force (the session's first event and status say it)
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -363,6 +364,8 @@ class AutonomousRunner(WorkerPool):
         git.hide_tool_dirs(s.project_dir, [s.state_dir, s.log_dir, s.project_dir / git.WORKTREES_DIR])
         if self._backend is None:  # a backend given by the caller is the caller's to check
             self.backend_check = preflight.check_backend(s.backend, claude_path=s.claude_path)
+        self.sandbox = preflight.check_sandbox(s.backend, s.sandbox, s.project_dir)
+        git.set_run_hooks(s.git_run_hooks)
         try:
             tasks = [t for t in self.provider.list_tasks() if not scheduler.is_meta(t)]
         except AutonomousError:
@@ -404,6 +407,7 @@ class AutonomousRunner(WorkerPool):
             state="running",
             started_at=previous.started_at if continuing and previous.started_at else now,
             backend=worker.backend.name,
+            sandbox=self.sandbox,
         )
         if continuing:
             self.state.tasks_completed = list(previous.tasks_completed)
@@ -433,6 +437,7 @@ class AutonomousRunner(WorkerPool):
                     "resumed": continuing,
                     "pid": os.getpid(),
                     **({"backend_check": self.backend_check} if self.backend_check else {}),
+                    "sandbox": self.sandbox,
                     **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
                     "tasks_done": done,
                     "tasks_total": total,

@@ -9,7 +9,7 @@ from typing import Any
 
 from autonomous import checkpoints as cp
 from autonomous import scheduler
-from autonomous.config import Config, secret_values
+from autonomous.config import Config, SandboxSection, secret_values
 from autonomous.workspace import git
 
 
@@ -61,6 +61,8 @@ class Settings:
     merge_strategy: str  # merge | rebase
     max_merge_attempts: int
     tick_source: bool  # tick a finished task's box in its imported tasks.md
+    sandbox: SandboxSection  # autonomous.sandbox: what the agent may see and touch
+    git_run_hooks: bool
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -106,6 +108,8 @@ class Settings:
             merge_strategy=execution.git.merge_strategy,
             max_merge_attempts=execution.git.max_merge_attempts,
             tick_source=config.initializer.tick_source,
+            sandbox=auto.sandbox,
+            git_run_hooks=execution.git.run_hooks,
         )
 
     @property

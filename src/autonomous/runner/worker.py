@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autonomous import checkpoints as cp
-from autonomous import history, verify
+from autonomous import history, sandbox, verify
 from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.errors import StaleClaim
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
@@ -191,6 +191,7 @@ class Worker:
             command_allow=list(s.command_allow),
             claude_path=s.claude_path,
             context_window=s.context_window,
+            sandbox=sandbox.for_section(self.cwd, s.sandbox, tool_dirs=(s.state_dir, s.log_dir)),
         )
 
     # -- one task ---------------------------------------------------------------------------
