@@ -104,9 +104,12 @@ def project(tmp_path: Path) -> Path:
 
 def config(project: Path, **sections: dict) -> Config:
     """A real configuration rooted in ``project``: the given sections over the defaults
-    (config.py's), with a short lease and room for every task of these tests."""
+    (config.py's), with a short lease and room for every task of these tests. These tests
+    script the agent, not the project: no detected checks and no change requirement
+    unless a test asks (tests/test_checks.py covers the defaults)."""
     auto = {"lease_seconds": 60, "max_tasks_per_session": 50, **sections.pop("autonomous", {})}
-    return parse_config({"autonomous": auto, **sections}, root=project)
+    verification = {"commands": [], "require_changes": False, **sections.pop("verification", {})}
+    return parse_config({"autonomous": auto, "verification": verification, **sections}, root=project)
 
 
 def settings(project: Path, **sections: dict) -> Settings:

@@ -56,7 +56,11 @@ from typing import Any
 
 from autonomous import actions, fsutil, history, preflight, prompts, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import Backend, RunOptions, TaskAllowance
+from autonomous.checks import baseline as checks_baseline
+from autonomous.checks import detect, review
+from autonomous.checks import diff as checks_diff
+from autonomous.checks.review import ReviewVerdict
 from autonomous.config import Config, load_config, secret_values
 from autonomous.errors import AutonomousError, ClaimConflict, PreflightError, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
@@ -135,7 +139,10 @@ class Settings:
     allow_dirty: bool
     allow_files: list[str]
     verify_commands: list[str]
+    verify_source: str  # how the commands were chosen ("configured", "auto: detected ...")
     require_changes: bool
+    baseline: bool
+    review: bool
     max_attempts: int
     verify_timeout: float
     secrets: list[str]
@@ -148,6 +155,7 @@ class Settings:
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         auto, execution, verification = config.autonomous, config.execution, config.verification
+        commands, source = detect.plan(verification.commands, config.project_dir)
         return cls(
             project_dir=config.project_dir,
             state_dir=config.state_dir.resolve(),
@@ -179,8 +187,11 @@ class Settings:
             git_commit=execution.git.commit,
             allow_dirty=execution.git.allow_dirty,
             allow_files=list(execution.git.allow_files),
-            verify_commands=list(verification.commands),
+            verify_commands=commands,
+            verify_source=source,
             require_changes=verification.require_changes,
+            baseline=verification.baseline,
+            review=verification.review,
             max_attempts=verification.max_attempts,
             verify_timeout=verification.timeout,
             secrets=sorted(secret_values(config)),
@@ -435,6 +446,8 @@ def continuation_prompt(task: Task, note: str = "") -> str:
 
 
 def verification_feedback(result: verify.VerificationResult, attempt: int, max_attempts: int) -> str:
+    if result.review is not None and not result.review.approved:
+        return review.feedback(result.review, attempt, max_attempts)
     return (
         f"The runner checked your work and verification FAILED (attempt {attempt} of {max_attempts}). "
         "The task is not done until these checks pass. Fix the problem, then end with the completion report.\n\n"
@@ -444,6 +457,14 @@ def verification_feedback(result: verify.VerificationResult, attempt: int, max_a
 
 # -- isolation: a worktree per task, and the merge queue ---------------------------------------
 
+
+# a review ending like this stops the task the same way an agent's run would
+_REVIEW_STOPS = (
+    OutcomeStatus.INTERRUPTED,
+    OutcomeStatus.RATE_LIMITED,
+    OutcomeStatus.BUDGET_EXCEEDED,
+    OutcomeStatus.AUTH_ERROR,
+)
 
 MERGE_NOTE = "Merge failed"  # first words of the note a failed merge leaves (counted for max_merge_attempts)
 LEFTOVERS_FILE = "worktrees.json"  # <state_dir>/worktrees.json: worktrees kept with unmerged work
@@ -646,6 +667,8 @@ class Worker:
         self.isolation: Isolation | None = runner.isolation
         self.worktree: Path | None = None  # the task's worktree, with isolation
         self.workspace: Path | None = None  # where the agent works: the project, or its copy in the worktree
+        self.allowance: TaskAllowance | None = None  # the task's turns, shared by its attempts and its review
+        self._texts: list[str] | None = None  # the agent's top-level texts, while a review runs
 
     @property
     def cwd(self) -> Path:
@@ -711,6 +734,8 @@ class Worker:
             changed = True
         elif event.kind is EventKind.TOOL_USE:
             cur.tool = str(data.get("name") or data.get("tool") or "") or None
+        elif event.kind is EventKind.TEXT and self._texts is not None and not data.get("subagent"):
+            self._texts.append(str(data.get("text") or ""))
         if "turns" in data and isinstance(data["turns"], int | float):
             cur.turns = turns_offset + int(data["turns"])
             if counter.update(cur.turns):
@@ -747,6 +772,9 @@ class Worker:
     def _options(self, task: Task, session_id: str | None) -> RunOptions:
         s = self.settings
         remaining = self.runner.budget.remaining()
+        budget = None if remaining is None else max(0.0, remaining + self.runner.reserved_for(self))
+        if self.allowance is not None:
+            self.allowance.usd_left = budget  # turns are the task's; money is the session's
         return RunOptions(
             cwd=self.cwd,
             model=s.model,
@@ -758,12 +786,13 @@ class Worker:
             mcp_servers=dict(s.mcp_servers),
             task_id=task.id,
             inactivity_timeout=s.inactivity_timeout,
-            budget_usd=None if remaining is None else max(0.0, remaining + self.runner.reserved_for(self)),
+            budget_usd=budget,
             rate_limit_rpm=s.rate_limit_rpm,
             command_deny=list(s.command_deny),
             command_allow=list(s.command_allow),
             claude_path=s.claude_path,
             context_window=s.context_window,
+            allowance=self.allowance,
         )
 
     # -- one task ---------------------------------------------------------------------------
@@ -787,6 +816,7 @@ class Worker:
         started = time.monotonic()
         result = TaskResult(Result.FAILED, task)
         self.worktree = self.workspace = None
+        self.allowance = TaskAllowance(s.max_turns_per_task)
         try:
             if self.isolation is not None:
                 try:
@@ -824,19 +854,12 @@ class Worker:
                 if outcome.status is not OutcomeStatus.COMPLETED:
                     break
                 attempt += 1
-                vr = await verify.verify(
-                    self.cwd,
-                    s.verify_commands,
-                    timeout=s.verify_timeout,
-                    require_changes=s.require_changes,
-                    change_set=result.change_set,
-                    redact=self.runner.redactor.text,
-                )
+                vr = await self._verify(task, result, before)
                 result.verification = vr
                 self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
                 if vr.ran_anything:
                     self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {s.max_attempts})")
-                if vr.passed:
+                if vr.passed or result.outcome is not outcome:  # done, or the review was cut short
                     break
                 result.checkpoints.append(
                     cp.Checkpoint(
@@ -856,6 +879,55 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
             self.last_current, self.current = self.current, None
+
+    async def _verify(self, task: Task, result: TaskResult, before: changes.TreeState) -> verify.VerificationResult:
+        """The checks (commands against the baseline, the change set), then the review."""
+        s = self.settings
+        change_set = result.change_set or changes.ChangeSet(self.cwd)
+        vr = await verify.verify(
+            self.cwd,
+            s.verify_commands,
+            timeout=s.verify_timeout,
+            require_changes=s.require_changes and not verify.opts_out_of_changes(task),
+            change_set=change_set,
+            redact=self.runner.redactor.text,
+            baseline=self.runner.baseline,
+            report_dir=s.state_dir / "checks" / "".join(c if c.isalnum() else "_" for c in self.worker_id),
+        )
+        diff = await asyncio.to_thread(checks_diff.task_diff, change_set, before.head) if change_set else None
+        vr.diffstat = diff.diffstat(change_set) if diff is not None else ""
+        if vr.passed and s.review:
+            vr.review = await self._review(task, result, diff.text if diff else "", vr)
+            if not vr.review.approved:
+                vr.fail(vr.review.headline())
+        return vr
+
+    async def _review(self, task: Task, result: TaskResult, diff: str, vr: verify.VerificationResult) -> ReviewVerdict:
+        """A fresh read-only session of the backend judges the diff (checks/review.py). Its
+        turns and cost are the task's; an outcome that stops the task (interrupt, limits)
+        becomes the task's outcome."""
+        checks = [c.evidence().splitlines()[0] for c in vr.commands]
+        prompt = review.build_prompt(task, diff, vr.diffstat, checks)
+        agent_session = self.current.backend_session_id if self.current else None
+        self._texts = []
+        try:
+            options = review.review_options(self._options(task, None))
+            outcome = await self._run_backend(prompt, options, task, result.turns)
+        finally:
+            texts, self._texts = self._texts or [], None
+            if self.current is not None:
+                self.current.backend_session_id = agent_session
+        result.cost_usd += outcome.cost_usd
+        result.turns += outcome.turns
+        verdict = review.parse_verdict("\n".join(texts))
+        if verdict is None:
+            why = outcome.error or f"the reviewer's run ended {outcome.status.value}"
+            completed = outcome.status is OutcomeStatus.COMPLETED
+            verdict = ReviewVerdict(False, error="no JSON verdict in its answer" if completed else why)
+        if outcome.status in _REVIEW_STOPS:
+            result.outcome = outcome
+        verdict.turns, verdict.cost_usd = outcome.turns, outcome.cost_usd
+        return verdict
 
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
@@ -1144,6 +1216,7 @@ class AutonomousRunner:
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
+        self.baseline: checks_baseline.Baseline | None = None  # the checks before the first task
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -1338,12 +1411,14 @@ class AutonomousRunner:
             f"on_failure={self.settings.on_failure}",
         ]
         lines += ["", "Limits: " + ", ".join(limits)]
-        if self.settings.verify_commands or self.settings.require_changes:
-            lines.append(
-                "Verification: "
-                + ", ".join(self.settings.verify_commands or ["(no commands)"])
-                + (" + require changes" if self.settings.require_changes else "")
-            )
+        lines.append(
+            "Verification: "
+            + (", ".join(f"`{c}`" for c in self.settings.verify_commands) or "(no commands)")
+            + f" [{self.settings.verify_source}]"
+            + (" + require changes" if self.settings.require_changes else "")
+            + (" + baseline" if self.settings.baseline and self.settings.verify_commands else "")
+            + (" + review" if self.settings.review else "")
+        )
         first = next((d.task for d in decisions if d.ready), None)
         if first is not None:
             lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
@@ -1469,6 +1544,7 @@ class AutonomousRunner:
         )
         resume_targets = self._recover(previous)
         self._leftovers()
+        await self._run_baseline()
         exit_code, reason = EXIT_OK, ""
         try:
             exit_code, reason = await self._run_workers(resume_targets if resume else [])
@@ -1479,6 +1555,35 @@ class AutonomousRunner:
             self._end(record, exit_code, reason)
             raise
         return self._end(record, exit_code, reason)
+
+    async def _run_baseline(self) -> None:
+        """Warn once when no check was found; run the checks once before the first task, and
+        report at start what already fails (checks/baseline.py: not blamed on the tasks)."""
+        s = self.settings
+        if not s.verify_commands:
+            if s.verify_source.startswith("auto"):
+                self._warn(
+                    f"verification: {s.verify_source}; tasks are checked only for changed files "
+                    "(set verification.commands to run your tests)"
+                )
+            return
+        if not s.baseline:
+            return
+        baseline = await checks_baseline.run_baseline(
+            s.verify_commands, s.project_dir, s.verify_timeout, s.state_dir / "checks" / "baseline"
+        )
+        for result in baseline.values():
+            result.tail = [self.redactor.text(line) for line in result.tail]
+        self.baseline = baseline
+        failures = checks_baseline.describe_failures(baseline)
+        for line in failures:
+            self._warn("baseline: " + line)
+        passed = [c for c, r in baseline.items() if r.passed]
+        self._meta_note("Baseline before the first task: " + "; ".join([*(f"`{c}` passes" for c in passed), *failures]))
+
+    def _warn(self, message: str) -> None:
+        print(f"autonomous: warning: {message}", file=sys.stderr, flush=True)
+        self.emit(Event(EventKind.WARNING, {"message": message}))
 
     def _meta_note(self, text: str) -> None:
         try:
