@@ -150,7 +150,7 @@ def outcome_from_result(
     detail = "; ".join(errors) or text
     if subtype == "error_max_turns" or terminal == "max_turns":
         return Outcome(OutcomeStatus.MAX_TURNS, error=detail or "reached the turn limit")
-    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
+    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd", "budget_exhausted"):
         return Outcome(OutcomeStatus.BUDGET_EXCEEDED, error=detail or "reached the budget")
     # A successful result is a limit message only when it starts with one (strict).
     limited, retry_at = parse_usage_limit(text or final_text, now, strict=not is_error)
@@ -159,6 +159,12 @@ def outcome_from_result(
         return Outcome(OutcomeStatus.RATE_LIMITED, error=error, retry_at=retry_at or rate_limit_reset)
     if terminal.startswith("aborted"):
         return Outcome(OutcomeStatus.INTERRUPTED, error=f"the CLI stopped the turn ({terminal})")
+    if terminal in UNFINISHED_TERMINAL_REASONS:
+        # the turn ended for a reason other than the model finishing: never a success, whatever the subtype
+        why = UNFINISHED_TERMINAL_REASONS[terminal]
+        return Outcome(
+            OutcomeStatus.FAILED, error=f"{why} (terminal_reason {terminal})" + (f": {clip(detail)}" if detail else "")
+        )
     if is_error or subtype != "success":
         status = result.get("api_error_status")
         if status is None and api_error is not None:
@@ -171,6 +177,26 @@ def outcome_from_result(
             error=clip(detail) or f"the CLI reported an error (subtype {subtype or '?'})",
         )
     return report_outcome(text, final_text)
+
+
+# ``terminal_reason`` values of a turn the model did not finish (Claude Code 2.1.332's list;
+# ``completed``, ``max_turns``, ``budget_exhausted``, ``api_error`` and ``aborted_*`` are
+# handled above). A value not listed here falls through to ``is_error``/``subtype``.
+UNFINISHED_TERMINAL_REASONS = {
+    "background_requested": "the turn ended with background work still running",
+    "blocking_limit": "the context is full",
+    "prompt_too_long": "the context is full",
+    "rapid_refill_breaker": "the context kept refilling after compaction",
+    "stop_hook_prevented": "a Stop hook prevented the turn from ending normally",
+    "hook_stopped": "a hook stopped the turn",
+    "tool_deferred": "a tool call was deferred",
+    "tool_deferred_unavailable": "a deferred tool was not available",
+    "model_error": "the model failed",
+    "image_error": "an image could not be processed",
+    "malformed_tool_use_exhausted": "the model kept sending malformed tool calls",
+    "structured_output_retry_exhausted": "the structured output kept failing",
+    "turn_setup_failed": "the turn could not be set up",
+}
 
 
 def api_failure(
