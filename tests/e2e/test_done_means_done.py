@@ -128,9 +128,7 @@ def test_a_claim_without_changes_is_not_done_and_the_run_exits_1(project: Path, 
     assert git(project, "log", "--format=%s").splitlines() == ["init"]
 
 
-def test_a_change_that_breaks_the_detected_suite_is_not_done_and_names_the_test(
-    project: Path, tmp_path: Path
-) -> None:
+def test_a_change_that_breaks_the_detected_suite_is_not_done_and_names_the_test(project: Path, tmp_path: Path) -> None:
     make_tasks(project, NewTask("[CALC-1.1] Make add() faster"))
     broken = "def add(a, b):\n    return a - b\n"
     with ScriptedModelServer(writes("CALC-1.1", {"calc.py": broken})) as server:
@@ -230,7 +228,9 @@ def test_review_requests_changes_then_approves(project: Path, tmp_path: Path) ->
         Rule(
             name="fix",
             match=Match(last_user_contains="it says hi, not hello", has_tools=True),
-            response=Response(text="Fixing.", tool_use=[ToolCall("Write", {"file_path": "hello.txt", "content": "hello\n"})]),
+            response=Response(
+                text="Fixing.", tool_use=[ToolCall("Write", {"file_path": "hello.txt", "content": "hello\n"})]
+            ),
         ),
         Rule(
             name="fixed",
@@ -248,7 +248,8 @@ def test_review_requests_changes_then_approves(project: Path, tmp_path: Path) ->
     assert task.status is TaskStatus.DONE
     texts = [n.text for n in task.notes]
     first = next(t for t in texts if t.startswith("Verification FAILED"))
-    assert "review requested changes" in first and "review NOT MET: hello.txt says hello (it says hi, not hello)" in first
+    assert "review requested changes" in first
+    assert "review NOT MET: hello.txt says hello (it says hi, not hello)" in first
     last = [t for t in texts if t.startswith("Verification passed")][-1]
     assert "Review: approved" in last and "review met: hello.txt says hello" in last
     # the reviewer saw the diff, and its tools are read-only: its Write was refused

@@ -730,7 +730,8 @@ class _Handler(BaseHTTPRequestHandler):
                 ra = resp.error.retry_after
                 extra["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
                 extra["retry-after-ms"] = str(math.ceil(ra * 1000))
-            self._send_json(resp.error.status, _error_body(resp.error, self._request_id), {**extra, **(resp.headers or {})})
+            extra.update(resp.headers or {})
+            self._send_json(resp.error.status, _error_body(resp.error, self._request_id), extra)
             return
         message = _message(resp, body)
         if streaming:
