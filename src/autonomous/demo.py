@@ -819,6 +819,11 @@ def _report(task: DemoTask) -> str:
     return f"The tests pass; {task.key} is done.\n\n```json\n{json.dumps(report)}\n```"
 
 
+def _verdict(task: DemoTask) -> str:
+    verdict = {"status": "complete", "verdict": "approve", "summary": f"The diff does what {task.key} asks."}
+    return f"I read the diff and the files it touches.\n\n```json\n{json.dumps(verdict)}\n```"
+
+
 def demo_rules(project: Path, python: str = "python") -> list[Any]:
     """The scenario: for every task, (Read ->) Write -> Bash (tests) -> completion report.
 
@@ -830,7 +835,16 @@ def demo_rules(project: Path, python: str = "python") -> list[Any]:
 
     project = Path(project)
     usage = {"input_tokens": 0, "output_tokens": 0}
-    rules: list[Rule] = []
+    # The independent review (verification.review: true) reads each diff in a fresh
+    # session and approves; its prompt never contains an agent's "Task KEY:" heading.
+    rules: list[Rule] = [
+        Rule(
+            name=f"{task.key}: review",
+            match=Match(contains=f"# Review of task {task.key}:", has_tools=True),
+            response=Response(text=_verdict(task), usage=usage),
+        )
+        for task in DEMO_TASKS
+    ]
     for task in reversed(DEMO_TASKS):  # later tasks first: their prompts quote earlier tasks' notes
         heading = f"Task {task.key}:"
         turns: list[Response] = []
@@ -922,6 +936,7 @@ verification:
   commands:
     - {json.dumps(test)}
   require_changes: true
+  review: true   # a fresh read-only session reviews each diff before the task is done
   max_attempts: 2
 """
 

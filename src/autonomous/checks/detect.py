@@ -29,6 +29,7 @@ from pathlib import Path
 
 _INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
 _TEST_WORD = re.compile(r"\btests?\b|\btesting\b", re.I)
+_SETUP = re.compile(r"\b(?:install|ci|add|sync|init|setup|venv)\b")  # preparing, not testing
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _RUNNERS = re.compile(
     r"^(?:\S*python\S*\s+-m\s+pytest|\S*pytest|py\.test|tox|nox|uv run|poetry run|hatch (?:run|test)|npm|pnpm|yarn|bun|"
@@ -78,16 +79,19 @@ def _stated(root: Path) -> Detected | None:
                 continue
             if in_fence:
                 command = line.strip().removeprefix("$ ").strip()
-                if talk_of_tests and _is_command(command):
+                if talk_of_tests and _is_command(command) and not _SETUP.search(command):
                     return Detected(command, f"{name} line {number}")
                 continue
             if not line.strip():
                 continue
             talk_of_tests = bool(_TEST_WORD.search(line))
             if talk_of_tests:
-                for snippet in re.findall(r"`([^`\n]+)`", line):
-                    if _is_command(snippet.strip()) and _TEST_WORD.search(snippet):
-                        return Detected(snippet.strip(), f"{name} line {number}")
+                commands = [c.strip() for c in re.findall(r"`([^`\n]+)`", line) if _is_command(c.strip())]
+                commands = [c for c in commands if not _SETUP.search(c)]
+                # prefer the one that names tests ("`npm ci` then `npm test`"), else the line's command
+                best = next((c for c in commands if _TEST_WORD.search(c)), commands[0] if commands else None)
+                if best:
+                    return Detected(best, f"{name} line {number}")
     return None
 
 
