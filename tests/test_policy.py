@@ -304,7 +304,7 @@ def test_detached_jobs_are_found(command: str) -> None:
 @pytest.mark.parametrize(
     "command",
     ["make && make test", "pytest -q 2>&1 | tail", "cmd &> log.txt", "echo 'a & b'", 'echo "nohup &"',
-     "grep -q x file || echo none", "ls |& cat", "echo nohup-free", "cat <&3"],
+     "grep -q x file || echo none", "ls |& cat", "echo nohup-free", "cat <&3", "sleep 1 & sleep 2 & wait"],
 )  # fmt: skip
 def test_foreground_commands_are_not_jobs(command: str) -> None:
     assert detached_job(command) is None

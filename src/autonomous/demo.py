@@ -835,16 +835,7 @@ def demo_rules(project: Path, python: str = "python") -> list[Any]:
 
     project = Path(project)
     usage = {"input_tokens": 0, "output_tokens": 0}
-    # The independent review (verification.review: true) reads each diff in a fresh
-    # session and approves; its prompt never contains an agent's "Task KEY:" heading.
-    rules: list[Rule] = [
-        Rule(
-            name=f"{task.key}: review",
-            match=Match(contains=f"# Review of task {task.key}:", has_tools=True),
-            response=Response(text=_verdict(task), usage=usage),
-        )
-        for task in DEMO_TASKS
-    ]
+    rules: list[Rule] = []
     for task in reversed(DEMO_TASKS):  # later tasks first: their prompts quote earlier tasks' notes
         heading = f"Task {task.key}:"
         turns: list[Response] = []
@@ -885,6 +876,16 @@ def demo_rules(project: Path, python: str = "python") -> list[Any]:
             )
         # The report; also the answer to anything later in the conversation (verification feedback).
         rules.append(Rule(name=f"{task.key}: report", match=Match(contains=heading, has_tools=True), response=done))
+    # The independent review (verification.review: true) reads each diff in a fresh
+    # session and approves; its prompt never holds an agent's "Task KEY:" heading.
+    rules += [
+        Rule(
+            name=f"{task.key}: review",
+            match=Match(contains=f"# Review of task {task.key}:", has_tools=True),
+            response=Response(text=_verdict(task), usage=usage),
+        )
+        for task in reversed(DEMO_TASKS)
+    ]
     return rules
 
 

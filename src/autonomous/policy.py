@@ -589,19 +589,21 @@ def background_request(tool_name: str, tool_input: Any) -> str | None:
 
 _QUOTED = re.compile(r"'[^']*'|\"(?:\\.|[^\"\\])*\"|\\.")
 _NOT_A_JOB = re.compile(r"&&|[<>]&|&>|\|&")
+_WAIT = re.compile(r"(?:^|[\s;&|(])wait(?=$|[\s;&|)])")
 _DETACHERS = re.compile(r"(?:^|[\s;|&(`])(nohup|setsid|disown|daemonize|bg)(?=$|[\s;|&)`])")
 
 
 def detached_job(command: str) -> str | None:
     """What in ``command`` would leave a job running after it returns (``cmd &``, ``nohup``,
     ``setsid``, ``disown``...), or None. Quoted text is ignored; ``&&``, ``2>&1`` and ``&>``
-    are not jobs."""
+    are not jobs, and ``a & b; wait`` waits for its jobs. A seat belt like the rest of the
+    policy: a program that forks by itself is not seen here (the backends reap the group)."""
     bare = _QUOTED.sub(lambda m: " " * len(m.group()), command)
     found = _DETACHERS.search(bare)
     if found:
         return f"`{found.group(1)}` detaches a job"
-    if "&" in _NOT_A_JOB.sub("  ", bare):
-        return "`&` runs a job in the background"
+    if "&" in _NOT_A_JOB.sub("  ", bare) and not _WAIT.search(bare):
+        return "`&` runs a job in the background"  # unless the command waits for its jobs
     return None
 
 
