@@ -638,7 +638,14 @@ class Isolation:
             )
             if not merged.merged or not s.verify_commands:
                 return merged, None
-            vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+            vr = await verify.verify(
+                self.project_dir,
+                s.verify_commands,
+                timeout=s.verify_timeout,
+                redact=redact,
+                baseline=self.runner.baseline,
+                report_dir=s.state_dir / "checks" / "merge",
+            )
             if not vr.passed and merged.before is not None:
                 await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
                 merged.merged = False
