@@ -288,7 +288,7 @@ def test_bash_completion_completes_commands_and_subcommands(tmp_path: Path) -> N
     assert (bindir / "autonomous").exists(), "the console script is installed with the package"
     script = (
         "source <(autonomous completion bash)\n"
-        "complete_as() { COMPREPLY=(); COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1));"
+        'complete_as() { COMPREPLY=(); COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));'
         " _autonomous_completion autonomous; }\n"
         'complete_as autonomous ret; echo "1:${COMPREPLY[*]}"\n'
         'complete_as autonomous tasks e; echo "2:${COMPREPLY[*]}"\n'

@@ -3,8 +3,9 @@
 The runner writes one note per attempt when it releases a task (a first line saying how
 it ended, then ``Turns: N, cost: $X, duration: Ys[, commit: SHA]``) and one note per
 verification (``Verification passed|FAILED``, then summary lines: ``change set: ...``, the
-baseline comparisons, ``Review: ...``; then ``$ command  ->  exit N (Xs)`` and the output's tail). Notes are the one record every provider keeps (a SQL row, a Linear
-comment, a GitHub comment), so reading them back here works the same for every store;
+baseline comparisons, ``Review: ...``; then ``$ command  ->  exit N (Xs)`` and the output's
+tail). Notes are the one record every provider keeps (a SQL row, a Linear comment, a
+GitHub comment), so reading them back here works the same for every store;
 ``tasks show``, ``diff`` and the dashboard all read history through this module.
 
 A person's retry leaves a note starting with :data:`RETRY_NOTE`; attempts counted for a
