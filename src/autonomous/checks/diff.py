@@ -1,8 +1,8 @@
 """The diff of a task's change set (and its diffstat), for the evidence and the review.
 
 Only the change set's paths are diffed (against the commit the task started from), so a
-user's other edits never reach the reviewer or the note. New files are diffed against
-nothing (``git diff --no-index /dev/null``), which leaves the index untouched.
+user's other edits never reach the reviewer or the note. New files are read and shown as
+added whole (as ``git diff --no-index /dev/null FILE`` would), which leaves the index untouched.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from autonomous.workspace.changes import ChangeSet
 
 _GIT_TIMEOUT = 60
+_NEW_FILE_CAP = 1_000_000  # bytes of a created file read for its diff
 
 
 @dataclass(slots=True)
@@ -56,11 +57,20 @@ def task_diff(change_set: ChangeSet, head: str | None) -> TaskDiff:
     tracked = [p for p in change_set.paths if p not in change_set.created]
     if head and tracked:
         chunks.append(_git(base, "diff", "--no-color", "--no-ext-diff", head, "--", *tracked))
-    for path in change_set.created:
-        if (base / path).is_file():
-            chunks.append(_git(base, "diff", "--no-color", "--no-ext-diff", "--no-index", "--", "/dev/null", path))
+    chunks += [_new_file(base, path) for path in change_set.created if (base / path).is_file()]
     text = "".join(c if c.endswith("\n") or not c else c + "\n" for c in chunks)
     return TaskDiff(text, _stats(text))
+
+
+def _new_file(base: Path, path: str) -> str:
+    """A created file as a diff against nothing (what ``git diff --no-index /dev/null`` prints,
+    without a process per file)."""
+    data = (base / path).read_bytes()[:_NEW_FILE_CAP]
+    head = f"diff --git a/{path} b/{path}\nnew file\n"
+    if b"\0" in data:
+        return head + f"Binary files /dev/null and b/{path} differ\n"
+    lines = data.decode("utf-8", "replace").splitlines()
+    return head + f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines)
 
 
 def _stats(text: str) -> dict[str, tuple[int, int]]:
