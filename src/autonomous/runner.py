@@ -831,6 +831,7 @@ class Worker:
                 except git.GitError as exc:
                     result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
                     return await self._record(task, token, result)
+            await self.runner.ensure_baseline()
             before = await asyncio.to_thread(self._tree_at_claim)
             all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
@@ -1224,6 +1225,8 @@ class AutonomousRunner:
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
         self.baseline: checks_baseline.Baseline | None = None  # the checks before the first task
+        self._baseline_done = False
+        self._baseline_lock = asyncio.Lock()
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -1551,7 +1554,7 @@ class AutonomousRunner:
         )
         resume_targets = self._recover(previous)
         self._leftovers()
-        await self._run_baseline()
+        self.baseline, self._baseline_done, self._baseline_lock = None, False, asyncio.Lock()
         exit_code, reason = EXIT_OK, ""
         try:
             exit_code, reason = await self._run_workers(resume_targets if resume else [])
@@ -1563,15 +1566,22 @@ class AutonomousRunner:
             raise
         return self._end(record, exit_code, reason)
 
+    async def ensure_baseline(self) -> None:
+        """Before the agent of the session's first task starts (a session with nothing to do
+        runs no tests): warn once when no check was found; run the checks once and report
+        what already fails (checks/baseline.py: not blamed on the tasks)."""
+        async with self._baseline_lock:
+            if not self._baseline_done:
+                self._baseline_done = True
+                await self._run_baseline()
+
     async def _run_baseline(self) -> None:
-        """Warn once when no check was found; run the checks once before the first task, and
-        report at start what already fails (checks/baseline.py: not blamed on the tasks)."""
         s = self.settings
         if not s.verify_commands:
             if s.verify_source.startswith("auto"):
                 self._warn(
-                    f"verification: {s.verify_source}; tasks are checked only for changed files "
-                    "(set verification.commands to run your tests)"
+                    f"verification: {s.verify_source}; no tests run after each task "
+                    "(set verification.commands to name them)"
                 )
             return
         if not s.baseline:
