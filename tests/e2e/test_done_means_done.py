@@ -80,7 +80,9 @@ def state(project: Path) -> dict:
         return {t.key: t for t in provider.list_tasks()}
 
 
-def start(project: Path, server: ScriptedModelServer, tmp_path: Path, **sections: dict) -> subprocess.CompletedProcess:
+def start(
+    project: Path, server: ScriptedModelServer, tmp_path: Path, env_extra: dict | None = None, **sections: dict
+) -> subprocess.CompletedProcess:
     """``autonomous start`` with a config that has only these sections (no verification
     section unless given: the defaults decide)."""
     path = project / ".ai-agents" / "config.yml"
@@ -91,6 +93,8 @@ def start(project: Path, server: ScriptedModelServer, tmp_path: Path, **sections
     home.mkdir(exist_ok=True)
     env = claude_cli_env(server.url, home)
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    env.update(env_extra or {})
+    env = {k: v for k, v in env.items() if v}
     return subprocess.run(
         [sys.executable, "-m", "autonomous", "start"], cwd=project, env=env, capture_output=True, text=True, timeout=400
     )
@@ -260,3 +264,49 @@ def test_review_requests_changes_then_approves(project: Path, tmp_path: Path) ->
     outcomes = [e for e in events(project) if e["kind"] == "outcome"]
     assert len(outcomes) == 4 and task.turns == sum(int(o["turns"]) for o in outcomes)
     assert git(project, "log", "--format=%s").splitlines()[0].startswith("CALC-1.1")
+
+
+def usage_limit(resets_at: int) -> Rule:
+    """The usage limiter refusing a subscription login, as the API answers (429 and its headers)."""
+    return Rule(
+        name="usage limit",
+        times=1,
+        match=Match(has_tools=True),
+        response=Response(
+            error={"status": 429, "type": "rate_limit_error", "message": "usage limit"},
+            headers={
+                "anthropic-ratelimit-unified-status": "rejected",
+                "anthropic-ratelimit-unified-reset": str(resets_at),
+                "anthropic-ratelimit-unified-representative-claim": "seven_day_opus",
+                "anthropic-ratelimit-unified-overage-status": "rejected",
+            },
+        ),
+    )
+
+
+SUBSCRIPTION = {"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-test"}
+
+
+def test_a_rejected_usage_limit_waits_until_resets_at_then_goes_on(project: Path, tmp_path: Path) -> None:
+    import time
+
+    make_tasks(project, NewTask("[CALC-1.1] Add a README"))
+    # the reset must still lie ahead when the CLI's first request arrives (after start-up and the baseline)
+    rules = [usage_limit(int(time.time()) + 25), *writes("CALC-1.1", {"README.md": "# calc\n"})]
+    with ScriptedModelServer(rules) as server:
+        proc = start(project, server, tmp_path, SUBSCRIPTION, autonomous={"max_rate_limit_wait": 120})
+    assert proc.returncode == 0, proc.stderr
+    limits = [e for e in events(project) if e["kind"] == "rate_limit" and e.get("status") == "rejected"]
+    assert limits and limits[0]["limit_type"] == "seven_day_opus"
+    waits = [e for e in events(project) if e["kind"] == "rate_limit" and e.get("retry_at")]
+    assert waits[0]["retry_at"] == limits[0]["retry_at"]  # resetsAt, not a time read from the message
+    assert state(project)["CALC-1.1"].status is TaskStatus.DONE
+
+
+def test_a_rejected_usage_limit_past_the_allowed_wait_exits_4(project: Path, tmp_path: Path) -> None:
+    make_tasks(project, NewTask("[CALC-1.1] Add a README"))
+    with ScriptedModelServer([usage_limit(1_900_000_000)]) as server:
+        proc = start(project, server, tmp_path, SUBSCRIPTION, autonomous={"max_rate_limit_wait": 60})
+    assert proc.returncode == 4, proc.stderr
+    task = state(project)["CALC-1.1"]
+    assert task.status is TaskStatus.TODO and "Rate limited until 2030-03-17T17:46:40+00:00" in task.notes[-1].text

@@ -22,7 +22,6 @@ from autonomous.backends.result import (
     as_int,
     context_tokens,
     outcome_from_result,
-    parse_usage_limit,
     resets_at,
     stop_for_api_retry,
     stop_for_rate_limit,
@@ -373,10 +372,6 @@ class StreamParser:
                 rate_limit_reset=self.rate_limit_reset,
             )
             out.status, out.error, out.retry_at = failure.status, failure.error, failure.retry_at
-            return
-        limited, retry_at = parse_usage_limit(self.final_text, self.clock(), strict=True)
-        if limited:
-            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, clip(self.final_text)
             return
         out.status = OutcomeStatus.ERROR
         tail = clip(" ".join(stderr.split()[-60:]), 400) if stderr else ""
