@@ -5,8 +5,9 @@ runs the configured ``verification.commands`` in the project (through the shell,
 a timeout, in their own process group so a timeout kills everything they started) and,
 when ``verification.require_changes`` is set, checks that the task's change set (the
 paths it created, modified or deleted since it was claimed,
-:mod:`autonomous.workspace.changes`) is not empty. The result carries the evidence (command, exit code, last lines of
-output) that goes into the task's notes and, on failure, back to the agent.
+:mod:`autonomous.workspace.changes`) is not empty. The result carries the evidence
+(command, exit code, last lines of output) that goes into the task's notes and, on
+failure, back to the agent.
 
 With ``verification.commands: auto`` (the default) the commands are detected
 (:mod:`autonomous.checks.detect`); a baseline run before the first task
@@ -128,7 +129,8 @@ async def verify(
             result.notes.append(note)
         if not verdict:
             what = "timed out" if cr.timed_out else f"exited {cr.exit_code}"
-            named = f" ({', '.join(_new_failures(cr, baseline)[:5])})" if _new_failures(cr, baseline) else ""
+            new = _new_failures(cr, baseline)
+            named = f" ({', '.join(new[:5])})" if new else ""
             result.fail(f"`{command}` {what}{named}")
     return result
 
