@@ -124,7 +124,9 @@ def test_config_defaults_without_a_file(project: Path) -> None:
     data = json.loads(cli("config", "--json").output)
     assert data["schema_version"] == 1 and data["source"] is None
     assert data["config"]["autonomous"]["max_tasks_per_session"] == 10
-    assert data["config"]["verification"]["commands"] == []
+    assert data["config"]["verification"]["commands"] == "auto"  # detected: nothing in this project
+    assert data["verification_commands"]["commands"] == []
+    assert data["verification_commands"]["how"].startswith("auto: no test command found")
 
 
 def test_config_unknown_key_is_one_line_with_file_path_and_suggestion(project: Path) -> None:

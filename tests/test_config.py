@@ -119,7 +119,9 @@ EVERY_KEY: dict[str, Any] = {
     },
     "verification": {
         "commands": ["pytest -q", "ruff check ."],
-        "require_changes": True,
+        "require_changes": False,
+        "baseline": False,
+        "review": True,
         "max_attempts": 4,
         "timeout": 30.0,
     },

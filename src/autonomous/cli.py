@@ -163,15 +163,24 @@ def main() -> None:
 @handle_errors
 def config_cmd(config_path: Path | None, as_json: bool) -> None:
     """Validate and print the effective configuration (secrets shown as ***)."""
+    from autonomous.checks import detect
     from autonomous.config import render_config
 
     config = load(config_path)
+    commands, how = detect.plan(config.verification.commands, config.project_dir)
     if as_json:
-        emit_json({"source": str(config.source) if config.source else None, "config": config.redacted()})
+        emit_json(
+            {
+                "source": str(config.source) if config.source else None,
+                "config": config.redacted(),
+                "verification_commands": {"commands": commands, "how": how},
+            }
+        )
         return
     source = config.source if config.source and config.source.exists() else None
     click.echo(f"# {source or 'no config file: all defaults'}")
     click.echo(render_config(config), nl=False)
+    click.echo(f"# verification commands run after each task: {', '.join(commands) or '(none)'} [{how}]")
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -244,6 +253,7 @@ def _history_lines(task) -> list[str]:
             attempt = f" (attempt {e.attempt})" if e.attempt else ""
             reason = f": {e.reason}" if e.reason else ""
             lines.append(f"  {e.at[:19]} {'passed' if e.passed else 'FAILED'}{attempt}{reason}")
+            lines += [f"    {line}" for line in e.lines]
             for c in e.commands:
                 code = "timed out" if c.exit_code is None else f"exit {c.exit_code}"
                 lines.append(f"    $ {c.command} -> {code} ({c.duration_s:.1f}s)")

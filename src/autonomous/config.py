@@ -331,8 +331,19 @@ class ProgressSection(_Section):
 
 
 class VerificationSection(_Section):
-    commands: list[str] = []
-    require_changes: bool = False
+    """How the runner checks a task before it is done (:mod:`autonomous.verify`).
+
+    ``commands: auto`` detects the project's test command (:mod:`autonomous.checks.detect`);
+    a list runs exactly those commands (``[]``: none). ``require_changes``: a task must
+    change a file unless it is labelled ``no-changes``. ``baseline``: the checks run once
+    before the first task, so a check that already failed is not blamed on the tasks.
+    ``review``: a fresh read-only session of the backend reviews the diff before done.
+    """
+
+    commands: Literal["auto"] | list[str] = "auto"
+    require_changes: bool = True
+    baseline: bool = True
+    review: bool = False
     max_attempts: int = Field(2, ge=1)
     timeout: float = Field(600.0, gt=0)
 

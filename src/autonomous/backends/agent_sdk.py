@@ -47,7 +47,7 @@ from autonomous.backends.result import (
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.policy import CommandPolicy
+from autonomous.policy import HOOK_MATCHER, NO_BACKGROUND_ENV, CommandPolicy, background_request
 from autonomous.sandbox import claude as claude_sandbox
 
 
@@ -231,13 +231,16 @@ class AgentSDKBackend(Backend):
         denials: list[Event] = []  # filled by the hook, drained into the stream
 
         async def pre_tool_use(hook_input: dict[str, Any], tool_use_id: str | None, context: Any) -> dict[str, Any]:
-            if hook_input.get("tool_name") != "Bash":
+            name = str(hook_input.get("tool_name"))
+            reason = background_request(name, hook_input.get("tool_input"))  # work that would outlive the turn
+            if reason is None and name != "Bash":
                 return {}
-            command = (hook_input.get("tool_input") or {}).get("command", "")
-            allowed, reason = policy.check(command if isinstance(command, str) else "")
-            if allowed:
-                return {}  # no opinion: the normal permission rules apply
-            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name="Bash", reason=reason))
+            if reason is None:
+                command = (hook_input.get("tool_input") or {}).get("command", "")
+                allowed, reason = policy.check(command if isinstance(command, str) else "")
+                if allowed:
+                    return {}  # no opinion: the normal permission rules apply
+            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name=name, reason=reason))
             return {
                 "hookSpecificOutput": {
                     "hookEventName": "PreToolUse",
@@ -273,9 +276,9 @@ class AgentSDKBackend(Backend):
             mcp_servers=dict(options.mcp_servers),
             resume=options.session_id,
             cli_path=options.claude_path,
-            env=env,
+            env={**NO_BACKGROUND_ENV, **env},
             max_budget_usd=run.usd_left,
-            hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[pre_tool_use], on_failure="block")]},
+            hooks={"PreToolUse": [sdk.HookMatcher(matcher=HOOK_MATCHER, hooks=[pre_tool_use], on_failure="block")]},
             stderr=stderr_tail.append,
             **sandboxed,
         )

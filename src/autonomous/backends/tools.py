@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from autonomous.policy import BACKGROUND_REFUSAL, detached_job
 from autonomous.sandbox import Confinement, bwrap
 from autonomous.sandbox.env import scrubbed
 
@@ -363,6 +364,9 @@ class LocalTools:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("missing required argument 'command'")
+        job = detached_job(command)  # the run ends with the turn: a detached job would outlive it unseen
+        if job:
+            return ToolResult(f"command refused: {job}: {BACKGROUND_REFUSAL}", is_error=True, denied=True)
         if self.policy is not None:
             ok, reason = self.policy.check(command)
             if not ok:

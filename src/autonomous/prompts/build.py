@@ -129,6 +129,10 @@ def continuation_prompt(task: Task, note: str = "") -> str:
 
 
 def verification_feedback(result: VerificationResult, attempt: int, max_attempts: int) -> str:
+    if result.review is not None and not result.review.approved:
+        from autonomous.checks import review
+
+        return review.feedback(result.review, attempt, max_attempts)
     return (
         f"The runner checked your work and verification FAILED (attempt {attempt} of {max_attempts}). "
         "The task is not done until these checks pass. Fix the problem, then end with the completion report.\n\n"

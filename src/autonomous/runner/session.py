@@ -18,6 +18,7 @@ from typing import Any
 from autonomous import actions, runner_state, scheduler
 from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend
+from autonomous.checks import baseline as checks_baseline
 from autonomous.config import Config, load_config
 from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, PreflightError, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind, Redactor
@@ -109,6 +110,9 @@ class AutonomousRunner(WorkerPool):
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
         self.sandbox = ""  # which sandbox is in force (the session's first event and status say it)
+        self.baseline: checks_baseline.Baseline | None = None  # the checks before the first task
+        self._baseline_done = False
+        self._baseline_lock = asyncio.Lock()
         self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
         self._failures = 0
         self._busy = 0  # workers running a task
@@ -307,12 +311,14 @@ class AutonomousRunner(WorkerPool):
             f"on_failure={self.settings.on_failure}",
         ]
         lines += ["", "Limits: " + ", ".join(limits)]
-        if self.settings.verify_commands or self.settings.require_changes:
-            lines.append(
-                "Verification: "
-                + ", ".join(self.settings.verify_commands or ["(no commands)"])
-                + (" + require changes" if self.settings.require_changes else "")
-            )
+        lines.append(
+            "Verification: "
+            + (", ".join(f"`{c}`" for c in self.settings.verify_commands) or "(no commands)")
+            + f" [{self.settings.verify_source}]"
+            + (" + require changes" if self.settings.require_changes else "")
+            + (" + baseline" if self.settings.baseline and self.settings.verify_commands else "")
+            + (" + review" if self.settings.review else "")
+        )
         first = next((d.task for d in decisions if d.ready), None)
         if first is not None:
             lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
@@ -447,6 +453,7 @@ class AutonomousRunner(WorkerPool):
         )
         resume_targets = self._recover(previous)
         self._leftovers()
+        self.baseline, self._baseline_done, self._baseline_lock = None, False, asyncio.Lock()
         exit_code, reason = ExitCode.OK, ""
         try:
             exit_code, reason = await self._run_workers(resume_targets if resume else [])
@@ -457,6 +464,42 @@ class AutonomousRunner(WorkerPool):
             self._end(record, exit_code, reason)
             raise
         return self._end(record, exit_code, reason)
+
+    async def ensure_baseline(self) -> None:
+        """Before the agent of the session's first task starts (a session with nothing to do
+        runs no tests): warn once when no check was found; run the checks once and report
+        what already fails (checks/baseline.py: not blamed on the tasks)."""
+        async with self._baseline_lock:
+            if not self._baseline_done:
+                self._baseline_done = True
+                await self._run_baseline()
+
+    async def _run_baseline(self) -> None:
+        s = self.settings
+        if not s.verify_commands:
+            if s.verify_source.startswith("auto"):
+                self._warn(
+                    f"verification: {s.verify_source}; no tests run after each task "
+                    "(set verification.commands to name them)"
+                )
+            return
+        if not s.baseline:
+            return
+        baseline = await checks_baseline.run_baseline(
+            s.verify_commands, s.project_dir, s.verify_timeout, s.state_dir / "checks" / "baseline"
+        )
+        for result in baseline.values():
+            result.tail = [self.redactor.text(line) for line in result.tail]
+        self.baseline = baseline
+        failures = checks_baseline.describe_failures(baseline)
+        for line in failures:
+            self._warn("baseline: " + line)
+        passed = [c for c, r in baseline.items() if r.passed]
+        self._meta_note("Baseline before the first task: " + "; ".join([*(f"`{c}` passes" for c in passed), *failures]))
+
+    def _warn(self, message: str) -> None:
+        print(f"autonomous: warning: {message}", file=sys.stderr, flush=True)
+        self.emit(Event(EventKind.WARNING, {"message": message}))
 
     def _meta_note(self, text: str) -> None:
         try:

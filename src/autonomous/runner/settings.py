@@ -9,6 +9,7 @@ from typing import Any
 
 from autonomous import checkpoints as cp
 from autonomous import scheduler
+from autonomous.checks import detect
 from autonomous.config import Config, SandboxSection, secret_values
 from autonomous.workspace import git
 
@@ -52,7 +53,10 @@ class Settings:
     allow_dirty: bool
     allow_files: list[str]
     verify_commands: list[str]
+    verify_source: str  # how the commands were chosen ("configured", "auto: detected ...")
     require_changes: bool
+    baseline: bool
+    review: bool
     max_attempts: int
     verify_timeout: float
     secrets: list[str]
@@ -67,6 +71,7 @@ class Settings:
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         auto, execution, verification = config.autonomous, config.execution, config.verification
+        commands, source = detect.plan(verification.commands, config.project_dir)
         return cls(
             project_dir=config.project_dir,
             state_dir=config.state_dir.resolve(),
@@ -98,8 +103,11 @@ class Settings:
             git_commit=execution.git.commit,
             allow_dirty=execution.git.allow_dirty,
             allow_files=list(execution.git.allow_files),
-            verify_commands=list(verification.commands),
+            verify_commands=commands,
+            verify_source=source,
             require_changes=verification.require_changes,
+            baseline=verification.baseline,
+            review=verification.review,
             max_attempts=verification.max_attempts,
             verify_timeout=verification.timeout,
             secrets=sorted(secret_values(config)),

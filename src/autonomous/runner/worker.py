@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from autonomous import checkpoints as cp
 from autonomous import history, sandbox, verify
 from autonomous.backends.base import Backend, RunOptions, TaskAllowance
+from autonomous.checks import diff as checks_diff
+from autonomous.checks import review
+from autonomous.checks.review import ReviewVerdict
 from autonomous.errors import StaleClaim
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.init.tick import Tick, tick_done
@@ -29,6 +32,14 @@ if TYPE_CHECKING:
     from autonomous.runner.session import AutonomousRunner
 
 STATUS_INTERVAL = 1.0  # seconds between live-progress writes of the state file
+# a review ending like this stops the task the same way an agent's run would
+_REVIEW_STOPS = (
+    OutcomeStatus.INTERRUPTED,
+    OutcomeStatus.RATE_LIMITED,
+    OutcomeStatus.BUDGET_EXCEEDED,
+    OutcomeStatus.AUTH_ERROR,
+)
+
 
 
 @dataclass(slots=True)
@@ -70,6 +81,8 @@ class Worker:
         self.isolation: Isolation | None = runner.isolation
         self.worktree: Path | None = None  # the task's worktree, with isolation
         self.workspace: Path | None = None  # where the agent works: the project, or its copy in the worktree
+        self.allowance: TaskAllowance | None = None  # the task's turns and money, shared by its attempts and its review
+        self._texts: list[str] | None = None  # the agent's top-level texts, while a review runs
 
     @property
     def cwd(self) -> Path:
@@ -136,6 +149,8 @@ class Worker:
             changed = True
         elif event.kind is EventKind.TOOL_USE:
             cur.tool = str(data.get("name") or data.get("tool") or "") or None
+        elif event.kind is EventKind.TEXT and self._texts is not None and not data.get("subagent"):
+            self._texts.append(str(data.get("text") or ""))
         if "turns" in data and isinstance(data["turns"], int | float):
             cur.turns = before.turns + int(data["turns"])
             if counter.update(cur.turns):
@@ -222,13 +237,14 @@ class Worker:
                 except git.GitError as exc:
                     result.outcome = Outcome(OutcomeStatus.ERROR, error=f"could not prepare the task's worktree: {exc}")
                     return await self._record(task, token, result)
+            await self.runner.ensure_baseline()
             before = await asyncio.to_thread(self._tree_at_claim)
             all_tasks = self.runner.prompt_context(task)
             prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
             session_id = resume_session
             attempt = 0
             self.turn_counter = self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
-            allowance = self.runner.budget.allowance(self.worker_id)
+            allowance = self.allowance = self.runner.budget.allowance(self.worker_id)
             while True:
                 outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task, result)
                 if resume_session and outcome.status is OutcomeStatus.ERROR and not outcome.turns and attempt == 0:
@@ -253,19 +269,12 @@ class Worker:
                 if outcome.status is not OutcomeStatus.COMPLETED:
                     break
                 attempt += 1
-                vr = await verify.verify(
-                    self.cwd,
-                    s.verify_commands,
-                    timeout=s.verify_timeout,
-                    require_changes=s.require_changes,
-                    change_set=result.change_set,
-                    redact=self.runner.redactor.text,
-                )
+                vr = await self._verify(task, result, before)
                 result.verification, result.attempts = vr, attempt
                 self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
                 if vr.ran_anything:
                     self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {s.max_attempts})")
-                if vr.passed:
+                if vr.passed or result.outcome is not outcome:  # done, or the review was cut short
                     break
                 result.checkpoints.append(
                     cp.Checkpoint(
@@ -288,6 +297,59 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
             self.last_current, self.current = self.current, None
+
+    async def _verify(self, task: Task, result: TaskResult, before: changes.TreeState) -> verify.VerificationResult:
+        """The checks (commands against the baseline, the change set), then the review."""
+        s = self.settings
+        change_set = result.change_set or changes.ChangeSet(self.cwd)
+        vr = await verify.verify(
+            self.cwd,
+            s.verify_commands,
+            timeout=s.verify_timeout,
+            require_changes=s.require_changes and not verify.opts_out_of_changes(task),
+            change_set=change_set,
+            redact=self.runner.redactor.text,
+            baseline=self.runner.baseline,
+            report_dir=s.state_dir / "checks" / "".join(c if c.isalnum() else "_" for c in self.worker_id),
+        )
+        diff = await asyncio.to_thread(checks_diff.task_diff, change_set, before.head) if change_set else None
+        vr.diffstat = diff.diffstat(change_set) if diff is not None else ""
+        if vr.passed and s.review:
+            vr.review = await self._review(task, result, diff.text if diff else "", vr)
+            if not vr.review.approved:
+                vr.fail(vr.review.headline())
+        return vr
+
+    async def _review(self, task: Task, result: TaskResult, diff: str, vr: verify.VerificationResult) -> ReviewVerdict:
+        """A fresh read-only session of the backend judges the diff (checks/review.py). Its
+        turns and cost are the task's; an outcome that stops the task (interrupt, limits)
+        becomes the task's outcome."""
+        checks = [c.evidence().splitlines()[0] for c in vr.commands]
+        prompt = review.build_prompt(task, diff, vr.diffstat, checks)
+        agent_session = self.current.backend_session_id if self.current else None
+        self._texts = []
+        try:
+            options = review.review_options(self._options(task, None, self._task_allowance()))
+            outcome = await self._run_backend(prompt, options, task, result)
+        finally:
+            texts, self._texts = self._texts or [], None
+            if self.current is not None:
+                self.current.backend_session_id = agent_session
+        result.cost_usd += outcome.cost_usd
+        result.turns += outcome.turns
+        verdict = review.parse_verdict("\n".join(texts))
+        if verdict is None:
+            why = outcome.error or f"the reviewer's run ended {outcome.status.value}"
+            completed = outcome.status is OutcomeStatus.COMPLETED
+            verdict = ReviewVerdict(False, error="no JSON verdict in its answer" if completed else why)
+        if outcome.status in _REVIEW_STOPS:
+            result.outcome = outcome
+        verdict.turns, verdict.cost_usd = outcome.turns, outcome.cost_usd
+        return verdict
+
+    def _task_allowance(self) -> TaskAllowance:
+        assert self.allowance is not None, "a review runs inside a task"
+        return self.allowance
 
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
@@ -342,7 +404,7 @@ class Worker:
         branch = git.branch_name(task.key)
         own = result.commit
         try:
-            merged, vr = await iso.integrate(task, branch, path, self.runner.redactor.text)
+            merged, vr = await iso.integrate(task, branch, path, self.runner.redactor.text, self.runner.baseline)
         except git.GitError as exc:
             merged, vr = git.MergeResult(False, output=str(exc)), None
         if vr is not None and vr.ran_anything:

@@ -22,6 +22,7 @@ from autonomous.tasks import Task, utcnow
 from autonomous.workspace import git
 
 if TYPE_CHECKING:
+    from autonomous.checks.baseline import Baseline
     from autonomous.runner.settings import Settings
 
 
@@ -175,7 +176,7 @@ class Isolation:
             return fn(*args, **kw)
 
     async def integrate(
-        self, task: Task, branch: str, path: Path, redact: Callable[[str], str]
+        self, task: Task, branch: str, path: Path, redact: Callable[[str], str], baseline: Baseline | None = None
     ) -> tuple[git.MergeResult, verify.VerificationResult | None]:
         """One merge at a time: merge, verify the merged result, undo on failure."""
         s = self.settings
@@ -196,7 +197,14 @@ class Isolation:
             )
             if not merged.merged or not s.verify_commands:
                 return merged, None
-            vr = await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+            vr = await verify.verify(
+                self.project_dir,
+                s.verify_commands,
+                timeout=s.verify_timeout,
+                redact=redact,
+                baseline=baseline,
+                report_dir=s.state_dir / "checks" / "merge",
+            )
             if not vr.passed and merged.before is not None:
                 await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
                 merged.merged = False
