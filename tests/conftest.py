@@ -135,3 +135,19 @@ def make_provider(provider_kit: ProviderKit, tmp_path: Path, clock: FakeClock) -
 @pytest.fixture
 def provider(make_provider: Callable[[], StateProvider]) -> StateProvider:
     return make_provider()
+
+
+# -- the reading commands' config cache (autonomous.config_view) ---------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The config cache of every command the tests run (in process or as a child) goes to
+    a folder of this test session, not the user's ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -124,7 +124,9 @@ def test_config_defaults_without_a_file(project: Path) -> None:
     data = json.loads(cli("config", "--json").output)
     assert data["schema_version"] == 1 and data["source"] is None
     assert data["config"]["autonomous"]["max_tasks_per_session"] == 10
-    assert data["config"]["verification"]["commands"] == []
+    assert data["config"]["verification"]["commands"] == "auto"  # detected: nothing in this project
+    assert data["verification_commands"]["commands"] == []
+    assert data["verification_commands"]["how"].startswith("auto: no test command found")
 
 
 def test_config_unknown_key_is_one_line_with_file_path_and_suggestion(project: Path) -> None:
@@ -181,6 +183,34 @@ def test_tasks_json_shape(shop: Path) -> None:
     assert one["acceptance_criteria"] == ["a cart holds items"]
     by_key = {t["key"]: t for t in data["tasks"]}
     assert by_key["SHOP-1.2"]["dependencies"] == [by_key["SHOP-1.1"]["id"]]
+
+
+def test_tasks_json_streams_compact_pages_and_filters(shop: Path) -> None:
+    output = cli("tasks", "--json").output
+    assert output.startswith('{"schema_version":1,"tasks":[{') and output.count("\n") == 1
+    assert json.loads(cli("tasks", "--json", "--pretty").output) == json.loads(output)
+    page = json.loads(cli("tasks", "--json", "--limit", "2", "--offset", "1").output)
+    assert [t["key"] for t in page["tasks"]] == ["SHOP-1.1", "SHOP-1.2"]
+    todo = json.loads(cli("tasks", "--json", "--status", "todo", "--offset", "3").output)
+    assert [t["key"] for t in todo["tasks"]] == ["SHOP-2.1"]
+
+
+def test_tasks_table_pages(shop: Path) -> None:
+    out = cli("tasks", "--limit", "2").output
+    assert "SHOP-1.1" in out and "SHOP-1.2" not in out
+    assert out.endswith("Showing tasks 1-2; more with --offset 2 (--limit 0 shows all).\n")
+    rest = cli("tasks", "--offset", "2").output
+    assert "SHOP-1.2" in rest and "SHOP-2.1" in rest and "Showing" not in rest
+    assert "No tasks here" in cli("tasks", "--offset", "9").output
+
+
+def test_tasks_add_refuses_a_title_number_beyond_the_range(shop: Path) -> None:
+    before = len(provider(shop).list_tasks())
+    line = error_line(cli("tasks", "add", "--title", "[B-99999999999999999999.1] x"))
+    assert "--title" in line and "out of range" in line and "999,999,999" in line
+    line = error_line(cli("tasks", "add", "--title", f"[A-{'9' * 5000}.1] x"))
+    assert "5000 digits" in line
+    assert len(provider(shop).list_tasks()) == before
 
 
 def test_empty_project_has_no_tasks(project: Path) -> None:
@@ -259,11 +289,35 @@ def test_next_and_explain(shop: Path) -> None:
 
 
 def test_next_json_shape(shop: Path) -> None:
-    data = json.loads(cli("next", "--json").output)
+    output = cli("next", "--json").output
+    data = json.loads(output)
     assert data["schema_version"] == 1 and data["task"]["key"] == "SHOP-1.1"
     assert set(data["task"]) >= TASK_FIELDS
-    waiting = {w["key"]: w for w in data["waiting"]}
+    assert (data["ordering"], data["waiting_count"]) == ("strict", 2)
+    assert "waiting" not in data  # the reasons only with --explain
+    assert "\n" not in output.strip() and output.startswith('{"schema_version":1,')  # compact by default
+    explained = json.loads(cli("next", "--json", "--explain").output)
+    waiting = {w["key"]: w for w in explained["waiting"]}
+    assert list(waiting) == ["SHOP-1.2", "SHOP-2.1"]  # scheduling order
     assert [b["key"] for b in waiting["SHOP-1.2"]["blocked_by"]] == ["SHOP-1.1"]
+    assert waiting["SHOP-2.1"]["blocked_by_count"] == 2
+    capped = json.loads(cli("next", "--json", "--explain", "--limit", "1").output)
+    assert [w["key"] for w in capped["waiting"]] == ["SHOP-1.2"] and capped["waiting_count"] == 2
+    pretty = cli("next", "--json", "--pretty").output
+    assert pretty.startswith('{\n  "schema_version": 1,') and json.loads(pretty) == data
+
+
+def test_next_explain_is_capped_and_says_how_many_more_wait(shop: Path) -> None:
+    lines = cli("next", "--explain", "--limit", "1").output.splitlines()
+    assert lines == [
+        "Next: SHOP-1.1 (T-2) [SHOP-1.1] Create the cart  [high]",
+        "Skipping SHOP-1.2 - blocked by: SHOP-1.1 (todo)",
+        "... and 1 more waiting (--limit shows more).",
+    ]
+    cart = provider(shop).find_task("SHOP-1.1")
+    provider(shop).claim(cart.id, "elsewhere:1:abc", 600)
+    assert cli("next").output == "Nothing is ready: 3 open task(s) wait (see --explain).\n"
+    assert json.loads(cli("next", "--json").output)["waiting_count"] == 3
 
 
 def test_next_json_with_nothing_to_do(project: Path) -> None:

@@ -89,6 +89,12 @@ EVERY_KEY: dict[str, Any] = {
         "mcp_servers": {"files": {"command": "npx", "args": ["-y", "files-mcp"]}},
         "command_policy": {"allow": ["git\\b", "pytest\\b"], "deny": ["npm publish"]},
         "context_window": 1_000_000,
+        "sandbox": {
+            "enabled": False,
+            "network": "allow",
+            "allow_hosts": ["pypi.org"],
+            "read_paths": ["~/.pyenv"],
+        },
     },
     "execution": {
         "mode": "supervised",
@@ -105,6 +111,7 @@ EVERY_KEY: dict[str, Any] = {
             "remote": "origin",
             "branch": "trunk",
             "max_push_attempts": 5,
+            "run_hooks": True,
         },
         "handoff": "review",
     },
@@ -116,7 +123,9 @@ EVERY_KEY: dict[str, Any] = {
     },
     "verification": {
         "commands": ["pytest -q", "ruff check ."],
-        "require_changes": True,
+        "require_changes": False,
+        "baseline": False,
+        "review": True,
         "max_attempts": 4,
         "timeout": 30.0,
     },
@@ -626,3 +635,25 @@ def test_the_docs_describe_every_key() -> None:
     docs = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = sorted(key for key in leaves(EVERY_KEY) if f"`{key}`" not in docs)
     assert not missing, f"docs/configuration.md does not mention {missing}"
+
+
+# -- the sandbox section ------------------------------------------------------------------------------------
+
+
+def test_sandbox_is_on_by_default_and_off_only_when_said(tmp_path: Path) -> None:
+    default = load_config(project_dir=tmp_path).autonomous.sandbox
+    assert (default.enabled, default.network, default.allow_hosts) == (True, "off", [])
+    off = load_config(write(tmp_path, "autonomous:\n  sandbox: off\n")).autonomous.sandbox
+    assert off.enabled is False
+    on = load_config(write(tmp_path, "autonomous:\n  sandbox:\n    network: on\n")).autonomous.sandbox
+    assert (on.enabled, on.network) == (True, "on")
+    assert load_config(write(tmp_path, "execution:\n  git:\n    run_hooks: true\n")).execution.git.run_hooks
+
+
+def test_sandbox_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "autonomous:\n  sandbox:\n    network: allow\n")
+    assert "autonomous.sandbox.allow_hosts" in message and "network: allow needs the hosts" in message
+    message = error_of(tmp_path, "autonomous:\n  permission_mode: bypassPermissions\n")
+    assert "autonomous.permission_mode" in message and "sandbox: off" in message
+    message = error_of(tmp_path, "autonomous:\n  sandbox:\n    network: maybe\n")
+    assert "autonomous.sandbox.network" in message

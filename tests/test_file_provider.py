@@ -397,3 +397,26 @@ def test_get_provider_uses_the_real_configuration(tmp_path):
     with get_provider(config) as store:
         assert store.path == config.state_dir / FILENAME
         assert store.path.parent.resolve() == (tmp_path / "my-state").resolve()
+
+
+def test_claims_and_counts_walk_the_ordered_index_never_sort(tmp_path):
+    """The store's reading and claiming queries stay O(1) in the plan's size: SQLite's own
+    query plan for each walks the partial index of open tasks in scheduling order, with no
+    sort of every open task (another index, such as the status counts', must not win)."""
+    store = FileProvider(tmp_path)
+    store.create_tasks([NewTask(f"[A-{i // 50 + 1}.{i % 50 + 1}] t{i}") for i in range(300)] + [NewTask("ARK-1 x")])
+    sql: list[str] = []
+    with store._read() as db:
+        db.set_trace_callback(sql.append)
+        for ordering in ("strict", "phases", "dependencies"):
+            FileProvider._candidate(db, ordering, "2000-01-01", "[]")
+            FileProvider._ready_count(db, ordering, "2000-01-01")
+        db.set_trace_callback(None)
+        plans = {q: [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {q}", {"now": "x", "exclude": "[]",
+                                                                                "head": "T-1", "phase": 1})]
+                 for q in sql if "LIMIT 1" in q and "kind >=" in q}  # fmt: skip
+    assert plans
+    for query, plan in plans.items():
+        assert any("tasks_open_order" in step for step in plan), (query, plan)
+        assert not any("TEMP B-TREE" in step for step in plan), (query, plan)
+    store.close()

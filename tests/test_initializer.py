@@ -219,6 +219,23 @@ def test_force_does_not_take_a_claimed_task_from_its_worker(project: Path, spec:
     assert task.claim is not None and task.claim.token == claimed.claim.token
 
 
+def test_a_large_init_prints_the_first_rows_and_the_count(project: Path):
+    spec = project / "spec.md"
+    spec.write_text("# Big\n\n## Phase 1\n" + "".join(f"- [BIG-1.{n}] task {n}\n" for n in range(1, 251)))
+    out = io.StringIO()
+    assert run_init(spec, no_model=True, config=make_config(project), out=out, err=io.StringIO()) == 0
+    lines = out.getvalue().splitlines()
+    rows = [line for line in lines if line.startswith("created ")]
+    assert len(rows) == init_mod.TABLE_ROWS and rows[0].split()[1] == "BIG-1.1"
+    assert "... and 50 more (`autonomous tasks` lists them; --json prints every one)" in lines
+    assert any(line.startswith("Created 250 task(s)") for line in lines)
+    with open_store(project) as store:
+        assert store.count_by_status().total == 250
+    # asyncio formats the result of the task it ran: the results' reprs are summaries
+    result = initialize(project, spec, force=True)
+    assert repr(result) == "InitResult('Big', structured, dry_run=False, created=0, updated=0, unchanged=250)"
+
+
 def test_dry_run_touches_nothing(project: Path, spec: Path):
     out = io.StringIO()
     assert run_init(spec, dry_run=True, config=make_config(project), out=out, err=io.StringIO()) == 0

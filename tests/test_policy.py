@@ -1,12 +1,21 @@
 import io
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from autonomous.errors import ConfigError
-from autonomous.policy import DEFAULT_DENY, POLICY_ENV, CommandPolicy, hook_main
+from autonomous.policy import (
+    DEFAULT_DENY,
+    HOOK_MATCHER,
+    POLICY_ENV,
+    CommandPolicy,
+    background_request,
+    detached_job,
+    hook_main,
+)
 
 DENIED = [
     # sudo and its disguises
@@ -237,7 +246,7 @@ def test_cli_disallowed_rules():
 def test_cli_settings_install_the_hook():
     settings = CommandPolicy().to_cli_settings(python="/opt/py 3/python")
     (entry,) = settings["hooks"]["PreToolUse"]
-    assert entry["matcher"] == "Bash"
+    assert entry["matcher"] == HOOK_MATCHER and re.fullmatch(entry["matcher"], "Bash")
     assert entry["hooks"][0]["command"] == "'/opt/py 3/python' -m autonomous.policy hook"
 
 
@@ -278,3 +287,47 @@ def test_hook_runs_as_a_module():
         [sys.executable, "-m", "autonomous.policy", "hook"], input=payload, capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2 and "download-to-shell" in proc.stderr
+
+
+# -- no background work that outlives the turn ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["sleep 100 &", "npm run dev & echo started", "nohup ./server", "setsid python app.py", "(make watch &)",
+     "./job.sh & disown", "x=1; python -m http.server 8000 &"],
+)  # fmt: skip
+def test_detached_jobs_are_found(command: str) -> None:
+    assert detached_job(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["make && make test", "pytest -q 2>&1 | tail", "cmd &> log.txt", "echo 'a & b'", 'echo "nohup &"',
+     "grep -q x file || echo none", "ls |& cat", "echo nohup-free", "cat <&3", "sleep 1 & sleep 2 & wait"],
+)  # fmt: skip
+def test_foreground_commands_are_not_jobs(command: str) -> None:
+    assert detached_job(command) is None
+
+
+def test_background_requests_of_every_tool_are_refused_with_a_reason() -> None:
+    assert "run_in_background" in background_request("Bash", {"command": "ls", "run_in_background": True})
+    assert "run_in_background" in background_request("Agent", {"prompt": "x", "run_in_background": True})
+    assert background_request("Agent", {"prompt": "x"}) is None
+    assert background_request("Bash", {"command": "ls", "run_in_background": False}) is None
+    assert "foreground" in background_request("Bash", {"command": "sleep 9 &"})
+
+
+def test_hook_blocks_a_background_call_of_any_matched_tool() -> None:
+    for tool in ("Bash", "Agent", "Task"):
+        assert re.fullmatch(HOOK_MATCHER, tool)
+        payload = json.dumps({"tool_name": tool, "tool_input": {"command": "ls", "run_in_background": True}})
+        err = io.StringIO()
+        assert hook_main(io.StringIO(payload), err, {}) == 2
+        assert "background" in err.getvalue()
+    ok = json.dumps({"tool_name": "Agent", "tool_input": {"prompt": "look around"}})
+    assert hook_main(io.StringIO(ok), io.StringIO(), {}) == 0
+
+
+def test_the_cli_environment_switches_background_tasks_off() -> None:
+    assert CommandPolicy().to_env()["CLAUDE_CODE_DISABLE_BACKGROUND_TASKS"] == "1"

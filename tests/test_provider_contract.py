@@ -719,3 +719,89 @@ def test_claim_next_picks_what_the_scheduler_picks(make_provider, clock, provide
                 clock.advance(rng.choice([60, 61]))  # every lease lapses (ours exactly now, or before)
         provider.close()
     assert picks > 120  # the generator really exercises claiming (about 140 to 340 by policy)
+
+
+# -- the reading paths: iter_tasks, count_by_status, next_ready, count_ready ------------------------
+
+
+def test_iter_tasks_streams_every_task_in_scheduling_order(provider, clock):
+    _meta, later, first, tracker, plain = create(provider, "META: project", "2.1: later", "1.1: first", "ARK-7 x", "y")
+    dep = provider.create_tasks([NewTask("1.2: second", dependencies=["1.1", "ARK-7"])]).created[0]
+    provider.add_note(first.id, "a note", "me")
+    provider.update_task(later.id, status=TaskStatus.DONE)
+    provider.release(first.id, provider.claim(first.id, "w", 60).claim.token, note="worked", cost_usd=0.5, turns=3)
+    listed = provider.list_tasks()
+    streamed = list(provider.iter_tasks())
+    assert [t.id for t in streamed] == [t.id for t in scheduler.order(listed)]
+    assert keys(streamed) == ["META", "1.1", "1.2", "2.1", "ARK-7", "y"]
+    by_id = {t.id: t.to_dict() for t in listed}
+    assert [t.to_dict() for t in streamed] == [by_id[t.id] for t in streamed]  # notes, deps, claim, cost alike
+    assert [n.text for n in streamed[1].notes] == ["a note", "worked"]
+    assert streamed[2].dependencies == [first.id, tracker.id]
+    assert keys(provider.iter_tasks([TaskStatus.DONE])) == ["2.1"]
+    assert keys(provider.iter_tasks([TaskStatus.TODO], limit=2)) == ["META", "1.1"]
+    assert keys(provider.iter_tasks(limit=2, offset=3)) == ["2.1", "ARK-7"]
+    assert keys(provider.iter_tasks(offset=10)) == []
+    assert dep.id in {t.id for t in streamed} and plain.id in {t.id for t in streamed}
+
+
+def test_the_store_can_be_used_while_tasks_stream(provider):
+    create(provider, *[f"1.{i}: task {i}" for i in range(1, 1201)])
+    seen = 0
+    for task in provider.iter_tasks():
+        if seen % 400 == 0:
+            provider.add_note(task.id, "seen", "me")
+            assert provider.get_task(task.id).notes[-1].text == "seen"
+        seen += 1
+    assert seen == 1200
+    stream = provider.iter_tasks()
+    next(stream)
+    stream.close()  # abandoned half way: the snapshot is released, writes go on
+    provider.update_task(provider.find_task("1.1").id, status=TaskStatus.DONE)
+
+
+def test_count_by_status_leaves_meta_out_and_sums_cost(provider):
+    create(provider, "META: project", "1.1: a", "1.2: b", "1.3: c", "1.4: d")
+    tasks = {t.key: t for t in provider.list_tasks()}
+    provider.update_task(tasks["1.2"].id, status=TaskStatus.BLOCKED)
+    provider.update_task(tasks["1.4"].id, status=TaskStatus.CANCELED)
+    provider.release(tasks["1.1"].id, provider.claim(tasks["1.1"].id, "w", 60).claim.token,
+                     status=TaskStatus.DONE, cost_usd=1.25, turns=2)  # fmt: skip
+    provider.claim(tasks["1.3"].id, "w", 60)
+    counts = provider.count_by_status()
+    assert counts.by_status == {
+        TaskStatus.TODO: 0, TaskStatus.IN_PROGRESS: 1, TaskStatus.BLOCKED: 1, TaskStatus.IN_REVIEW: 0,
+        TaskStatus.DONE: 1, TaskStatus.CANCELED: 1,
+    }  # fmt: skip
+    assert (counts.total, counts.open) == (4, 2)
+    assert counts.cost_usd == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize("ordering", scheduler.ORDERINGS)
+def test_next_ready_and_count_ready_are_the_schedulers_answers(make_provider, clock, provider_kit, ordering):
+    """On random task sets: next_ready is the task claim_next would take (and claims
+    nothing), count_ready the number of ready decisions of ``scheduler.plan``."""
+    rng = random.Random(f"reading-{ordering}")
+    for _case in range(40):
+        provider = make_provider()
+        random_store(provider, clock, provider_kit, rng)
+        tasks = provider.list_tasks()
+        exclude = [t.id for t in tasks if rng.random() < 0.1]
+        try:
+            decisions = scheduler.plan(tasks, clock(), ordering)
+        except DependencyCycle as cycle:
+            with pytest.raises(DependencyCycle) as raised:
+                provider.next_ready(ordering, exclude)
+            assert raised.value.cycle == cycle.cycle
+            with pytest.raises(DependencyCycle):
+                provider.count_ready(ordering)
+            provider.close()
+            continue
+        expected = scheduler.next_ready(tasks, clock(), ordering, exclude)
+        got = provider.next_ready(ordering, exclude)
+        assert (got.id if got else None) == (expected.id if expected else None)
+        assert provider.count_ready(ordering) == sum(d.ready for d in decisions)
+        assert [t.to_dict() for t in provider.list_tasks()] == [t.to_dict() for t in tasks]  # nothing claimed
+        claimed = provider.claim_next("w-check", 60, ordering, exclude)
+        assert (claimed.id if claimed else None) == (expected.id if expected else None)
+        provider.close()

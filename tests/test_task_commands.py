@@ -222,6 +222,32 @@ def test_tasks_show_lists_attempts_and_verification_evidence(shop: Path) -> None
     assert "Verification evidence:" in text and "$ pytest -q -> exit 1 (2.5s)" in text and "E   assert 2 == 3" in text
 
 
+def test_tasks_show_reads_back_the_change_set_baseline_and_review(shop: Path) -> None:
+    from autonomous.checks.review import Criterion, ReviewVerdict
+    from autonomous.verify import CommandResult, VerificationResult
+
+    check = VerificationResult(
+        True,
+        [CommandResult("pytest -q", 1, ["1 failed"], 2.0, failing_tests=["tests.test_old::test_x"])],
+        require_changes=True,
+        changed=True,
+        diffstat="1 file, +2 -0: README.md (new, +2)",
+        notes=["`pytest -q`: failed before the run with the same tests (1); no new failures"],
+        review=ReviewVerdict(True, "fine", [Criterion("has a README", True, "it does")], turns=2, cost_usd=0.01),
+    )
+    with store(shop) as p:
+        task = p.find_task("SHOP-1.1")
+        claimed = p.claim(task.id, "w1", 60)
+        p.add_note(task.id, f"{check.evidence()}\n(attempt 1 of 2)", "runner", token=claimed.claim.token)
+    (evidence,) = show("SHOP-1.1")["evidence"]
+    assert evidence["passed"] is True and evidence["diffstat"] == "1 file, +2 -0: README.md (new, +2)"
+    assert evidence["review"] == "approved (2 turns, $0.0100): fine"
+    assert "review met: has a README (it does)" in evidence["lines"]
+    assert evidence["commands"][0]["tail"] == ["1 failed"]  # the summary lines are not the command's output
+    text = cli("tasks", "show", "SHOP-1.1").output
+    assert "    change set: 1 file, +2 -0: README.md (new, +2)" in text and "no new failures" in text
+
+
 # -- diff ------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,40 @@ import click
 from autonomous import __version__
 from autonomous.backends.registry import BACKEND_NAMES
 from autonomous.errors import AutonomousError
-from autonomous.jsondoc import envelope
+from autonomous.jsondoc import JSON_SCHEMA_VERSION, envelope
 
 
-def emit_json(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps(envelope(payload), indent=2, default=str))
+def emit_json(payload: dict[str, Any], *, pretty: bool = True) -> None:
+    """The JSON envelope: ``{"schema_version": 1, ...}``, indented unless ``pretty`` is
+    off (the large outputs, ``next`` and ``tasks``, are compact unless ``--pretty``)."""
+    document = envelope(payload)
+    if pretty:
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        click.echo(json.dumps(document, separators=(",", ":"), default=str))
+
+
+def emit_json_stream(name: str, items: Iterable[dict[str, Any]], *, pretty: bool = False) -> None:
+    """The envelope with one list, ``{"schema_version": 1, "<name>": [...]}``, written item
+    by item as they come (a listing of 100,000 tasks is never held whole); ``pretty``
+    collects them and indents. An error part way leaves the output cut short and is
+    reported on stderr with a non-zero exit, as every error is."""
+    if pretty:
+        emit_json({name: list(items)}, pretty=True)
+        return
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    write = sys.stdout.write
+    write(f'{{"schema_version":{JSON_SCHEMA_VERSION},{encode(name)}:[')
+    separator, page = "", []
+    for item in items:
+        page.append(item)
+        if len(page) == 500:  # encoded a page at a time: one encoder call per page, not per item
+            write(separator + encode(page)[1:-1])
+            separator, page = ",", []
+    if page:
+        write(separator + encode(page)[1:-1])
+    write("]}\n")
+    sys.stdout.flush()
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -46,10 +75,22 @@ def json_option(func: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
 
 
+def pretty_option(func: Callable) -> Callable:
+    return click.option("--pretty", is_flag=True, help="With --json: indent the output (default: compact).")(func)
+
+
 def load(config_path: Path | None):
     from autonomous.config import load_config
 
     return load_config(config_path)
+
+
+def load_for_reading(config_path: Path | None):
+    """What the task and monitoring commands need of the configuration: the validated
+    configuration's cached reading part when the file is unchanged (config_view.py)."""
+    from autonomous.config_view import load_reading_config
+
+    return load_reading_config(config_path)
 
 
 def open_provider(config):
@@ -122,15 +163,24 @@ def main() -> None:
 @handle_errors
 def config_cmd(config_path: Path | None, as_json: bool) -> None:
     """Validate and print the effective configuration (secrets shown as ***)."""
+    from autonomous.checks import detect
     from autonomous.config import render_config
 
     config = load(config_path)
+    commands, how = detect.plan(config.verification.commands, config.project_dir)
     if as_json:
-        emit_json({"source": str(config.source) if config.source else None, "config": config.redacted()})
+        emit_json(
+            {
+                "source": str(config.source) if config.source else None,
+                "config": config.redacted(),
+                "verification_commands": {"commands": commands, "how": how},
+            }
+        )
         return
     source = config.source if config.source and config.source.exists() else None
     click.echo(f"# {source or 'no config file: all defaults'}")
     click.echo(render_config(config), nl=False)
+    click.echo(f"# verification commands run after each task: {', '.join(commands) or '(none)'} [{how}]")
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -203,6 +253,7 @@ def _history_lines(task) -> list[str]:
             attempt = f" (attempt {e.attempt})" if e.attempt else ""
             reason = f": {e.reason}" if e.reason else ""
             lines.append(f"  {e.at[:19]} {'passed' if e.passed else 'FAILED'}{attempt}{reason}")
+            lines += [f"    {line}" for line in e.lines]
             for c in e.commands:
                 code = "timed out" if c.exit_code is None else f"exit {c.exit_code}"
                 lines.append(f"    $ {c.command} -> {code} ({c.duration_s:.1f}s)")
@@ -210,31 +261,60 @@ def _history_lines(task) -> list[str]:
     return lines
 
 
+TABLE_ROWS = 100  # rows the `tasks` table shows unless --limit says otherwise
+
+
 @main.group("tasks", invoke_without_command=True)
 @click.option("--status", "statuses", multiple=True, help="Only tasks with this status (repeatable).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"At most N tasks; 0: all (default: all with --json, {TABLE_ROWS} in the table).",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N tasks (paging).")
 @config_option
 @json_option
+@pretty_option
 @click.pass_context
 @handle_errors
-def tasks_cmd(ctx: click.Context, statuses: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
+def tasks_cmd(
+    ctx: click.Context,
+    statuses: tuple[str, ...],
+    limit: int | None,
+    offset: int,
+    config_path: Path | None,
+    as_json: bool,
+    pretty: bool,
+) -> None:
     """List tasks in scheduling order (subcommands: add, show, update, edit)."""
     if ctx.invoked_subcommand is not None:
         return
-    from autonomous import scheduler
     from autonomous.tasks import TaskStatus
 
     try:
         wanted = [TaskStatus(s) for s in statuses] or None
     except ValueError as exc:
         fail(f"--status: {exc}; expected one of {', '.join(s.value for s in TaskStatus)}")
-    with open_provider(load(config_path)) as provider:
-        tasks = scheduler.order(provider.list_tasks(wanted))
-    if as_json:
-        emit_json({"tasks": [t.to_dict() for t in tasks]})
-    elif not tasks:
-        click.echo("No tasks. Create them with `autonomous init --spec FILE` or `autonomous tasks add`.")
-    else:
-        _task_table(tasks)
+    shown = (None if as_json else TABLE_ROWS) if limit is None else (limit or None)
+    with open_provider(load_for_reading(config_path)) as provider:
+        if as_json:
+            emit_json_stream("tasks", (t.to_dict() for t in provider.iter_tasks(wanted, limit=shown, offset=offset)),
+                             pretty=pretty)  # fmt: skip
+            return
+        tasks = list(provider.iter_tasks(wanted, limit=None if shown is None else shown + 1, offset=offset))
+    more = shown is not None and len(tasks) > shown
+    tasks = tasks[:shown]
+    if not tasks:
+        click.echo(
+            "No tasks here (see --offset)." if offset
+            else "No tasks. Create them with `autonomous init --spec FILE` or `autonomous tasks add`."
+        )  # fmt: skip
+        return
+    _task_table(tasks)
+    if more:
+        click.echo(f"Showing tasks {offset + 1}-{offset + len(tasks)}; more with --offset {offset + len(tasks)} "
+                   "(--limit 0 shows all).")  # fmt: skip
 
 
 PRIORITIES = ["urgent", "high", "normal", "low"]
@@ -260,9 +340,12 @@ def tasks_add(
     as_json: bool,
 ) -> None:
     """Add a task."""
-    from autonomous.tasks import NewTask, Priority, derive_key
+    from autonomous.tasks import NewTask, Priority, check_title_numbers, derive_key
 
-    with open_provider(load(config_path)) as provider:
+    problem = check_title_numbers(title)
+    if problem:
+        fail(f"--title: {problem}")
+    with open_provider(load_for_reading(config_path)) as provider:
         dep_keys = [provider.find_task(ref).key for ref in depends_on]
         key, n = derive_key(title), 1
         base = key
@@ -305,15 +388,14 @@ def _exists(provider, key: str) -> bool:
 def tasks_show(ref: str, config_path: Path | None, as_json: bool) -> None:
     """Show one task (by id or key) with its notes and why it waits."""
     from autonomous import scheduler
+    from autonomous.config_view import ordering_of
 
-    config = load(config_path)
+    config = load_for_reading(config_path)
     with open_provider(config) as provider:
         task = provider.find_task(ref)
         all_tasks = provider.list_tasks()
     by_id = {t.id: t for t in all_tasks}
-    decision = next(
-        (d for d in scheduler.plan(all_tasks, ordering=config.execution.ordering) if d.task.id == task.id), None
-    )
+    decision = next((d for d in scheduler.plan(all_tasks, ordering=ordering_of(config)) if d.task.id == task.id), None)
     if as_json:
         from autonomous import history
 
@@ -355,7 +437,7 @@ def tasks_update(
 
     if not (status or priority or note):
         fail("nothing to update: give --status, --priority or --note")
-    with open_provider(load(config_path)) as provider:
+    with open_provider(load_for_reading(config_path)) as provider:
         task = provider.find_task(ref)
         changes: dict[str, Any] = {}
         if status:
@@ -486,48 +568,94 @@ def diff_cmd(ref: str, stat: bool, config_path: Path | None) -> None:
 
 
 @main.command("next")
-@click.option("--explain", is_flag=True, help="Also say why every other open task waits.")
+@click.option("--explain", is_flag=True, help="Also say why open tasks wait (the first --limit, in scheduling order).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="With --explain: how many waiting tasks."
+)
 @config_option
 @json_option
+@pretty_option
 @handle_errors
-def next_cmd(explain: bool, config_path: Path | None, as_json: bool) -> None:
-    """The task a coding agent would take now."""
-    from autonomous import scheduler
+def next_cmd(explain: bool, limit: int, config_path: Path | None, as_json: bool, pretty: bool) -> None:
+    """The task a coding agent would take now.
 
-    config = load(config_path)
+    Answered by the store's own candidate query (the one a claim uses) and two counts:
+    no pass over every task unless --explain asks why tasks wait."""
+    from autonomous.config_view import ordering_of
+
+    config = load_for_reading(config_path)
+    ordering = ordering_of(config)
     with open_provider(config) as provider:
-        tasks = provider.list_tasks()
-    decisions = scheduler.plan(tasks, ordering=config.execution.ordering)
-    ready = next((d.task for d in decisions if d.ready), None)
-    waiting = [d for d in decisions if not d.ready]
+        ready = provider.next_ready(ordering)
+        waiting_count = max(0, provider.count_by_status().open - provider.count_ready(ordering))
+        waiting = _waiting(provider, ordering, limit) if explain else []
     if as_json:
-        emit_json(
-            {
-                "task": ready.to_dict() if ready else None,
-                "ordering": config.execution.ordering,
-                "waiting": [
-                    {
-                        "id": d.task.id,
-                        "key": d.task.key,
-                        "blocked_by": [{"id": t.id, "key": t.key, "status": t.status.value} for t in d.waits_on],
-                        "blocked_by_count": d.waits_on_count,
-                        "missing": d.missing,
-                        "reason": d.explain(),
-                    }
-                    for d in waiting
-                ],
-            }
-        )
+        payload: dict[str, Any] = {
+            "task": ready.to_dict() if ready else None,
+            "ordering": ordering,
+            "waiting_count": waiting_count,
+        }
+        if explain:
+            payload["waiting"] = [
+                {
+                    "id": d.task.id,
+                    "key": d.task.key,
+                    "blocked_by": [{"id": t.id, "key": t.key, "status": t.status.value} for t in d.waits_on],
+                    "blocked_by_count": d.waits_on_count,
+                    "missing": d.missing,
+                    "reason": d.explain(),
+                }
+                for d in waiting
+            ]
+        emit_json(payload, pretty=pretty)
         return
     if ready:
         click.echo(f"Next: {ready.key} ({ready.id}) {ready.title}  [{ready.priority.value}]")
-    elif decisions:
-        click.echo(f"Nothing is ready: {len(waiting)} open task(s) wait (see --explain).")
+    elif waiting_count:
+        click.echo(f"Nothing is ready: {waiting_count} open task(s) wait (see --explain).")
     else:
         click.echo("Nothing to do: no open tasks.")
-    if explain:
-        for d in waiting:
-            click.echo(d.explain())
+    for d in waiting:
+        click.echo(d.explain())
+    if explain and waiting_count > len(waiting):
+        click.echo(f"... and {waiting_count - len(waiting)} more waiting (--limit shows more).")
+
+
+def _waiting(provider: Any, ordering: Any, limit: int) -> list:
+    """The first ``limit`` waiting tasks' decisions, in scheduling order: the scheduler's
+    plan over the open tasks as the store streams them, stopped as soon as enough wait."""
+    from autonomous import scheduler
+    from autonomous.errors import TaskNotFound
+    from autonomous.tasks import TaskStatus, utcnow
+
+    known: dict[str, Any] = {}
+
+    def lookup(task_id: str) -> Any:
+        if task_id not in known:
+            try:
+                known[task_id] = provider.get_task(task_id)
+            except TaskNotFound:
+                known[task_id] = None
+        return known[task_id]
+
+    def open_tasks() -> Any:
+        open_statuses = [TaskStatus.TODO, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED, TaskStatus.IN_REVIEW]
+        for task in provider.iter_tasks(open_statuses):
+            if not scheduler.is_meta(task):
+                known[task.id] = task
+                yield task
+
+    found = []
+    stream = open_tasks()
+    try:
+        for decision in scheduler.iter_plan(stream, lookup, utcnow(), ordering):
+            if not decision.ready:
+                found.append(decision)
+                if len(found) >= limit:
+                    break
+    finally:
+        stream.close()
+    return found
 
 
 # -- phase 1: the initializer --------------------------------------------------------------
@@ -735,7 +863,7 @@ def status_cmd(config_path: Path | None, as_json: bool) -> None:
     """Runner state, current task, progress, cost and recent events."""
     from autonomous.progress import build_status, render_status
 
-    config = load(config_path)
+    config = load_for_reading(config_path)
     with open_provider(config) as provider:
         status = build_status(config, provider)
     if as_json:
@@ -755,7 +883,7 @@ def logs_cmd(tail: int, follow: bool, task_ref: str | None, config_path: Path | 
     """Read the event log (.ai-agents/logs/events.jsonl)."""
     from autonomous.progress import read_events, render_event, task_refs, with_task_keys
 
-    config = load(config_path)
+    config = load_for_reading(config_path)
     with open_provider(config) as provider:
         refs = task_refs(provider, task_ref) if task_ref else None
         for event in with_task_keys(read_events(config.log_dir, tail=tail, task=refs, follow=follow), provider):

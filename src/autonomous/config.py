@@ -36,13 +36,12 @@ Only pydantic and PyYAML are imported at module level: ``autonomous status`` mus
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import re
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -50,7 +49,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autonomous import safe_yaml
 from autonomous.backends.registry import BACKEND_NAMES
+from autonomous.config_view import (
+    CONFIG_DIR,
+    CONFIG_NAME,
+    ENV_REF,
+    SECRET_NAME,
+    find_project_root,
+    lazy_regex,
+    locate_config,
+)
 from autonomous.errors import ConfigError
 
 __all__ = [
@@ -68,6 +77,7 @@ __all__ = [
     "LoggingSection",
     "ProgressSection",
     "RunnerConfig",
+    "SandboxSection",
     "StateProviderSection",
     "VerificationSection",
     "find_project_root",
@@ -77,21 +87,16 @@ __all__ = [
     "secret_values",
 ]
 
-CONFIG_DIR = ".ai-agents"
-CONFIG_NAME = "config.yml"
 DEFAULT_ALLOWED_TOOLS = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite")
 MASK = "***"
+# The largest integer any setting takes (a 64-bit signed integer): beyond it a value is a
+# typo or an attack, and it would fail later, far from the key that holds it.
+MAX_INT = 2**63 - 1
 
 
-def _lazy(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
-    """A regex compiled on first use: compiling them all at import is measurable in
-    ``autonomous status``'s start-up, and most are needed only for secrets or errors."""
-    return functools.cache(lambda: re.compile(pattern, flags))
-
-
-# Names of environment variables whose values are credentials. ``AUTH`` but not AUTHOR
-# (GIT_AUTHOR_NAME is not a secret); over-matching only costs a masked value.
-_SECRET_NAME = _lazy(r"TOKEN|KEY|SECRET|PASSW|WEBHOOK|CREDENTIAL|AUTH(?!OR)|DSN|DATABASE_URL|COOKIE", re.I)
+_lazy = lazy_regex
+# Names of environment variables whose values are credentials: config_view.SECRET_NAME.
+_SECRET_NAME = SECRET_NAME
 # Strings shorter than this are masked in the config display but not scrubbed from free
 # text: replacing every "1" or "true" in a log would garble it and hide nothing.
 _MIN_SECRET_LEN = 6
@@ -99,7 +104,8 @@ _MIN_SECRET_LEN = 6
 _AMBIENT_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 _PROVIDER_TOKENS = {"linear": ("LINEAR_API_KEY",), "github": ("GITHUB_TOKEN", "GH_TOKEN")}
 
-_REF = _lazy(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = ENV_REF  # ${VAR}, ${VAR:-default}; $${ is a literal ${
+_PLAIN_KEY = _lazy(r"[\w$-]{1,60}")  # fullmatch: `$` would let a trailing newline through
 _ENV_NAME = _lazy(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REPO = _lazy(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
 
@@ -190,6 +196,33 @@ class CommandPolicySection(_Section):
         return patterns
 
 
+class SandboxSection(_Section):
+    """``autonomous.sandbox``: the OS sandbox around everything the agent runs (``autonomous.sandbox``
+    package, docs/security.md). ``sandbox: off`` turns it off, and nothing else does: without
+    bubblewrap ``start`` refuses to run rather than run unconfined."""
+
+    enabled: bool = True
+    network: Literal["off", "on", "allow"] = "off"  # the agent's commands; the model API is never affected
+    allow_hosts: list[str] = []  # with network: allow (e.g. pypi.org, files.pythonhosted.org)
+    read_paths: list[str] = []  # more folders the agent may read outside the project (home folders are hidden)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, data: Any) -> Any:
+        """``sandbox: off`` / ``on`` (YAML booleans) is the whole section; ``network: off`` / ``on`` too."""
+        if isinstance(data, bool):
+            return {"enabled": data}
+        if isinstance(data, dict) and isinstance(data.get("network"), bool):
+            return {**data, "network": "on" if data["network"] else "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _hosts(self) -> Self:
+        if self.network == "allow" and not self.allow_hosts:
+            raise _fail("network: allow needs the hosts in allow_hosts (or network: on for every host)", "allow_hosts")
+        return self
+
+
 class AutonomousSection(_Section):
     """The coding agent: backend, model, limits, tools."""
 
@@ -220,6 +253,17 @@ class AutonomousSection(_Section):
     mcp_servers: dict[str, dict[str, Any]] = {}
     command_policy: CommandPolicySection = CommandPolicySection()
     context_window: int = Field(200_000, gt=0)
+    sandbox: SandboxSection = SandboxSection()
+
+    @model_validator(mode="after")
+    def _sandboxed_permissions(self) -> Self:
+        if self.sandbox.enabled and self.permission_mode == "bypassPermissions":
+            raise _fail(
+                "bypassPermissions skips every permission check, which the sandbox relies on: "
+                "choose another mode, or set autonomous.sandbox: off",
+                "permission_mode",
+            )
+        return self
 
     @field_validator("oauth_token_env", "linear_api_key_env")
     @classmethod
@@ -269,6 +313,9 @@ class GitSection(_Section):
     remote: str | None = None  # a git remote shared by runners on several machines (docs/runner.md "Many machines")
     branch: str | None = None  # the integration branch on the remote; None: the branch checked out
     max_push_attempts: int = Field(3, ge=1)  # rejected pushes (fetch, rebase, verify, push again) before blocked
+    # The runner's own git commands ignore the repository's hooks and the config that runs
+    # programs (fsmonitor, hooksPath, filters, aliases ...) unless this is on: workspace/git.py.
+    run_hooks: bool = False
 
 
 class ExecutionSection(_Section):
@@ -288,8 +335,19 @@ class ProgressSection(_Section):
 
 
 class VerificationSection(_Section):
-    commands: list[str] = []
-    require_changes: bool = False
+    """How the runner checks a task before it is done (:mod:`autonomous.verify`).
+
+    ``commands: auto`` detects the project's test command (:mod:`autonomous.checks.detect`);
+    a list runs exactly those commands (``[]``: none). ``require_changes``: a task must
+    change a file unless it is labelled ``no-changes``. ``baseline``: the checks run once
+    before the first task, so a check that already failed is not blamed on the tasks.
+    ``review``: a fresh read-only session of the backend reviews the diff before done.
+    """
+
+    commands: Literal["auto"] | list[str] = "auto"
+    require_changes: bool = True
+    baseline: bool = True
+    review: bool = False
     max_attempts: int = Field(2, ge=1)
     timeout: float = Field(600.0, gt=0)
 
@@ -412,16 +470,6 @@ def _is_secret_key(loc: Loc) -> bool:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def find_project_root(start: str | Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: the cwd) that holds
-    ``.ai-agents/`` or ``.git``; ``start`` itself when there is none."""
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / CONFIG_DIR).is_dir() or (directory / ".git").exists():
-            return directory
-    return here
-
-
 def load_config(
     path: str | Path | None = None,
     *,
@@ -436,18 +484,9 @@ def load_config(
     the directory holding its ``.ai-agents/`` folder (or the file's own directory).
     ``environ`` (default ``os.environ``) answers ``${VAR}`` references.
     """
-    if path is None:
-        root = Path(project_dir).resolve() if project_dir is not None else find_project_root()
-        file = root / CONFIG_DIR / CONFIG_NAME
-        if not file.exists():
-            return parse_config({}, root=root, environ=environ)
-    else:
-        file = Path(path).expanduser()
-        if project_dir is not None:
-            root = Path(project_dir).resolve()
-        else:
-            parent = file.resolve().parent
-            root = parent.parent if parent.name == CONFIG_DIR else parent
+    file, root = locate_config(path, project_dir)
+    if path is None and not file.exists():
+        return parse_config({}, root=root, environ=environ)
     label = _label(file)
     try:
         text = file.read_text(encoding="utf-8")
@@ -526,30 +565,9 @@ def _kind(value: Any) -> str:
 
 # -- YAML ----------------------------------------------------------------------------------------
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Safe loading, plus: a key given twice is an error (YAML keeps the last silently,
-    so a second ``autonomous:`` section would drop the first without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
-                )
-            if isinstance(key, typing.Hashable):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def _parse_yaml(text: str, label: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        return safe_yaml.load(text)  # safe, no tags, aliases and size bounded
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -573,6 +591,9 @@ def _substitute(
         return {k: _substitute(v, (*loc, k), env, label, secret_paths, secret_strings) for k, v in node.items()}
     if isinstance(node, list):
         return [_substitute(v, (*loc, i), env, label, secret_paths, secret_strings) for i, v in enumerate(node)]
+    if isinstance(node, safe_yaml.OutOfRangeInt) or (isinstance(node, int) and abs(node) > MAX_INT):
+        digits = node.digits if isinstance(node, safe_yaml.OutOfRangeInt) else len(str(abs(node)))
+        raise ConfigError(f"{label}: {_dotted(loc)}: number out of range ({digits} digits; at most {MAX_INT:,})")
     if not isinstance(node, str) or "${" not in node:
         return node
 
@@ -603,7 +624,13 @@ def _substitute(
 def _dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part)
+        if not _PLAIN_KEY().fullmatch(name):  # a key with spaces, newlines, or of any length: quoted, cut short
+            name = repr(name if len(name) <= 40 else name[:37] + "...")
+        out += f".{name}" if out else name
     return out or "(top level)"
 
 

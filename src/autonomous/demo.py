@@ -819,6 +819,11 @@ def _report(task: DemoTask) -> str:
     return f"The tests pass; {task.key} is done.\n\n```json\n{json.dumps(report)}\n```"
 
 
+def _verdict(task: DemoTask) -> str:
+    verdict = {"status": "complete", "verdict": "approve", "summary": f"The diff does what {task.key} asks."}
+    return f"I read the diff and the files it touches.\n\n```json\n{json.dumps(verdict)}\n```"
+
+
 def demo_rules(project: Path, python: str = "python") -> list[Any]:
     """The scenario: for every task, (Read ->) Write -> Bash (tests) -> completion report.
 
@@ -871,6 +876,16 @@ def demo_rules(project: Path, python: str = "python") -> list[Any]:
             )
         # The report; also the answer to anything later in the conversation (verification feedback).
         rules.append(Rule(name=f"{task.key}: report", match=Match(contains=heading, has_tools=True), response=done))
+    # The independent review (verification.review: true) reads each diff in a fresh
+    # session and approves; its prompt never holds an agent's "Task KEY:" heading.
+    rules += [
+        Rule(
+            name=f"{task.key}: review",
+            match=Match(contains=f"# Review of task {task.key}:", has_tools=True),
+            response=Response(text=_verdict(task), usage=usage),
+        )
+        for task in reversed(DEMO_TASKS)
+    ]
     return rules
 
 
@@ -922,6 +937,7 @@ verification:
   commands:
     - {json.dumps(test)}
   require_changes: true
+  review: true   # a fresh read-only session reviews each diff before the task is done
   max_attempts: 2
 """
 

@@ -2,9 +2,10 @@
 
 The runner writes one note per attempt when it releases a task (a first line saying how
 it ended, then ``Turns: N, cost: $X, duration: Ys[, commit: SHA]``) and one note per
-verification (``Verification passed|FAILED``, then ``$ command  ->  exit N (Xs)`` and the
-output's tail). Notes are the one record every provider keeps (a SQL row, a Linear
-comment, a GitHub comment), so reading them back here works the same for every store;
+verification (``Verification passed|FAILED``, then summary lines: ``change set: ...``, the
+baseline comparisons, ``Review: ...``; then ``$ command  ->  exit N (Xs)`` and the output's
+tail). Notes are the one record every provider keeps (a SQL row, a Linear comment, a
+GitHub comment), so reading them back here works the same for every store;
 ``tasks show``, ``diff`` and the dashboard all read history through this module.
 
 A person's retry leaves a note starting with :data:`RETRY_NOTE`; attempts counted for a
@@ -126,6 +127,8 @@ class Evidence:
     attempt: int | None
     commands: list[CommandEvidence] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # lines that are neither a command nor its output
+    diffstat: str = ""  # "change set: ..." (the task's files, lines added and removed)
+    review: str = ""  # "Review: approved ..." / "Review: CHANGES REQUESTED ..."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +138,8 @@ class Evidence:
             "attempt": self.attempt,
             "commands": [c.to_dict() for c in self.commands],
             "lines": list(self.lines),
+            "diffstat": self.diffstat,
+            "review": self.review,
         }
 
 
@@ -192,6 +197,10 @@ def evidence(notes: Sequence[Note]) -> list[Evidence]:
                 item.commands[-1].tail.append(line)
             else:
                 item.lines.append(line)
+                if line.startswith("change set: "):
+                    item.diffstat = line[len("change set: ") :]
+                elif line.startswith("Review: "):
+                    item.review = line[len("Review: ") :]
         found.append(item)
     return found
 

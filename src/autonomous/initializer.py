@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -35,7 +37,7 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from autonomous import __version__, scheduler
+from autonomous import __version__, sandbox, scheduler
 from autonomous.config import Config, InitializerConfig, load_config
 from autonomous.errors import (
     AlreadyInitialized,
@@ -50,6 +52,7 @@ from autonomous.fsutil import write_json_atomic
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
 from autonomous.init.ledger import clear_ledger, write_ledger
+from autonomous.sandbox import Confinement
 from autonomous.spec import (
     ParsedSpec,
     SpecFile,
@@ -97,6 +100,7 @@ class Settings:
     provider_ids: dict[str, Any]  # what the marker records about the store
     state_dir: Path  # where an import's ledger goes (autonomous.init.ledger)
     include_optional: bool  # import optional checklist tasks as work to do
+    sandbox: Confinement | None  # the decomposing model's tools are confined like a task's agent
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -122,6 +126,9 @@ class Settings:
             },
             state_dir=config.state_dir,
             include_optional=init.include_optional,
+            sandbox=sandbox.for_section(
+                config.project_dir, auto.sandbox, tool_dirs=(config.state_dir, config.log_dir)
+            ),
         )
 
 
@@ -202,7 +209,7 @@ class ModelTask(BaseModel):
     def _phase(cls, value: Any) -> Any:
         if isinstance(value, str):
             m = re.search(r"\d+", value)
-            return int(m.group()) if m else None
+            return int(m.group()) if m and len(m.group().lstrip("0")) <= 9 else None
         return value
 
 
@@ -253,9 +260,13 @@ def extract_decomposition(text: str) -> Decomposition:
 # -- results -----------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class InitPlan:
-    """The tasks the spec asks for, before anything is written."""
+    """The tasks the spec asks for, before anything is written.
+
+    Its repr is a summary: asyncio formats the result of the task it ran (Python 3.11's
+    ``asyncio.run`` does, when it restores the SIGINT handler), and a full repr of 100,000
+    tasks cost two seconds of a large init."""
 
     project_name: str
     spec: SpecFile
@@ -271,10 +282,14 @@ class InitPlan:
     def phases(self) -> list[str]:
         return list(dict.fromkeys(t.phase for t in self.tasks if t.phase))
 
+    def __repr__(self) -> str:
+        return f"InitPlan({self.project_name!r}, {self.method}, {len(self.tasks)} tasks)"
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, repr=False)
 class InitResult:
-    """What ``initialize`` did (or, with ``dry_run``, would do)."""
+    """What ``initialize`` did (or, with ``dry_run``, would do). Its repr is a summary
+    (see :class:`InitPlan`)."""
 
     project_name: str
     spec_path: Path
@@ -296,6 +311,12 @@ class InitResult:
     model_calls: int = 0
     format: str = "autonomous"
     ledger_path: Path | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"InitResult({self.project_name!r}, {self.method}, dry_run={self.dry_run}, "
+            f"created={self.tasks_created}, updated={len(self.updated)}, unchanged={len(self.unchanged)})"
+        )
 
     @property
     def tasks_created(self) -> int:
@@ -333,6 +354,21 @@ class InitResult:
 
 
 # -- the marker -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a spec's tasks are parsed and written:
+    that work makes hundreds of thousands of objects and no reference cycles, and each
+    automatic collection would walk them all again (a fifth of a 100,000-task init).
+    Everything is freed by reference counting as usual; the collector runs again after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def marker_path(project_dir: Path) -> Path:
@@ -464,7 +500,8 @@ class ProjectInitializer:
         try:
             if dry_run and marker is None and self._provider is None:
                 return self._dry_run_without_store(plan)
-            return self._apply(plan, marker or {}, prune=prune, dry_run=dry_run)
+            with _bulk():
+                return self._apply(plan, marker or {}, prune=prune, dry_run=dry_run)
         finally:
             self.close()
 
@@ -500,11 +537,14 @@ class ProjectInitializer:
         if include_optional is None:
             include_optional = self.settings.include_optional
         # the tool's own grammar is parsed once: to count its task lines, then to plan
-        parsed = None if format or spec.text.lstrip().startswith(("{", "[")) else parse_structured(spec.text)
+        with _bulk():
+            parsed = None if format or spec.text.lstrip().startswith(("{", "[")) else parse_structured(spec.text)
         imported = self._import(spec, project_name, format, tag, include_optional, use_model, parsed)
         if imported is not None:
             return imported
-        parsed = parsed or parse_structured(spec.text)
+        if parsed is None:
+            with _bulk():
+                parsed = parse_structured(spec.text)
         name = (project_name or "").strip() or parsed.title or self.settings.project_dir.name or "project"
         structured = is_structured(parsed)
         if use_model == "never" and not structured:
@@ -612,6 +652,7 @@ class ProjectInitializer:
             allowed_tools=list(READ_ONLY_TOOLS),
             inactivity_timeout=s.inactivity_timeout,
             claude_path=s.claude_path,
+            sandbox=s.sandbox,
         )
         texts: list[str] = []
         outcome: Outcome | None = None
@@ -1000,27 +1041,29 @@ def _normalise(
 # -- command line --------------------------------------------------------------------------------------
 
 
+TABLE_ROWS = 200  # rows of init's table; a 100,000-task spec is summed up, not printed
+
+
 def render_table(result: InitResult, out: TextIO) -> None:
     """The human summary of an init run (or dry run)."""
     verb = "Would create" if result.dry_run else "Created"
-    rows: list[tuple[str, str, str, str]] = []
     if result.dry_run:
-        for st in result.to_create:
-            rows.append(("create", st.key, st.task.priority.value, st.task.title))
-        for st in result.to_update:
-            rows.append(("update", st.key, st.task.priority.value, st.task.title))
+        groups = [("create", [st.task for st in result.to_create]), ("update", [st.task for st in result.to_update])]
     else:
-        for t in result.created:
-            rows.append(("created", t.key, t.priority.value, t.title))
-        for t in result.updated:
-            rows.append(("updated", t.key, t.priority.value, t.title))
-    for t in result.canceled:
-        rows.append(("cancel" if result.dry_run else "canceled", t.key, t.priority.value, t.title))
+        groups = [("created", result.created), ("updated", result.updated)]
+    groups.append(("cancel" if result.dry_run else "canceled", result.canceled))
+    total = sum(len(tasks) for _, tasks in groups)
+    rows = [
+        (action, t.key, t.priority.value, t.title)
+        for action, t in itertools.islice(((a, t) for a, tasks in groups for t in tasks), TABLE_ROWS)
+    ]
     if rows:
         widths = [max(len(r[i]) for r in [*rows, ("ACTION", "KEY", "PRIORITY", "TITLE")]) for i in range(3)]
         header = ("ACTION", "KEY", "PRIORITY", "TITLE")
         for row in [header, *rows]:
             out.write(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}\n")
+        if total > len(rows):
+            out.write(f"... and {total - len(rows)} more (`autonomous tasks` lists them; --json prints every one)\n")
         out.write("\n")
     how = "parsed from the structured spec" if result.method == "structured" else "decomposed by the model"
     if result.format != "autonomous":

@@ -74,6 +74,21 @@ from autonomous.errors import ConfigError
 
 POLICY_ENV = "AUTONOMOUS_COMMAND_POLICY"
 
+# -- no background work that outlives the turn ------------------------------------------
+# ``claude -p`` ends its process when the turn ends, killing a ``run_in_background`` shell
+# or a background subagent while the run still reports success (anthropics/claude-code
+# #85129, #89495). The CLI's own switch (checked in 2.1.332) stops it from starting them and
+# from moving long commands to the background; the PreToolUse hook also refuses an explicit
+# request with a reason the agent can act on, and the API backend's shell refuses jobs
+# detached with ``&``, ``nohup`` or ``setsid`` (:func:`detached_job`).
+NO_BACKGROUND_ENV = {"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1"}
+HOOK_MATCHER = "Bash|Agent|Task"  # the tools that can start background work (Task: the Agent tool's old name)
+BACKGROUND_REFUSAL = (
+    "background work is not allowed here: the session ends when your turn ends and kills anything still "
+    "running, so its result would be lost. Run the command in the foreground (with a timeout if it is long) "
+    "and wait for it"
+)
+
 Scope = Literal["command", "pipeline", "raw"]
 
 
@@ -257,8 +272,10 @@ class CommandPolicy:
         return rules
 
     def to_env(self) -> dict[str, str]:
-        """The environment the hook reads this policy from."""
-        return {POLICY_ENV: json.dumps({"allow": self.allow, "deny": self.deny, "defaults": self.defaults})}
+        """The environment the hook reads this policy from; it also switches the CLI's
+        background tasks off (:data:`NO_BACKGROUND_ENV`)."""
+        policy = json.dumps({"allow": self.allow, "deny": self.deny, "defaults": self.defaults})
+        return {POLICY_ENV: policy, **NO_BACKGROUND_ENV}
 
     def hook_command(self, python: str | None = None) -> str:
         return f"{shlex.quote(python or sys.executable)} -m autonomous.policy hook"
@@ -270,7 +287,7 @@ class CommandPolicy:
         the CLI's environment.
         """
         hook = {"type": "command", "command": self.hook_command(python), "timeout": 30}
-        return {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [hook]}]}}
+        return {"hooks": {"PreToolUse": [{"matcher": HOOK_MATCHER, "hooks": [hook]}]}}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> CommandPolicy:
@@ -557,6 +574,39 @@ def _inner_commands(tokens: Sequence[str]) -> list[str]:
 # -- the Claude Code PreToolUse hook -----------------------------------------------------
 
 
+def background_request(tool_name: str, tool_input: Any) -> str | None:
+    """Why this tool call is refused for asking to run in the background, or None."""
+    if not isinstance(tool_input, dict):
+        return None
+    if tool_input.get("run_in_background") in (True, "true", 1):
+        return f"{tool_name} with run_in_background: {BACKGROUND_REFUSAL}"
+    if tool_name == "Bash" and isinstance(tool_input.get("command"), str):
+        job = detached_job(tool_input["command"])
+        if job:
+            return f"{job}: {BACKGROUND_REFUSAL}"
+    return None
+
+
+_QUOTED = re.compile(r"'[^']*'|\"(?:\\.|[^\"\\])*\"|\\.")
+_NOT_A_JOB = re.compile(r"&&|[<>]&|&>|\|&")
+_WAIT = re.compile(r"(?:^|[\s;&|(])wait(?=$|[\s;&|)])")
+_DETACHERS = re.compile(r"(?:^|[\s;|&(`])(nohup|setsid|disown|daemonize|bg)(?=$|[\s;|&)`])")
+
+
+def detached_job(command: str) -> str | None:
+    """What in ``command`` would leave a job running after it returns (``cmd &``, ``nohup``,
+    ``setsid``, ``disown``...), or None. Quoted text is ignored; ``&&``, ``2>&1`` and ``&>``
+    are not jobs, and ``a & b; wait`` waits for its jobs. A seat belt like the rest of the
+    policy: a program that forks by itself is not seen here (the backends reap the group)."""
+    bare = _QUOTED.sub(lambda m: " " * len(m.group()), command)
+    found = _DETACHERS.search(bare)
+    if found:
+        return f"`{found.group(1)}` detaches a job"
+    if "&" in _NOT_A_JOB.sub("  ", bare) and not _WAIT.search(bare):
+        return "`&` runs a job in the background"  # unless the command waits for its jobs
+    return None
+
+
 def hook_main(stdin: Any = None, stderr: Any = None, environ: dict[str, str] | None = None) -> int:
     """Claude Code ``PreToolUse`` hook: exit 2 (with the reason on stderr) blocks the call.
 
@@ -567,6 +617,10 @@ def hook_main(stdin: Any = None, stderr: Any = None, environ: dict[str, str] | N
     stderr = stderr or sys.stderr
     try:
         payload = json.loads(stdin.read() or "{}")
+        refused = background_request(str(payload.get("tool_name")), payload.get("tool_input"))
+        if refused:
+            print(refused, file=stderr)
+            return 2
         if payload.get("tool_name") not in (None, "Bash"):
             return 0
         command = (payload.get("tool_input") or {}).get("command", "")

@@ -31,8 +31,10 @@ from autonomous.tasks import TaskStatus, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from autonomous.config import Config
+    from autonomous.config_view import ReadingConfig
 
 BLOCK = 64 * 1024
+BLOCKED_SHOWN = 20  # blocked tasks listed (in scheduling order); tasks.blocked counts them all
 
 # What a task in flight is doing, by the kind of its latest event.
 _PHASES = {
@@ -261,6 +263,7 @@ def _runner(state_dir: Path, now: datetime) -> tuple[dict[str, Any], runner_stat
         "session_id": state.session_id,
         "worker_id": state.worker_id,
         "backend": state.backend,
+        "sandbox": state.sandbox,
         "started_at": state.started_at,
         "updated_at": state.updated_at,
         "ended_at": state.ended_at,
@@ -310,25 +313,23 @@ def collect_status(
     in_review: list[str] = []  # keys of the tasks waiting for a person
     total_cost = None
     if provider is not None:
-        all_tasks = [t for t in provider.list_tasks() if not t.is_meta]
-        counts = {s.value: 0 for s in TaskStatus}
-        for t in all_tasks:
-            counts[t.status.value] += 1
+        # aggregate queries and the first few blocked tasks: no pass over every task
+        found = provider.count_by_status()
+        counts = {s.value: found.by_status.get(s, 0) for s in TaskStatus}
         tasks = {
-            "total": len(all_tasks),
+            "total": found.total,
             "completed": counts["done"],
             "remaining": counts["todo"] + counts["in_progress"],
             "blocked": counts["blocked"],
             "in_review": counts["in_review"],
             "by_status": counts,
         }
-        for t in all_tasks:
-            if t.status is TaskStatus.BLOCKED:
+        for t in provider.iter_tasks([TaskStatus.BLOCKED], limit=BLOCKED_SHOWN + 1):
+            if not t.is_meta and len(blocked) < BLOCKED_SHOWN:
                 reason = t.notes[-1].text if t.notes else ""
                 blocked.append({"id": t.id, "key": t.key, "title": t.title, "reason": " ".join(reason.split())[:300]})
-            elif t.status is TaskStatus.IN_REVIEW:
-                in_review.append(t.key)
-        total_cost = round(sum(t.cost_usd for t in all_tasks), 6)
+        in_review = [t.key for t in provider.iter_tasks([TaskStatus.IN_REVIEW], limit=BLOCKED_SHOWN)]
+        total_cost = round(found.cost_usd, 6)
 
     metrics: dict[str, Any] = {"cost_usd": None, "total_cost_usd": total_cost}
     if state is not None:
@@ -382,7 +383,7 @@ def _worker_label(worker_id: str | None, many: bool) -> str:
 
 
 def build_status(
-    config: Config, provider: Any | None, *, events: int = 10, now: datetime | None = None
+    config: Config | ReadingConfig, provider: Any | None, *, events: int = 10, now: datetime | None = None
 ) -> dict[str, Any]:
     """Everything ``autonomous status`` shows, as a JSON-ready dict (see docs/monitoring.md).
 
@@ -419,6 +420,8 @@ def render_status(status: dict[str, Any]) -> str:
         if r.get("backend"):
             bits.append(f"backend {r['backend']}")
         lines.append(f"{head} ({', '.join(bits)})")
+        if r.get("sandbox"):
+            lines.append(f"Sandbox:  {r['sandbox']}")
         if state == "crashed":
             lines.append(
                 "          the runner's process is gone: `autonomous start --resume` continues where it stopped"

@@ -28,7 +28,7 @@ make tasks wait forever; it is raised as :class:`DependencyCycle` naming the cyc
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -115,12 +115,22 @@ def takeable(task: Task, now: datetime) -> tuple[bool, str]:
 
 def plan(tasks: Sequence[Task], now: datetime | None = None, ordering: Ordering = "strict") -> list[Decision]:
     """A decision for every open (not done, not canceled), non-META task, in order."""
-    now = now or utcnow()
     by_id = {t.id: t for t in tasks}
     open_tasks = [t for t in order(tasks) if not t.status.satisfied and not is_meta(t)]
     _check_cycles(open_tasks, by_id, ordering)
+    return list(iter_plan(open_tasks, by_id.get, now or utcnow(), ordering))
 
-    decisions: list[Decision] = []
+
+def iter_plan(
+    open_tasks: Iterable[Task], lookup: Callable[[str], Task | None], now: datetime, ordering: Ordering = "strict"
+) -> Iterator[Decision]:
+    """:func:`plan`'s decisions one at a time, for a caller that stops early.
+
+    ``open_tasks`` are the open non-META tasks in scheduling order (a store streams them);
+    a decision depends only on the tasks before it and on its dependencies, which
+    ``lookup`` finds by id (None: missing). The caller has checked for cycles (a store
+    does so once per change of the graph).
+    """
     # Open phased tasks seen so far, in order: under ``strict`` they are exactly the
     # tasks a phased task waits for; under ``phases`` only those of earlier phases.
     earlier: list[Task] = []
@@ -145,7 +155,7 @@ def plan(tasks: Sequence[Task], now: datetime | None = None, ordering: Ordering 
         gate_end = gate_count  # tasks before this index in ``earlier`` are already counted
         deps_waiting, missing = [], []
         for dep_id in task.dependencies:
-            dep = by_id.get(dep_id)
+            dep = lookup(dep_id)
             if dep is None:
                 missing.append(dep_id)
             elif not dep.status.satisfied and position.get(dep.id, gate_end) >= gate_end:
@@ -153,17 +163,14 @@ def plan(tasks: Sequence[Task], now: datetime | None = None, ordering: Ordering 
         ok, reason = takeable(task, now)
         waits = deps_waiting + gate
         count = gate_count + len(deps_waiting)
-        decisions.append(
-            Decision(
-                task=task,
-                ready=ok and count == 0 and not missing,
-                waits_on=waits[:_EXPLAIN_CAP],
-                waits_on_count=count,
-                missing=missing,
-                reason="" if (count or missing) else reason,
-            )
+        yield Decision(
+            task=task,
+            ready=ok and count == 0 and not missing,
+            waits_on=waits[:_EXPLAIN_CAP],
+            waits_on_count=count,
+            missing=missing,
+            reason="" if (count or missing) else reason,
         )
-    return decisions
 
 
 def next_ready(

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autonomous.errors import SpecError
-from autonomous.tasks import NewTask, Priority, TitleKind, parse_title
+from autonomous.tasks import NewTask, Priority, TitleKind, check_title_numbers, parse_title
 
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 
@@ -220,6 +220,10 @@ _MAYBE_TASK = re.compile(r"^\s*(?:\[[ xX]\]\s+)?(?:\*\*|__)?\s*(?:\[[A-Za-z]|\d|
 _KEY_PART = re.compile(r"^\s*(\[[^\]]*\]|(?:task|phase)\s+\S+|\d+\.\d+[a-z]?\s*:)", re.IGNORECASE)
 
 
+class _NumberOutOfRange(ValueError):
+    """A task line whose key number is beyond the documented range (reported with its line)."""
+
+
 def _task_title(text: str) -> str | None:
     """The title if ``text`` starts with a phased title key and has words after it."""
     if not _MAYBE_TASK.match(text):
@@ -227,6 +231,9 @@ def _task_title(text: str) -> str | None:
     text = _strip_item(text)
     tk = parse_title(text)
     if tk.kind is not TitleKind.PHASED:
+        problem = check_title_numbers(text, phased_only=True)
+        if problem:
+            raise _NumberOutOfRange(problem)
         return None
     rest = _KEY_PART.sub("", text, count=1)
     if not rest.strip(" :-\u2013\u2014.)*_"):
@@ -357,6 +364,12 @@ def parse_structured(text: str) -> ParsedSpec:
             builders.append(current)
             current = None
 
+    def task_title(text: str, line_no: int) -> str | None:
+        try:
+            return _task_title(text)
+        except _NumberOutOfRange as exc:
+            raise SpecError(f"line {line_no}: {exc}") from None
+
     for line_no, raw in enumerate(text.split("\n"), 1):
         if _FENCE.match(raw):
             in_fence = not in_fence
@@ -375,7 +388,7 @@ def parse_structured(text: str) -> ParsedSpec:
         h = _HEADING.match(raw)
         if h:
             level, htext = len(h.group(1)), h.group(2)
-            title = _task_title(htext)
+            title = task_title(htext, line_no)
             if title is not None:
                 close()
                 while headings and headings[-1][0] >= level:
@@ -407,7 +420,7 @@ def parse_structured(text: str) -> ParsedSpec:
             and current.field is not None
             and (current.field_heading or (b is not None and indent > current.field_indent))
         )
-        title = _task_title(body) if (b or indent == 0) else None
+        title = task_title(body, line_no) if (b or indent == 0) else None
         if title is not None and not (in_field_item and current is not None and current.field == "dependencies"):
             close()
             current = _Builder(title, phase_name(), line_no, indent, 0)
@@ -455,7 +468,7 @@ def parse_structured(text: str) -> ParsedSpec:
         result.tasks.append(spec_task)
         m = _PHASE_HEADING.search(spec_task.phase)
         tk = parse_title(spec_task.task.title)
-        if m and tk.phase is not None and int(m.group(1)) != tk.phase:
+        if m and tk.phase is not None and (m.group(1).lstrip("0") or "0") != str(tk.phase):
             warnings.append(
                 f"line {spec_task.line}: {key} is phase {tk.phase} by its key but sits under {spec_task.phase!r}; "
                 "the key decides the order"

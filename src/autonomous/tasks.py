@@ -14,6 +14,7 @@ orders tasks uses the resulting :class:`TitleKey`.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -86,22 +87,66 @@ _WORDED = re.compile(r"^\s*(?:Phase|Task)\s+(?P<phase>\d+)\.(?P<num>\d+)(?P<lett
 _TRACKER = re.compile(r"^\s*\[?(?P<key>[A-Z][A-Z0-9]{1,9}-(?P<num>\d+))\]?(?![.\d])")
 
 
+# The largest phase, task or tracker number a title key may carry: nine digits. Every
+# store keeps these numbers in a 32-bit integer column (PostgreSQL ``integer``), and no
+# plan has a billion phases; a title beyond it has no key (it sorts with untitled tasks),
+# and the spec parser and ``tasks add`` refuse it (:func:`check_title_numbers`).
+MAX_TITLE_NUMBER = 999_999_999
+
+
+def _in_range(*numbers: str) -> bool:
+    """Whether these digit strings are at most MAX_TITLE_NUMBER, without ``int()`` of a
+    string that may be thousands of digits long."""
+    return all(len(n) <= 9 or len(n.lstrip("0")) <= 9 for n in numbers)
+
+
+def _title_match(title: str) -> tuple[TitleKind, re.Match[str]] | None:
+    m = _BRACKET.match(title) or _LEADING.match(title) or _WORDED.match(title)
+    if m:
+        return TitleKind.PHASED, m
+    m = _TRACKER.match(title)
+    return (TitleKind.TRACKER, m) if m else None
+
+
+@functools.lru_cache(maxsize=262_144)
 def parse_title(title: str) -> TitleKey:
-    """Read the scheduling key a title carries (see the module docstring)."""
+    """Read the scheduling key a title carries (see the module docstring). Cached: a
+    spec's title is read by the parser, the key, the cycle check and the store alike."""
     if _META.match(title):
         return TitleKey(TitleKind.META, "META")
-    m = _BRACKET.match(title)
-    if m:
-        key = f"{m['prefix']}-{m['phase']}.{m['num']}{m['letter']}"
-        return TitleKey(TitleKind.PHASED, key, int(m["phase"]), int(m["num"]), m["letter"])
-    m = _LEADING.match(title) or _WORDED.match(title)
-    if m:
-        key = f"{m['phase']}.{m['num']}{m['letter']}"
-        return TitleKey(TitleKind.PHASED, key, int(m["phase"]), int(m["num"]), m["letter"])
-    m = _TRACKER.match(title)
-    if m:
+    found = _title_match(title)
+    if found is None:
+        return TitleKey(TitleKind.OTHER)
+    kind, m = found
+    if kind is TitleKind.TRACKER:
+        if not _in_range(m["num"]):
+            return TitleKey(TitleKind.OTHER)
         return TitleKey(TitleKind.TRACKER, m["key"], None, int(m["num"]))
-    return TitleKey(TitleKind.OTHER)
+    if not _in_range(m["phase"], m["num"]):
+        return TitleKey(TitleKind.OTHER)
+    prefix = f"{m['prefix']}-" if "prefix" in m.re.groupindex else ""
+    key = f"{prefix}{m['phase']}.{m['num']}{m['letter']}"
+    return TitleKey(TitleKind.PHASED, key, int(m["phase"]), int(m["num"]), m["letter"])
+
+
+def check_title_numbers(title: str, *, phased_only: bool = False) -> str | None:
+    """What is wrong with a title whose key carries a number beyond MAX_TITLE_NUMBER
+    (None when nothing is): for the spec parser (with the line) and ``tasks add``,
+    which refuse it rather than store a task that silently lost its place in the plan.
+    ``phased_only``: look only at phased keys (a spec's task lines)."""
+    if _META.match(title):
+        return None
+    found = _title_match(title)
+    if found is None or (phased_only and found[0] is not TitleKind.PHASED):
+        return None
+    kind, m = found
+    numbers = [m["num"]] if kind is TitleKind.TRACKER else [m["phase"], m["num"]]
+    for number in numbers:
+        if not _in_range(number):
+            digits = number.lstrip("0")
+            shown = number if len(number) <= 20 else f"{number[:12]}... ({len(digits)} digits)"
+            return f"number {shown} in the title key is out of range (at most {MAX_TITLE_NUMBER:,})"
+    return None
 
 
 _SLUG = re.compile(r"[^a-z0-9]+")

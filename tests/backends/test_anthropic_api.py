@@ -390,3 +390,22 @@ def test_missing_package_gives_the_install_hint(backend, project, monkeypatch):
     monkeypatch.setitem(sys.modules, "anthropic", None)  # "import anthropic" now raises ImportError
     with pytest.raises(BackendError, match=r"pip install 'autonomous-runner\[api\]'"):
         backend.run("x", RunOptions(cwd=project, env={"ANTHROPIC_API_KEY": "k"}))
+
+
+def test_allowed_tools_narrow_the_tools_a_read_only_review_gets(backend, project):
+    rules = [
+        Rule(
+            name="try to write",
+            match=Match(contains="REVIEW-1", turn=1),
+            response=Response(tool_use=[ToolCall("write_file", {"path": "x.txt", "content": "no\n"})], usage=USAGE),
+        ),
+        Rule(name="verdict", match=Match(has_tool_result=True), response=Response(text=report(), usage=USAGE)),
+    ]
+    with ScriptedModelServer(rules) as server:
+        events, out = run(backend, "REVIEW-1", options(server, project, allowed_tools=["Read", "Glob", "Grep"]))
+        offered = [t["name"] for t in server.message_requests()[0].body["tools"]]
+    assert offered == ["read_file", "list_dir", "search"]
+    assert not (project / "x.txt").exists()
+    refused = next(e for e in events if e.kind is EventKind.TOOL_RESULT)
+    assert refused.data["is_error"] and "not available" in refused.data["excerpt"]
+    assert out.status is OutcomeStatus.COMPLETED

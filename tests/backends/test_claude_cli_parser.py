@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from autonomous.backends.claude_cli import StreamParser, parse_stream
-from autonomous.backends.result import parse_usage_limit
 from autonomous.backends.text import summarize_input
 from autonomous.events import EventKind, OutcomeStatus
 
@@ -256,30 +255,23 @@ def test_rate_limit_warning_is_only_an_event():
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    "text",
     [
-        ("Claude AI usage limit reached|1700000000", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
-        ("You've hit your limit · resets 3pm (UTC)", datetime(2026, 11, 24, 15, 0, tzinfo=UTC)),
-        ("5-hour limit reached ∙ resets 9:30am (UTC)", datetime(2026, 11, 25, 9, 30, tzinfo=UTC)),
-        ("You've hit your limit · resets Nov 30, 8am (UTC)", datetime(2026, 11, 30, 8, 0, tzinfo=UTC)),
-        ("Claude usage limit reached. Your limit will reset at 12am (UTC).", datetime(2026, 11, 25, 0, 0, tzinfo=UTC)),
+        "Claude AI usage limit reached|1700000000",
+        "You've hit your limit · resets 3pm (UTC)",
+        "5-hour limit reached ∙ resets 9:30am (UTC)",
+        "Claude usage limit reached. Your limit will reset at 12am (UTC).",
     ],
 )
-def test_usage_limit_texts(text, expected):
-    assert parse_usage_limit(text, NOW) == (True, expected)
+def test_a_usage_limit_is_never_read_from_message_text(text):
+    # the wording and its "resets 3pm" change between versions and time zones (a reset a
+    # minute ago reads as tomorrow): only the rate_limit_event and the HTTP status decide
     _, outcome = replay(with_result("success.jsonl", result=text, is_error=True))
-    assert outcome.status is OutcomeStatus.RATE_LIMITED and outcome.retry_at == expected
-
-
-def test_usage_limit_in_a_successful_result_text():
-    raw = with_result("success.jsonl", result="Claude AI usage limit reached|1700000000")
-    assert replay(raw)[1].status is OutcomeStatus.RATE_LIMITED
-
-
-def test_ordinary_text_is_not_a_usage_limit():
-    assert parse_usage_limit("All tests pass.", NOW) == (False, None)
-    assert parse_usage_limit("", NOW) == (False, None)
-    assert parse_usage_limit("Shows 'usage limit reached' in the banner.", NOW, strict=True) == (False, None)
+    assert outcome.status is OutcomeStatus.ERROR and outcome.retry_at is None
+    _, outcome = replay(with_result("success.jsonl", result=text, is_error=True, api_error_status=429))
+    assert outcome.status is OutcomeStatus.RATE_LIMITED and outcome.retry_at == NOW + timedelta(seconds=60)
+    _, outcome = replay(with_result("success.jsonl", result=text))
+    assert outcome.status is OutcomeStatus.COMPLETED  # the "## Task Complete" report of the transcript
 
 
 @pytest.mark.parametrize(
@@ -331,3 +323,111 @@ def test_summarize_input():
     assert summarize_input({"file_path": "a.py", "content": "x" * 1000}) == "a.py"
     assert summarize_input({"x": 1}) == '{"x": 1}'
     assert len(summarize_input({"x": "y" * 1000})) == 300
+
+
+# -- Claude Code 2.1.332 transcripts (tests/fixtures/claude-code-cli, recorded by record_cli.py) -----
+
+CLI_2026 = TRANSCRIPTS.parent / "claude-code-cli"
+
+
+def transcript_2026(name: str) -> list[str]:
+    return (CLI_2026 / name).read_text().splitlines()
+
+
+def test_a_second_result_frame_from_a_background_task_is_not_the_runs_answer():
+    raw = transcript_2026("background-two-results.jsonl")
+    results = [json.loads(line) for line in raw if '"type":"result"' in line]
+    assert len(results) == 2 and "origin" not in results[0]
+    assert results[1]["origin"]["kind"] == "task-notification"
+    events, outcome = replay(raw)
+    # the model claimed completion, but its background job outlived the turn: not a success
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "background work outlived the turn" in outcome.error and "sleep 1" in outcome.error
+    assert outcome.turns == results[0]["num_turns"]  # the injected turn's count is not the run's
+    assert outcome.cost_usd == pytest.approx(results[1]["total_cost_usd"])  # the process's total
+    assert any("task-notification" in e.data.get("message", "") for e in events if e.kind is EventKind.WARNING)
+
+
+def test_background_disabled_refuses_the_call_and_the_claim_alone_completes():
+    events, outcome = replay(transcript_2026("background-disabled.jsonl"))
+    refused = [e for e in events if e.kind is EventKind.TOOL_RESULT]
+    assert refused and refused[0].data["is_error"] and "run_in_background" in refused[0].data["excerpt"]
+    # nothing ran in the background, so the run's own report stands (the runner's change check judges it)
+    assert outcome.status is OutcomeStatus.COMPLETED
+
+
+def test_a_rejected_rate_limit_event_stops_until_resets_at():
+    parser = StreamParser(clock=lambda: NOW)
+    events = []
+    for line in transcript_2026("rate-limit-rejected.jsonl"):
+        events += parser.feed(line)
+        if parser.stop is not None:
+            break
+    outcome = parser.outcome(None)
+    assert outcome.status is OutcomeStatus.RATE_LIMITED
+    assert outcome.retry_at == datetime.fromtimestamp(1_900_000_000, UTC)
+    limit = next(e for e in events if e.kind is EventKind.RATE_LIMIT)
+    assert limit.data["status"] == "rejected" and limit.data["limit_type"] == "five_hour"
+
+
+@pytest.mark.parametrize("limit_type", ["five_hour", "seven_day", "seven_day_opus", "seven_day_sonnet", "overage"])
+def test_rejected_is_keyed_on_status_and_resets_at_never_on_text(limit_type: str):
+    msgs = [json.loads(line) for line in transcript_2026("rate-limit-rejected.jsonl")]
+    event = next(m for m in msgs if m["type"] == "rate_limit_event")
+    event["rate_limit_info"]["rateLimitType"] = limit_type
+    event["rate_limit_info"]["resetsAt"] = 1_800_000_000
+    _, outcome = replay(lines(msgs))
+    assert outcome.status is OutcomeStatus.RATE_LIMITED
+    assert outcome.retry_at == datetime.fromtimestamp(1_800_000_000, UTC) and limit_type in outcome.error
+    # the same frame saying "allowed_warning" is information, not a stop
+    event["rate_limit_info"]["status"] = "allowed_warning"
+    msgs = [m for m in msgs if m["type"] != "assistant" and m["type"] != "result"] + messages("success.jsonl")[-2:]
+    _, outcome = replay(lines(msgs))
+    assert outcome.status is not OutcomeStatus.RATE_LIMITED
+
+
+def test_mcp_server_errors_on_init_are_warned_by_name():
+    events, outcome = replay(transcript_2026("mcp-server-errors.jsonl"))
+    start = next(e for e in events if e.kind is EventKind.BACKEND_START)
+    assert start.data["mcp_server_errors"][0]["name"] == "broken"
+    warning = next(e for e in events if e.kind is EventKind.WARNING)
+    assert "'broken'" in warning.data["message"] and "url_missing_type" in warning.data["message"]
+    assert outcome.status is OutcomeStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("terminal", "status"),
+    [
+        ("completed", OutcomeStatus.COMPLETED),
+        ("max_turns", OutcomeStatus.MAX_TURNS),
+        ("budget_exhausted", OutcomeStatus.BUDGET_EXCEEDED),
+        ("aborted_tools", OutcomeStatus.INTERRUPTED),
+        ("aborted_streaming", OutcomeStatus.INTERRUPTED),
+        ("background_requested", OutcomeStatus.FAILED),
+        ("prompt_too_long", OutcomeStatus.FAILED),
+        ("blocking_limit", OutcomeStatus.FAILED),
+        ("hook_stopped", OutcomeStatus.FAILED),
+        ("stop_hook_prevented", OutcomeStatus.FAILED),
+        ("tool_deferred", OutcomeStatus.FAILED),
+        ("model_error", OutcomeStatus.FAILED),
+        ("turn_setup_failed", OutcomeStatus.FAILED),
+    ],
+)
+def test_terminal_reason_decides_even_when_the_subtype_says_success(terminal: str, status: OutcomeStatus):
+    raw = (CLI_2026 / "mcp-server-errors.jsonl").read_text().splitlines()
+    msgs = [json.loads(line) for line in raw]
+    msgs[-1].update(terminal_reason=terminal)  # subtype success, is_error false, a completion report
+    _, outcome = replay(lines(msgs))
+    assert outcome.status is status
+    if status is OutcomeStatus.FAILED:
+        assert terminal in outcome.error
+
+
+def test_conversation_reset_moves_the_session_and_warns():
+    msgs = messages("success.jsonl")
+    reset = {"type": "conversation_reset", "new_conversation_id": "new-conv", "uuid": "u", "session_id": "old"}
+    msgs.insert(2, reset | {"trigger": "clear"})
+    msgs = [m | {"session_id": "new-conv"} if i > 2 and "session_id" in m else m for i, m in enumerate(msgs)]
+    events, outcome = replay(lines(msgs))
+    assert any("reset the conversation (trigger clear)" in e.data.get("message", "") for e in events)
+    assert outcome.session_id == "new-conv"

@@ -1,4 +1,5 @@
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -207,10 +208,23 @@ def _dead(pid: int) -> bool:
 def test_background_child_does_not_hold_the_tool_open(project):
     tools = LocalTools(project, bash_timeout=20)
     started = time.monotonic()
-    result = call(tools, "bash", command="sleep 30 & echo started")
+    # a child that outlives the shell and holds its output pipe (a program that forks by
+    # itself: the shell syntax for a job, `&`, is refused before it runs, see below)
+    spawn = f'{sys.executable} -c \'import subprocess; subprocess.Popen(["sleep", "30"])\''
+    result = call(tools, "bash", command=f"{spawn}; echo started")
     assert time.monotonic() - started < 10
     assert "started" in result.content
     assert not result.is_error
+
+
+def test_detached_jobs_are_refused_before_they_run(project):
+    tools = LocalTools(project, bash_timeout=20)
+    for command in ("touch late & echo started", "nohup touch late", "setsid touch late"):
+        result = call(tools, "bash", command=command)
+        assert result.is_error and result.denied and "background" in result.content
+    assert not (project / "late").exists()
+    assert not call(tools, "bash", command="(touch joined) & wait").is_error
+    assert (project / "joined").exists()
 
 
 def test_denied_command_never_runs(tools, project):

@@ -9,27 +9,37 @@ claude-agent-sdk) against the scripted model server.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_project import (
+    API_KEY,
+    FILES,
+    SPEC,
+    TOKEN,
+    WEBHOOK,
+    autonomous,
+    env_for,
+    git,
+    init,
+    newcomer_project,
+    task_states,
+)
 
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import RunOptions
 from autonomous.config import parse_config
 from autonomous.errors import RunnerBusy
-from autonomous.events import Event, Outcome, OutcomeStatus
+from autonomous.events import Outcome
 from autonomous.providers.file import FileProvider
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
-from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
+from autonomous.testing.cli_env import bundled_claude_path
 from autonomous.testing.model_server import (
     ErrorSpec,
     Match,
@@ -39,75 +49,12 @@ from autonomous.testing.model_server import (
     ToolCall,
     complete_task_rules,
 )
+from autonomous.testing.scripted_backend import ScriptedBackend, complete
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(bundled_claude_path() is None, reason="needs the Claude Code CLI bundled with claude-agent-sdk"),
 ]
-
-TOKEN = "sk-ant-user-token-" + "Qx7" * 8  # the user's own token in .env
-API_KEY = "sk-ant-api03-e2e-" + "k3Y" * 8  # the key the runner's backend is given
-WEBHOOK = "http://127.0.0.1:9/services/T0LOCAL/B0LOCAL/whsecretwhsecretwhsecret"
-SPEC = """# Calc
-
-## Phase 1: Basics
-- [CALC-1.1] Add an add function
-- [CALC-1.2] Add a sub function
-
-## Phase 2: More
-- [CALC-2.1] Add a mul function
-"""
-FILES = {
-    "CALC-1.1": {"add.py": "def add(a, b):\n    return a + b\n", "test_add.py": "from add import add\n"},
-    "CALC-1.2": {"sub.py": "def sub(a, b):\n    return a - b\n"},
-    "CALC-2.1": {"mul.py": "def mul(a, b):\n    return a * b\n", "calc.py": "VERSION = 2\n"},
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-def newcomer_project(root: Path, **config: dict) -> Path:
-    """One commit (calc.py); untracked .env, notes.txt, spec.md and config; no .gitignore."""
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "new@example.com")
-    git(root, "config", "user.name", "newcomer")
-    (root / "calc.py").write_text("VERSION = 1\n")
-    git(root, "add", "calc.py")
-    git(root, "commit", "-q", "-m", "start")
-    (root / ".env").write_text(f"MY_TOKEN={TOKEN}\n")
-    (root / "notes.txt").write_text("remember the milk\n")
-    (root / "spec.md").write_text(SPEC)
-    settings = {
-        "autonomous": {"max_tasks_per_session": 20, "lease_seconds": 60, **config.pop("autonomous", {})},
-        "progress": {"slack_webhook": WEBHOOK},
-        **config,
-    }
-    (root / ".ai-agents").mkdir()
-    (root / ".ai-agents" / "config.yml").write_text(yaml.safe_dump(settings))
-    return root
-
-
-def env_for(server: ScriptedModelServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = claude_cli_env(server.url, home, api_key=API_KEY)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    env.update(extra)
-    return env
-
-
-def autonomous(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "autonomous", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def init(project: Path, env: dict[str, str]) -> None:
-    proc = autonomous(project, env, "init", "--spec", "spec.md", "--no-model")
-    assert proc.returncode == 0, proc.stderr
 
 
 def rules() -> list[Rule]:
@@ -115,13 +62,6 @@ def rules() -> list[Rule]:
     for key in ("CALC-2.1", "CALC-1.2", "CALC-1.1"):  # later keys first: their prompts quote earlier notes
         out += complete_task_rules(f"Task {key}:", files=FILES[key])
     return out
-
-
-def task_states(project: Path) -> dict[str, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "autonomous", "tasks", "--json"], cwd=project, capture_output=True, text=True, check=True
-    )
-    return {t["key"]: t for t in json.loads(proc.stdout)["tasks"]}
 
 
 def commits_by_key(project: Path) -> dict[str, list[str]]:
@@ -313,21 +253,6 @@ def test_outside_git_start_warns_once_and_still_checks_changes(tmp_path: Path) -
 # -- one runner per project ------------------------------------------------------------------------
 
 
-class WaitingBackend(Backend):
-    """Completes its task once ``gate`` is set: the runner that got in stays in until the
-    other runner's start() has returned."""
-
-    name = "waiting"
-
-    def __init__(self, gate: threading.Event):
-        self.gate = gate
-
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        await asyncio.to_thread(self.gate.wait, 30)
-        Path(options.cwd, "done.txt").write_text("done\n")
-        yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1)
-
-
 def test_two_runners_started_at_once_through_the_python_api(tmp_path: Path) -> None:
     """20 trials: two threads start a runner on one project at the same instant. The one
     that gets in waits in its backend until the other has returned; if both got in, each
@@ -350,7 +275,11 @@ def _race_two_runners(project: Path) -> list[object]:
 
     def one() -> None:
         config = parse_config({"autonomous": {"max_tasks_per_session": 1}}, root=project)
-        runner = AutonomousRunner(config, backend=WaitingBackend(returned))
+        def wait_then_complete(prompt: str, options: RunOptions) -> Outcome:
+            returned.wait(30)  # blocks this runner's own loop, in its own thread, until the other returned
+            return complete("done.txt")(prompt, options)
+
+        runner = AutonomousRunner(config, backend=ScriptedBackend(default=wait_then_complete))
         gate.wait()
         try:
             results.append(runner.start().exit_code)

@@ -148,3 +148,46 @@ def test_rebase_strategy_fast_forwards(repo: Path) -> None:
     assert sh(repo, "log", "--format=%s", "-2").splitlines() == ["T-1.2: work", "T-1.1: work"]
     git.undo_merge(repo, result.before)
     assert not (repo / "b.txt").exists() and git.branch_exists(repo, "autonomous/T-1.2")
+
+
+# -- a controlled configuration: nothing the repository names is run -------------------------------
+
+
+def plant_programs(repo: Path, marks: Path) -> list[str]:
+    """Hooks, fsmonitor, a clean filter, a textconv and an alias that each leave a mark when run."""
+    names = ["pre-commit", "post-commit", "commit-msg", "fsmonitor", "filter", "textconv"]
+    hooks = repo / ".git" / "hooks"
+    for hook in ("pre-commit", "post-commit", "commit-msg"):
+        (hooks / hook).write_text(f"#!/bin/sh\ntouch {marks}/{hook}\n")
+        (hooks / hook).chmod(0o755)
+    sh(repo, "config", "core.fsmonitor", f"touch {marks}/fsmonitor; echo")
+    sh(repo, "config", "filter.evil.clean", f"touch {marks}/filter; cat")
+    sh(repo, "config", "filter.evil.required", "true")
+    sh(repo, "config", "diff.evil.textconv", f"touch {marks}/textconv; cat")
+    sh(repo, "config", "alias.status", f"!touch {marks}/alias")
+    (repo / ".gitattributes").write_text("*.txt filter=evil diff=evil\n")
+    return names
+
+
+def test_the_runners_git_runs_no_program_the_repository_names(repo: Path, tmp_path_factory) -> None:
+    marks = tmp_path_factory.mktemp("marks")
+    plant_programs(repo, marks)
+    (repo / "work.txt").write_text("the agent's work\n")
+    before = changes.TreeState(git.toplevel(repo), git.head(repo), {})
+    sha = commit_work(repo, "task T-1", before)
+    assert sha is not None
+    assert git.show(repo, sha, stat=True)
+    assert sorted(p.name for p in marks.iterdir()) == []
+    assert sh(repo, "show", f"{sha}:work.txt") == "the agent's work\n"  # committed as is, no filter
+
+
+def test_run_hooks_restores_the_repositorys_programs(repo: Path, tmp_path_factory) -> None:
+    marks = tmp_path_factory.mktemp("marks")
+    plant_programs(repo, marks)
+    (repo / "work.txt").write_text("the agent's work\n")
+    git.set_run_hooks(True)
+    try:
+        commit_work(repo, "task T-1")
+    finally:
+        git.set_run_hooks(False)
+    assert {"pre-commit", "post-commit", "filter"} <= {p.name for p in marks.iterdir()}

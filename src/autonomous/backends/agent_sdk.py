@@ -26,6 +26,8 @@ What this module has to get right, learnt from the SDK and its predecessor:
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -45,7 +47,8 @@ from autonomous.backends.result import (
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.policy import CommandPolicy
+from autonomous.policy import HOOK_MATCHER, NO_BACKGROUND_ENV, CommandPolicy, background_request
+from autonomous.sandbox import claude as claude_sandbox
 
 
 class AgentSDKBackend(Backend):
@@ -228,13 +231,16 @@ class AgentSDKBackend(Backend):
         denials: list[Event] = []  # filled by the hook, drained into the stream
 
         async def pre_tool_use(hook_input: dict[str, Any], tool_use_id: str | None, context: Any) -> dict[str, Any]:
-            if hook_input.get("tool_name") != "Bash":
+            name = str(hook_input.get("tool_name"))
+            reason = background_request(name, hook_input.get("tool_input"))  # work that would outlive the turn
+            if reason is None and name != "Bash":
                 return {}
-            command = (hook_input.get("tool_input") or {}).get("command", "")
-            allowed, reason = policy.check(command if isinstance(command, str) else "")
-            if allowed:
-                return {}  # no opinion: the normal permission rules apply
-            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name="Bash", reason=reason))
+            if reason is None:
+                command = (hook_input.get("tool_input") or {}).get("command", "")
+                allowed, reason = policy.check(command if isinstance(command, str) else "")
+                if allowed:
+                    return {}  # no opinion: the normal permission rules apply
+            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name=name, reason=reason))
             return {
                 "hookSpecificOutput": {
                     "hookEventName": "PreToolUse",
@@ -247,6 +253,18 @@ class AgentSDKBackend(Backend):
         system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
         if options.append_system_prompt:
             system_prompt["append"] = options.append_system_prompt
+        sandboxed: dict[str, Any] = {}
+        env = dict(options.env)
+        if options.sandbox is not None:
+            credentials = claude_sandbox.Credentials({**os.environ, **options.env})
+            run.cleanup.callback(credentials.close)
+            settings = claude_sandbox.merge_settings(claude_sandbox.settings(options.sandbox), credentials.settings())
+            env.update(claude_sandbox.cli_environment({**os.environ, **env}))  # the CLI passes its environment on
+            sandboxed = {
+                "settings": json.dumps(settings),
+                "tools": claude_sandbox.tool_names(options.allowed_tools),
+                "extra_args": {"restricted": None},
+            }
         sdk_options = sdk.ClaudeAgentOptions(
             model=options.model,
             cwd=str(options.cwd),
@@ -258,10 +276,11 @@ class AgentSDKBackend(Backend):
             mcp_servers=dict(options.mcp_servers),
             resume=options.session_id,
             cli_path=options.claude_path,
-            env=dict(options.env),
+            env={**NO_BACKGROUND_ENV, **env},
             max_budget_usd=run.usd_left,
-            hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[pre_tool_use], on_failure="block")]},
+            hooks={"PreToolUse": [sdk.HookMatcher(matcher=HOOK_MATCHER, hooks=[pre_tool_use], on_failure="block")]},
             stderr=stderr_tail.append,
+            **sandboxed,
         )
         client = sdk.ClaudeSDKClient(options=sdk_options)
         run.cleanup.push_async_callback(_disconnect, client)

@@ -128,6 +128,11 @@ class AnthropicBackend(Backend):
                 f"(export {API_KEY_ENV}=..., or use the claude-code backend with your subscription)"
             )
         CommandPolicy(options.command_allow, options.command_deny)  # ConfigError on a bad rule
+        if options.sandbox is not None and options.sandbox.network == "allow":
+            raise BackendError(
+                "autonomous.sandbox.network: allow is enforced by Claude Code's proxy, which the anthropic-sdk "
+                "backend does not have: use network: off or on, or the claude-code backend"
+            )
 
     def should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, self._sdk.APIStatusError):
@@ -172,7 +177,7 @@ class AnthropicBackend(Backend):
                 "model": model,
                 "max_tokens": run.options.max_tokens,
                 "system": [{"type": "text", "text": run.state["system"], "cache_control": {"type": "ephemeral"}}],
-                "tools": tools.definitions(),
+                "tools": [t for t in tools.definitions() if t["name"] in run.state["offered"]],
                 "messages": messages,
             }
             message: Any = None
@@ -217,7 +222,9 @@ class AnthropicBackend(Backend):
         options = run.options
         model = MODEL_ALIASES.get(options.model, options.model)
         policy = CommandPolicy(options.command_allow, options.command_deny)
-        tools = LocalTools(options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env)
+        tools = LocalTools(
+            options.cwd, policy, bash_timeout=self.bash_timeout, env=options.env, sandbox=options.sandbox
+        )
         system = SYSTEM_PROMPT.format(cwd=tools.root)
         if options.append_system_prompt:
             system += "\n\n" + options.append_system_prompt
@@ -226,8 +233,10 @@ class AnthropicBackend(Backend):
             api_key=_api_key(options), base_url=base_url or None, max_retries=0, timeout=self.request_timeout
         )
         await run.cleanup.enter_async_context(client)
-        run.state.update(tools=tools, system=system, client=client, messages=[], model=model)
-        events = [run.ev(EventKind.BACKEND_START, model=model, tools=[t["name"] for t in tools.definitions()])]
+        offered = {name for tool, name in CLAUDE_CODE_TOOLS.items() if tool in options.allowed_tools}
+        run.state.update(tools=tools, system=system, client=client, messages=[], model=model, offered=offered)
+        names = [t["name"] for t in tools.definitions() if t["name"] in offered]
+        events = [run.ev(EventKind.BACKEND_START, model=model, tools=names)]
         if not pricing.is_known(model):
             message = f"no price for model {model!r}: cost is estimated at the most expensive model's rates"
             events.append(run.ev(EventKind.WARNING, message=message))
@@ -244,6 +253,8 @@ class AnthropicBackend(Backend):
             # The call may have been cut off mid-input; never run a truncated command.
             text = "not run: your response hit max_tokens, so this call may be incomplete; send it again, shorter"
             is_error, denied = True, False
+        elif block.name not in run.state["offered"]:
+            text, is_error, denied = f"{block.name} is not available in this session", True, True
         else:
             result = await tools.execute(block.name, block.input)
             text, is_error, denied = result.content, result.is_error, result.denied
@@ -280,6 +291,18 @@ class AnthropicBackend(Backend):
             # whatever is not an API answer is a stream that cannot be trusted, retried like a 5xx.
             raise IncompleteStream(f"malformed stream: {type(exc).__name__}: {exc}") from exc
         yield message
+
+
+# ``allowed_tools`` speaks Claude Code's tool names; these are the runner's own tools that
+# do the same (a read-only review allows Read, Glob and Grep only).
+CLAUDE_CODE_TOOLS = {
+    "Read": "read_file",
+    "Write": "write_file",
+    "Edit": "edit_file",
+    "Glob": "list_dir",
+    "Grep": "search",
+    "Bash": "bash",
+}
 
 
 def _text_of(block: Any) -> str:

@@ -41,6 +41,7 @@ from autonomous.backends.report import NUDGE_PROMPT, Nudges
 from autonomous.backends.text import clip
 from autonomous.errors import AutonomousError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.sandbox import Confinement
 
 DEFAULT_ALLOWED_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite"]
 
@@ -106,6 +107,8 @@ class RunOptions:
     claude_path: str | None = None
     context_window: int = 200_000
     allowance: TaskAllowance | None = None
+    # What the agent may see and touch (autonomous.sandbox); None: the sandbox is off.
+    sandbox: Confinement | None = None
 
 
 @dataclass(slots=True)

@@ -54,80 +54,6 @@ def context_tokens(usage: Usage) -> int:
     return usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
 
 
-# "Claude AI usage limit reached|1700000000" (older CLIs), "You've hit your limit · resets 3pm (Europe/Paris)",
-# "5-hour limit reached ∙ resets 3:30pm", "... resets Nov 25, 3pm".
-_LIMIT_EPOCH = re.compile(r"usage limit reached\s*\|\s*(\d{9,13})", re.I)
-_LIMIT_TEXT = re.compile(r"(?:usage limit|hit your (?:usage )?limit|limit reached|limit will reset)", re.I)
-# A successful result is only a limit message when it *is* one, not when the model's
-# summary mentions limits ("Added rate limit middleware"): the message leads the text.
-_LIMIT_HEAD = re.compile(
-    r"^\W*(?:claude(?: ai)? usage limit reached|you(?:'|\u2019)ve hit your (?:usage )?limit|\d+-hour limit reached"
-    r"|weekly limit reached|usage limit reached)",
-    re.I,
-)
-_RESETS = re.compile(
-    r"resets?\s+(?:at\s+)?(?:(?P<month>[A-Z][a-z]{2,8})\.?\s+(?P<day>\d{1,2}),?\s+(?:at\s+)?)?"
-    r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?(?:\s*\((?P<tz>[^)]+)\))?",
-    re.I,
-)
-_MONTHS = {
-    m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
-}
-
-
-def parse_usage_limit(text: str, now: datetime | None = None, *, strict: bool = False) -> tuple[bool, datetime | None]:
-    """Whether ``text`` is a usage-limit message, and when the limit resets if it says so.
-
-    ``strict``: the text must start with the message (for texts that may be the model's own).
-    """
-    if not text or (strict and not _LIMIT_HEAD.match(text)):
-        return False, None
-    m = _LIMIT_EPOCH.search(text)
-    if m:
-        stamp = int(m.group(1))
-        if stamp > 10**11:  # milliseconds
-            stamp //= 1000
-        return True, datetime.fromtimestamp(stamp, UTC)
-    if not _LIMIT_TEXT.search(text):
-        return False, None
-    m = _RESETS.search(text)
-    if not m:
-        return True, None
-    return True, _reset_time(m, now or datetime.now(UTC))
-
-
-def _reset_time(m: re.Match[str], now: datetime) -> datetime | None:
-    hour, minute = int(m.group("hour")), int(m.group("minute") or 0)
-    ampm = (m.group("ampm") or "").replace(".", "").lower()
-    if ampm == "pm" and hour < 12:
-        hour += 12
-    elif ampm == "am" and hour == 12:
-        hour = 0
-    if hour > 23 or minute > 59:
-        return None
-    tz: Any = None
-    if m.group("tz"):
-        try:
-            from zoneinfo import ZoneInfo
-
-            tz = ZoneInfo(m.group("tz").strip())
-        except Exception:
-            tz = None
-    local_now = now.astimezone(tz) if tz is not None else now.astimezone()
-    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    month = _MONTHS.get((m.group("month") or "")[:3].lower())
-    if month and m.group("day"):
-        try:
-            candidate = candidate.replace(month=month, day=int(m.group("day")))
-        except ValueError:
-            return None
-        if candidate < local_now - timedelta(days=1):
-            candidate = candidate.replace(year=candidate.year + 1)
-    elif candidate <= local_now:
-        candidate += timedelta(days=1)
-    return candidate.astimezone(UTC)
-
-
 def outcome_from_result(
     result: dict[str, Any],
     final_text: str = "",
@@ -150,15 +76,18 @@ def outcome_from_result(
     detail = "; ".join(errors) or text
     if subtype == "error_max_turns" or terminal == "max_turns":
         return Outcome(OutcomeStatus.MAX_TURNS, error=detail or "reached the turn limit")
-    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd"):
+    if subtype == "error_max_budget_usd" or terminal in ("max_budget", "max_budget_usd", "budget_exhausted"):
         return Outcome(OutcomeStatus.BUDGET_EXCEEDED, error=detail or "reached the budget")
-    # A successful result is a limit message only when it starts with one (strict).
-    limited, retry_at = parse_usage_limit(text or final_text, now, strict=not is_error)
-    if limited:
-        error = clip(text or final_text)
-        return Outcome(OutcomeStatus.RATE_LIMITED, error=error, retry_at=retry_at or rate_limit_reset)
+    # A usage limit is known from structured signals only (the rate_limit_event, a 429):
+    # the CLI's wording and its "resets 3pm" change between versions and time zones.
     if terminal.startswith("aborted"):
         return Outcome(OutcomeStatus.INTERRUPTED, error=f"the CLI stopped the turn ({terminal})")
+    if terminal in UNFINISHED_TERMINAL_REASONS:
+        # the turn ended for a reason other than the model finishing: never a success, whatever the subtype
+        why = UNFINISHED_TERMINAL_REASONS[terminal]
+        return Outcome(
+            OutcomeStatus.FAILED, error=f"{why} (terminal_reason {terminal})" + (f": {clip(detail)}" if detail else "")
+        )
     if is_error or subtype != "success":
         status = result.get("api_error_status")
         if status is None and api_error is not None:
@@ -171,6 +100,26 @@ def outcome_from_result(
             error=clip(detail) or f"the CLI reported an error (subtype {subtype or '?'})",
         )
     return report_outcome(text, final_text)
+
+
+# ``terminal_reason`` values of a turn the model did not finish (Claude Code 2.1.332's list;
+# ``completed``, ``max_turns``, ``budget_exhausted``, ``api_error`` and ``aborted_*`` are
+# handled above). A value not listed here falls through to ``is_error``/``subtype``.
+UNFINISHED_TERMINAL_REASONS = {
+    "background_requested": "the turn ended with background work still running",
+    "blocking_limit": "the context is full",
+    "prompt_too_long": "the context is full",
+    "rapid_refill_breaker": "the context kept refilling after compaction",
+    "stop_hook_prevented": "a Stop hook prevented the turn from ending normally",
+    "hook_stopped": "a hook stopped the turn",
+    "tool_deferred": "a tool call was deferred",
+    "tool_deferred_unavailable": "a deferred tool was not available",
+    "model_error": "the model failed",
+    "image_error": "an image could not be processed",
+    "malformed_tool_use_exhausted": "the model kept sending malformed tool calls",
+    "structured_output_retry_exhausted": "the structured output kept failing",
+    "turn_setup_failed": "the turn could not be set up",
+}
 
 
 def api_failure(

@@ -12,8 +12,14 @@ Tool failures are not exceptions to the caller: :meth:`LocalTools.execute` alway
 :class:`ToolResult`, with ``is_error`` set when the tool refused or failed, because the
 model is expected to read the error and adapt.
 
-Confinement is a guard against mistakes, not a sandbox: a command run by ``bash`` can still
-reach anything the user can (the policy only refuses known-dangerous commands).
+With a :class:`~autonomous.sandbox.Confinement` (the default: ``autonomous.sandbox``), ``bash``
+runs inside bubblewrap (:mod:`autonomous.sandbox.bwrap`) with an environment free of
+credentials, and the file tools also refuse the tool's own folders (``.ai-agents``, the
+state and log folders) and writes under ``.git``. The file tools run in the runner's
+process, never concurrently with a command of the agent (every process a command started
+is gone when it returns), so a path checked is the path used. Without one, confinement is
+a guard against mistakes, not a sandbox: a command run by ``bash`` can reach anything the
+user can (the policy only refuses known-dangerous commands).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from autonomous.policy import BACKGROUND_REFUSAL, detached_job
+from autonomous.sandbox import Confinement, bwrap
+from autonomous.sandbox.env import scrubbed
 
 
 class _Policy(Protocol):
@@ -154,8 +164,10 @@ class LocalTools:
         max_search_results: int = 100,
         max_list_entries: int = 1000,
         env: dict[str, str] | None = None,
+        sandbox: Confinement | None = None,
     ):
         self.root = Path(root).resolve()
+        self.sandbox = sandbox
         self.policy = policy
         self.bash_timeout = bash_timeout
         self.max_bash_timeout = max_bash_timeout
@@ -196,8 +208,9 @@ class LocalTools:
 
     # -- paths -------------------------------------------------------------------------
 
-    def resolve(self, path: Any, *, default: str | None = None) -> Path:
-        """``path`` made absolute and checked to be inside the project root."""
+    def resolve(self, path: Any, *, default: str | None = None, write: bool = False) -> Path:
+        """``path`` made absolute and checked to be inside the project root (and, sandboxed,
+        outside the tool's folders, and outside ``.git`` for a ``write``)."""
         if path is None or path == "":
             if default is None:
                 raise ToolError("missing required argument 'path'")
@@ -209,7 +222,13 @@ class LocalTools:
         resolved = (self.root / os.path.expanduser(path)).resolve()
         if resolved != self.root and not resolved.is_relative_to(self.root):
             raise PathRefused(f"path {path!r} is outside the project directory ({self.root}); refused")
+        refusal = self.sandbox.refusal(resolved, write=write) if self.sandbox is not None else None
+        if refusal is not None:
+            raise PathRefused(refusal)
         return resolved
+
+    def _visible(self, path: Path) -> bool:
+        return self.sandbox is None or self.sandbox.refusal(path, write=False) is None
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path != self.root else "."
@@ -242,7 +261,7 @@ class LocalTools:
         return ToolResult("\n".join(out))
 
     def _write_file(self, args: dict[str, Any]) -> ToolResult:
-        path = self.resolve(args.get("path"))
+        path = self.resolve(args.get("path"), write=True)
         content = args.get("content")
         if not isinstance(content, str):
             raise ToolError("'content' must be a string")
@@ -255,7 +274,7 @@ class LocalTools:
         return ToolResult(f"{verb} {self._rel(path)} ({len(content.encode('utf-8'))} bytes)")
 
     def _edit_file(self, args: dict[str, Any]) -> ToolResult:
-        path = self.resolve(args.get("path"))
+        path = self.resolve(args.get("path"), write=True)
         old, new = args.get("old_string"), args.get("new_string")
         if not isinstance(old, str) or not isinstance(new, str):
             raise ToolError("'old_string' and 'new_string' must be strings")
@@ -281,7 +300,7 @@ class LocalTools:
         path = self.resolve(args.get("path"), default=".")
         if not path.is_dir():
             raise ToolError(f"{self._rel(path)} is not a directory")
-        entries = sorted(path.iterdir(), key=lambda p: p.name)
+        entries = sorted((p for p in path.iterdir() if self._visible(p.absolute())), key=lambda p: p.name)
         lines = [p.name + ("/" if p.is_dir() else "") for p in entries[: self.max_list_entries]]
         if len(entries) > self.max_list_entries:
             lines.append(f"[... {len(entries) - self.max_list_entries} more entries ...]")
@@ -327,7 +346,8 @@ class LocalTools:
             yield base
             return
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and self._visible(here / d))
             for name in sorted(filenames):
                 file = Path(dirpath) / name
                 # A symlink inside the tree may point outside it: only follow it if it stays in.
@@ -335,7 +355,7 @@ class LocalTools:
                     real = file.resolve()
                 except OSError:
                     continue
-                if real.is_relative_to(self.root) and real.is_file():
+                if real.is_relative_to(self.root) and real.is_file() and self._visible(real):
                     yield file
 
     # -- bash --------------------------------------------------------------------------
@@ -344,6 +364,9 @@ class LocalTools:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("missing required argument 'command'")
+        job = detached_job(command)  # the run ends with the turn: a detached job would outlive it unseen
+        if job:
+            return ToolResult(f"command refused: {job}: {BACKGROUND_REFUSAL}", is_error=True, denied=True)
         if self.policy is not None:
             ok, reason = self.policy.check(command)
             if not ok:
@@ -351,6 +374,10 @@ class LocalTools:
         timeout = self.bash_timeout
         if isinstance(args.get("timeout"), int | float) and args["timeout"] > 0:
             timeout = min(float(args["timeout"]), self.max_bash_timeout)
+        if self.sandbox is not None:
+            argv = bwrap.argv(self.sandbox, command, bwrap=bwrap.find_bwrap() or "bwrap")
+            env = scrubbed(os.environ, self.env)
+            return await run_command(argv, self.root, timeout=timeout, output_cap=self.output_cap, env=env)
         return await run_command(command, self.root, timeout=timeout, output_cap=self.output_cap, env=self._env())
 
     def _env(self) -> dict[str, str]:
@@ -361,18 +388,21 @@ class LocalTools:
 
 
 async def run_command(
-    command: str, cwd: Path, *, timeout: float, output_cap: int, env: dict[str, str] | None = None
+    command: str | list[str], cwd: Path, *, timeout: float, output_cap: int, env: dict[str, str] | None = None
 ) -> ToolResult:
-    """Run ``command`` in a shell in its own process group; kill the group on timeout.
+    """Run ``command`` (a shell command, or an argv such as the sandbox's) in its own process
+    group; kill the group on timeout.
 
     stdout and stderr are merged and read incrementally, keeping only the first and last
     ``output_cap / 2`` bytes, so a command printing gigabytes costs no memory.
     """
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
-    transport, protocol = await loop.subprocess_shell(
+    start = loop.subprocess_shell if isinstance(command, str) else loop.subprocess_exec
+    program = (command,) if isinstance(command, str) else tuple(command)
+    transport, protocol = await start(
         lambda: _ExitProtocol(exited, loop),
-        command,
+        *program,
         cwd=str(cwd),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autonomous.runner_state import write_json_atomic
+from autonomous.fsutil import write_json_atomic
 
 LEDGER_NAME = "imports.json"
 

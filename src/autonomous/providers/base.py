@@ -22,7 +22,7 @@ of these they can only approximate, and how.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,24 @@ class CreateResult:
     @property
     def tasks(self) -> list[Task]:
         return self.created + self.existing
+
+
+@dataclass(slots=True)
+class TaskCounts:
+    """The non-META tasks by status, and what they have cost: what ``status`` shows,
+    answered by one aggregate query in the SQL stores."""
+
+    by_status: dict[TaskStatus, int] = field(default_factory=lambda: dict.fromkeys(TaskStatus, 0))
+    cost_usd: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def open(self) -> int:
+        """Tasks still to do: todo, in progress or blocked."""
+        return sum(n for status, n in self.by_status.items() if not status.satisfied)
 
 
 @dataclass(slots=True)
@@ -185,6 +203,8 @@ class StateProvider(abc.ABC):
     have safe defaults built on them, which a store may override for speed."""
 
     kind: str = "abstract"
+    # The clock leases are judged by; stores keep their own (tests pass a fake one).
+    _now: Callable[[], datetime] = staticmethod(utcnow)
 
     # -- reading -------------------------------------------------------------------
     @abc.abstractmethod
@@ -212,6 +232,35 @@ class StateProvider(abc.ABC):
             if scheduler.is_meta(task):
                 return task
         return None
+
+    def iter_tasks(
+        self, statuses: Iterable[TaskStatus] | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> Iterator[Task]:
+        """Tasks (optionally only those with the given statuses) in scheduling order, from
+        ``offset``, at most ``limit`` of them. The SQL stores stream them from one
+        snapshot, so a listing of 100,000 tasks never holds them all; the default reads
+        the list and sorts it."""
+        ordered = scheduler.order(self.list_tasks(statuses))
+        yield from ordered[offset : None if limit is None else offset + limit]
+
+    def count_by_status(self) -> TaskCounts:
+        """How many non-META tasks each status has, and their total cost."""
+        counts = TaskCounts()
+        for task in self.list_tasks():
+            if not scheduler.is_meta(task):
+                counts.by_status[task.status] += 1
+                counts.cost_usd += task.cost_usd
+        return counts
+
+    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+        """The task ``claim_next`` would claim now, without claiming it (None when nothing
+        is ready); DependencyCycle as the scheduler raises it. The SQL stores answer with
+        the claim's own candidate query."""
+        return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude)
+
+    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
+        """How many open non-META tasks are ready now (the rest wait)."""
+        return sum(d.ready for d in scheduler.plan(self.list_tasks(), self._now(), ordering))
 
     # -- writing -------------------------------------------------------------------
     @abc.abstractmethod
@@ -280,7 +329,7 @@ class StateProvider(abc.ABC):
         worker just moves on to the next candidate.
         """
         return claim_first_ready(
-            self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds), utcnow, ordering, exclude
+            self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds), self._now, ordering, exclude
         )
 
     # -- sessions ------------------------------------------------------------------

@@ -65,6 +65,7 @@ from autonomous.providers.base import (
     CreateResult,
     SessionRecord,
     StateProvider,
+    TaskCounts,
     check_takeable,
     check_token,
     given,
@@ -146,7 +147,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_started ON sessions (started_at);
     """,
-    # 2: the in_review status (execution.handoff: review). SQLite cannot change a CHECK
+    # 1 -> 2: `status` and `next` count tasks by status from this index alone
+    """
+    CREATE INDEX tasks_status_counts ON tasks (status, kind, cost_usd);
+    """,
+    # 2 -> 3: the in_review status (execution.handoff: review). SQLite cannot change a CHECK
     # constraint in place: the table is rebuilt, rows copied as they are.
     """
     CREATE TABLE tasks_v2 (
@@ -183,6 +188,7 @@ MIGRATIONS: list[str] = [
         WHERE status IN ('todo', 'in_progress', 'blocked', 'in_review');
     CREATE INDEX tasks_meta_order ON tasks (phase, number, letter, prio, created_at, id) WHERE kind = 0;
     CREATE INDEX tasks_key_nocase ON tasks (key COLLATE NOCASE);
+    CREATE INDEX tasks_status_counts ON tasks (status, kind, cost_usd);
     """,
 ]
 
@@ -197,6 +203,9 @@ _READY = f"""
         WHERE d.task_id = t.id AND (x.id IS NULL OR x.status NOT IN {_SATISFIED}))
     AND t.id NOT IN (SELECT value FROM json_each(:exclude))
 """
+# Open tasks, walked in scheduling order through their partial index: named, so that no
+# other index (the status counts') can make a claim sort every open task instead.
+_OPEN_TASKS = "tasks t INDEXED BY tasks_open_order"
 _TASK_COLUMNS = (
     "t.id, t.key, t.title, t.description, t.acceptance_criteria, t.test_steps, t.status, t.priority, "
     "t.labels, t.worker_id, t.expires_at, t.fence, t.created_at, t.updated_at, t.cost_usd, t.turns"
@@ -216,6 +225,8 @@ def _list(text: str) -> list[str]:
 
 
 _dt = datetime.fromisoformat  # what _ts wrote
+_PAGE = 500  # rows per fetch when streaming tasks
+PROVE_ACYCLIC_AFTER = 100  # tasks created in one batch that are proven free of cycles at once
 _LIST_COLUMNS = ("acceptance_criteria", "test_steps", "labels")
 
 
@@ -272,12 +283,16 @@ class FileProvider(StateProvider):
         self._local.conn, self._local.pid = conn, pid
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> sqlite3.Connection:
+        """A plain connection to the store (checked and migrated by :meth:`_connect`)."""
         try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            return sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise ProviderError(f"{self.path}: cannot open the task store: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        conn = self._open()
         try:
             self._check_and_migrate(conn)
             conn.execute("PRAGMA synchronous = FULL")
@@ -463,6 +478,77 @@ class FileProvider(StateProvider):
             row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind = 0 {_ORDER} LIMIT 1").fetchone()
             return self._one(db, row[0]) if row else None
 
+    def iter_tasks(
+        self, statuses: Iterable[TaskStatus] | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> Iterator[Task]:
+        """Stream tasks in scheduling order from one snapshot, a page of rows at a time.
+
+        The snapshot is a connection of its own, so the caller may use the store (look up
+        a dependency, add a note) while iterating; it closes when the iteration ends."""
+        where, params = "", []
+        if statuses is not None:
+            where = "WHERE t.status IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([TaskStatus(s).value for s in statuses]))
+        query = f"SELECT {_TASK_COLUMNS} FROM tasks t {where} {_ORDER} LIMIT ? OFFSET ?"
+        db = self._open()
+        try:
+            db.execute("PRAGMA query_only = 1")
+            db.execute("BEGIN")
+            cursor = db.execute(query, (*params, -1 if limit is None else limit, max(0, offset)))
+            while rows := cursor.fetchmany(_PAGE):
+                ids = json.dumps([row[0] for row in rows])
+                deps: dict[str, list[str]] = {}
+                notes: dict[str, list[Note]] = {}
+                for task_id, depends_on in db.execute(
+                    "SELECT task_id, depends_on FROM dependencies WHERE task_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY task_id, pos",
+                    (ids,),
+                ):
+                    deps.setdefault(task_id, []).append(depends_on)
+                for task_id, at, author, text in db.execute(
+                    "SELECT task_id, at, author, text FROM notes WHERE task_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY id",
+                    (ids,),
+                ):
+                    notes.setdefault(task_id, []).append(Note(text=text, author=author, at=_dt(at)))
+                for row in rows:
+                    yield _sql.row_task(
+                        row, deps.get(row[0], []), notes.get(row[0], []), decode_list=_list, decode_time=_dt
+                    )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            db.close()
+
+    def count_by_status(self) -> TaskCounts:
+        counts = TaskCounts()
+        with self._read() as db:
+            for status, n, cost in db.execute(
+                "SELECT status, count(*), total(cost_usd) FROM tasks WHERE kind >= 1 GROUP BY status"
+            ):
+                counts.by_status[TaskStatus(status)] = n
+                counts.cost_usd += cost
+        return counts
+
+    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+        """``claim_next``'s candidate query, in a read transaction: nothing is claimed."""
+        _sql.check_ordering(ordering)
+        skip = json.dumps(sorted(set(exclude)))
+        while True:
+            with self._read() as db:
+                if self._acyclic(db, ordering):
+                    task_id = self._candidate(db, ordering, _ts(self._now()), skip)
+                    return self._one(db, task_id) if task_id is not None else None
+            self._check_cycles(ordering)
+
+    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
+        _sql.check_ordering(ordering)
+        while True:
+            with self._read() as db:
+                if self._acyclic(db, ordering):
+                    return self._ready_count(db, ordering, _ts(self._now()))
+            self._check_cycles(ordering)
+
     # -- writing -------------------------------------------------------------------------
     def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:
         result = CreateResult()
@@ -487,7 +573,7 @@ class FileProvider(StateProvider):
                         (
                             t.id, t.key, t.title, t.description, _json(t.acceptance_criteria),
                             _json(t.test_steps), t.status.value, t.priority.value, _json(t.labels),
-                            *_sql.schedule_columns(t), _ts(t.created_at), _ts(t.updated_at),
+                            *_sql.schedule_columns(t), *[_ts(t.created_at)] * 2,  # a new task: updated = created
                         )
                         for t in batch.values()
                     ),
@@ -498,6 +584,11 @@ class FileProvider(StateProvider):
                 )
                 db.execute("UPDATE meta SET value = ? WHERE key = 'next_task_number'", (plan.next_number,))
                 self._bump_graph(db)
+                if len(batch) >= PROVE_ACYCLIC_AFTER and not self._forward_dependency(db):
+                    # an init-sized batch: prove the new graph free of cycles now, in its own
+                    # transaction, so the first `next` or claim after it does not pay for it
+                    rev = db.execute("SELECT value FROM meta WHERE key = 'graph_rev'").fetchone()[0]
+                    self._record_acyclic(db, scheduler.ORDERINGS, rev)
             result.created = list(batch.values())
             by_id = {t.id: t for t in result.created}
             for tid in plan.existing_ids:
@@ -654,11 +745,7 @@ class FileProvider(StateProvider):
         skip = json.dumps(sorted(set(exclude)))
         while True:
             with self._write() as db:
-                rev, verified = db.execute(
-                    "SELECT (SELECT value FROM meta WHERE key = 'graph_rev'), (SELECT value FROM meta WHERE key = ?)",
-                    (f"acyclic_{ordering}",),
-                ).fetchone()
-                if rev == verified:
+                if self._acyclic(db, ordering):
                     now = self._now()
                     task_id = self._candidate(db, ordering, _ts(now), skip)
                     if task_id is None:
@@ -667,22 +754,48 @@ class FileProvider(StateProvider):
                     return self._one(db, task_id)
             self._check_cycles(ordering)  # outside the write lock; then look again
 
+    @staticmethod
+    def _acyclic(db: sqlite3.Connection, ordering: str) -> bool:
+        """Whether the graph's current revision was proven free of cycles for ``ordering``."""
+        rev, verified = db.execute(
+            "SELECT (SELECT value FROM meta WHERE key = 'graph_rev'), (SELECT value FROM meta WHERE key = ?)",
+            (f"acyclic_{ordering}",),
+        ).fetchone()
+        return rev == verified
+
+    @staticmethod
+    def _forward_dependency(db: sqlite3.Connection) -> bool:
+        """Whether an explicit dependency among open tasks points at a task later in
+        scheduling order. The policies' implicit edges all point to earlier tasks, so
+        without one, scheduling order is a topological order and there is no cycle under
+        any policy; with one, the scheduler's own check decides."""
+        return (
+            db.execute(
+                # CROSS JOIN fixes the loop order: every dependency once, both ends by primary key
+                f"SELECT 1 FROM dependencies d CROSS JOIN tasks t CROSS JOIN tasks x "
+                f"WHERE t.id = d.task_id AND x.id = d.depends_on "
+                f"AND t.status IN {_OPEN} AND t.kind >= 1 AND x.status IN {_OPEN} AND x.kind >= 1 "
+                f"AND (x.kind, x.phase, x.number, x.letter, x.prio, x.created_at, x.id) "
+                f">= (t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id) LIMIT 1"
+            ).fetchone()
+            is not None
+        )
+
+    @staticmethod
+    def _record_acyclic(db: sqlite3.Connection, orderings: Iterable[str], rev: int) -> None:
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            [(f"acyclic_{ordering}", rev) for ordering in orderings],
+        )
+
     def _check_cycles(self, ordering: scheduler.Ordering) -> None:
         """Raise DependencyCycle exactly when the scheduler would; otherwise record in
         ``meta`` that this graph revision is free of cycles, so that no process checks
         it again (only writes that can close a cycle bump ``graph_rev``)."""
         with self._read() as db:
             rev = db.execute("SELECT value FROM meta WHERE key = 'graph_rev'").fetchone()[0]
-            # The policies' implicit edges all point to tasks earlier in scheduling order;
-            # when every explicit dependency among open tasks does too, that order is a
-            # topological order and there is no cycle. Otherwise the scheduler decides.
-            forward = db.execute(
-                f"SELECT 1 FROM dependencies d JOIN tasks t ON t.id = d.task_id JOIN tasks x ON x.id = d.depends_on "
-                f"WHERE t.status IN {_OPEN} AND t.kind >= 1 AND x.status IN {_OPEN} AND x.kind >= 1 "
-                f"AND (x.kind, x.phase, x.number, x.letter, x.prio, x.created_at, x.id) "
-                f">= (t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id) LIMIT 1"
-            ).fetchone()
-            if forward is not None:
+            if self._forward_dependency(db):
                 graph = _sql.open_graph(
                     db.execute(_sql.OPEN_GRAPH_TASKS),
                     db.execute(_sql.OPEN_GRAPH_DEPENDENCIES).fetchall(),
@@ -691,11 +804,7 @@ class FileProvider(StateProvider):
                 )
                 scheduler.check_cycles(graph, ordering)
         with self._write() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-                (f"acyclic_{ordering}", rev),
-            )
+            self._record_acyclic(db, [ordering], rev)
 
     @staticmethod
     def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str) -> str | None:
@@ -704,11 +813,11 @@ class FileProvider(StateProvider):
         META (0) is never handed out."""
         params = {"now": now, "exclude": exclude}
         if ordering == "dependencies":
-            row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
+            row = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
             found = row.fetchone()
             return found[0] if found else None
         head = db.execute(
-            f"SELECT t.id, t.phase FROM tasks t WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
         ).fetchone()
         if head is not None:
             if ordering == "strict":  # only the first open phased task may run
@@ -719,9 +828,28 @@ class FileProvider(StateProvider):
             row = found.fetchone()
             if row:
                 return row[0]
-        found = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
+        found = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
         row = found.fetchone()
         return row[0] if row else None
+
+    @staticmethod
+    def _ready_count(db: sqlite3.Connection, ordering: str, now: str) -> int:
+        """How many tasks :meth:`_candidate` could return (with nothing excluded)."""
+        params: dict[str, Any] = {"now": now, "exclude": "[]"}
+        if ordering == "dependencies":
+            query = f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY}"
+            return db.execute(query, params).fetchone()[0]
+        count = db.execute(f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY}", params).fetchone()[0]
+        head = db.execute(
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+        ).fetchone()
+        if head is not None:
+            if ordering == "strict":
+                gate, extra = "t.id = :head", {"head": head[0]}
+            else:
+                gate, extra = "t.kind = 1 AND t.phase = :phase", {"phase": head[1]}
+            count += db.execute(f"SELECT count(*) FROM tasks t WHERE {gate} AND {_READY}", params | extra).fetchone()[0]
+        return count
 
     # -- sessions ------------------------------------------------------------------------
     def record_session(self, session: SessionRecord) -> None:

@@ -59,7 +59,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -75,6 +75,7 @@ from autonomous.providers.base import (
     CreateResult,
     SessionRecord,
     StateProvider,
+    TaskCounts,
     check_takeable,
     check_token,
     given,
@@ -241,6 +242,24 @@ def _claim_next_sql(ordering: str) -> str:
 
 
 _CLAIM_NEXT = {ordering: _claim_next_sql(ordering) for ordering in scheduler.ORDERINGS}
+
+
+def _ready_sql(ordering: str, what: str) -> str:
+    """``claim_next``'s candidate query without the claim: ``what`` of the ready tasks
+    (their columns, first in scheduling order; or their count), with the graph revision."""
+    tail = f"{_ORDER} LIMIT 1" if what == "first" else ""
+    select = _COLUMNS if what == "first" else "count(*)"
+    return f"""
+        WITH rev AS (SELECT value FROM meta WHERE key = 'graph_rev'),
+        head AS ({_HEAD}),
+        ready AS (SELECT {select} FROM tasks t WHERE {_GATES[ordering]} AND {_READY} {tail})
+        SELECT (SELECT value FROM rev), ready.* FROM (SELECT 1) AS one LEFT JOIN ready ON true
+    """
+
+
+_NEXT_READY = {ordering: _ready_sql(ordering, "first") for ordering in scheduler.ORDERINGS}
+_COUNT_READY = {ordering: _ready_sql(ordering, "count") for ordering in scheduler.ORDERINGS}
+_STREAM_PAGE = 500  # rows per round trip when streaming tasks
 
 # Connections a forked child inherited: never used nor closed there (closing would end the
 # parent's sessions); kept referenced so no finaliser closes them.
@@ -608,6 +627,64 @@ class PostgresProvider(StateProvider):
         query = f"SELECT {_COLUMNS} FROM tasks t WHERE t.kind = 0 {_ORDER} LIMIT 1"
         row = self._run(lambda c: c.execute(query).fetchone())
         return _task(row) if row else None
+
+    def iter_tasks(
+        self, statuses: Iterable[TaskStatus] | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> Iterator[Task]:
+        """Stream tasks in scheduling order through a server-side cursor, in one
+        read-only snapshot on a pooled connection of its own (the store stays usable
+        while iterating). A dropped connection ends the stream with a ProviderError."""
+        wanted = None if statuses is None else [TaskStatus(s).value for s in statuses]
+        query = (
+            f"SELECT {_COLUMNS} FROM tasks t WHERE (%(wanted)s::text[] IS NULL OR t.status = ANY(%(wanted)s)) "
+            f"{_ORDER} LIMIT %(limit)s OFFSET %(offset)s"
+        )
+        params = {"wanted": wanted, "limit": limit, "offset": max(0, offset)}
+        try:
+            with self._get_pool().connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                with conn.cursor(name=f"tasks_{uuid.uuid4().hex[:8]}") as cursor:
+                    cursor.itersize = _STREAM_PAGE
+                    cursor.execute(query, params)
+                    for row in cursor:
+                        yield _task(row)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._error(exc, "listing tasks") from None
+
+    def count_by_status(self) -> TaskCounts:
+        rows = self._run(
+            lambda c: c.execute(
+                "SELECT status, count(*), coalesce(sum(cost_usd), 0) FROM tasks WHERE kind >= 1 GROUP BY status"
+            ).fetchall(),
+            doing="counting tasks",
+        )
+        counts = TaskCounts()
+        for status, n, cost in rows:
+            counts.by_status[TaskStatus(status)] = n
+            counts.cost_usd += cost
+        return counts
+
+    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+        """``claim_next``'s candidate query, without the claim."""
+        row = self._ready(_NEXT_READY, ordering, sorted(set(exclude)))
+        return _task(row[1:]) if row[1] is not None else None
+
+    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
+        return int(self._ready(_COUNT_READY, ordering, [])[1])
+
+    def _ready(self, queries: dict[str, str], ordering: scheduler.Ordering, skip: list[str]) -> Any:
+        """The row of a readiness query, on a graph revision checked free of cycles."""
+        _sql.check_ordering(ordering)
+        while True:
+            rev = self._acyclic.get(ordering)
+            if rev is None:
+                self._check_cycles(ordering)
+                continue
+            params = self._params(exclude=skip)
+            row = self._run(lambda c, p=params: c.execute(queries[ordering], p).fetchone(), doing="finding ready tasks")
+            if row[0] == rev:
+                return row
+            self._acyclic.pop(ordering, None)  # the graph changed since it was checked
 
     # -- writing -------------------------------------------------------------------------
     def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:

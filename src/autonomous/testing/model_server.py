@@ -50,6 +50,7 @@ Scenario format (YAML or JSON; the Python objects :class:`Scenario`, :class:`Rul
                                      # nothing until the server stops
           html: "<html>...</html>"   # answer 200 with this text/html body instead of a message
                                      # (a proxy's or captive portal's page)
+          headers: {anthropic-ratelimit-unified-status: rejected}  # extra response headers
 
 An error needs ``status`` or ``type``; the other is inferred (429 rate_limit_error,
 529 overloaded_error, 500 api_error, 401 authentication_error, 403 permission_error,
@@ -90,6 +91,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from autonomous import safe_yaml
 from autonomous.errors import ScenarioError
 
 __all__ = [
@@ -239,6 +241,7 @@ class Response:
     malformed_event: bool = False
     stall: bool = False
     html: str | None = None
+    headers: Mapping[str, str] | None = None  # extra response headers (the usage limiter's, say)
 
     def __post_init__(self) -> None:
         # Accept plain dicts from Python callers, so tests read like the YAML format.
@@ -269,6 +272,7 @@ class Response:
             malformed_event=_typed(d.get("malformed_event", False), bool, f"{where}.malformed_event"),
             stall=_typed(d.get("stall", False), bool, f"{where}.stall"),
             html=_opt(d, "html", str, where),
+            headers=_opt(d, "headers", Mapping, where),
         )
 
 
@@ -370,7 +374,7 @@ class Scenario:
         except OSError as exc:
             raise ScenarioError(f"{p}: cannot read scenario: {exc.strerror or exc}") from None
         try:
-            data = json.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
+            data = json.loads(raw) if p.suffix == ".json" else safe_yaml.load(raw, max_bytes=16 * 1024 * 1024)
         except (ValueError, yaml.YAMLError) as exc:
             raise ScenarioError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
         try:
@@ -727,6 +731,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ra = resp.error.retry_after
                 extra["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
                 extra["retry-after-ms"] = str(math.ceil(ra * 1000))
+            extra.update(resp.headers or {})
             self._send_json(resp.error.status, _error_body(resp.error, self._request_id), extra)
             return
         message = _message(resp, body)
@@ -752,6 +757,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.send_header("request-id", self._request_id)
+        for name, value in (resp.headers or {}).items():
+            self.send_header(name, str(value))
         self.end_headers()
         if resp.stall:
             self._hold()
@@ -769,6 +776,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.send_header("request-id", self._request_id)
+        for name, value in (resp.headers or {}).items():
+            self.send_header(name, str(value))
         self.end_headers()
         self.wfile.flush()
         limit = resp.truncate_after_events

@@ -12,12 +12,19 @@ Rules it keeps, because the repository is someone's real work:
   workers) rebase task branches and move only the integration checkout, with
   ``reset --keep``, which refuses rather than overwrite a user's uncommitted edit;
 * every command runs with stdin closed (or fed by us) and a timeout, so a hook or a
-  signing prompt cannot hang an unattended night.
+  signing prompt cannot hang an unattended night;
+* every command runs with a controlled configuration (:func:`controlled_config`): no
+  repository hooks, no fsmonitor, filters, textconv, merge drivers, external diff,
+  aliases, pagers, editors, credential helpers or signing programs. An agent that wrote
+  ``core.fsmonitor`` into ``.git/config``, a hook into ``.git/hooks`` or a filter into
+  ``.gitattributes`` must not get the runner to run its program outside every sandbox;
+  ``execution.git.run_hooks: true`` (:func:`set_run_hooks`) restores the repository's own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,13 +36,71 @@ from autonomous.errors import GitError
 RUNTIME_EXCLUDES = (".ai-agents/state", ".ai-agents/logs")
 _TIMEOUT = 120.0
 
+# Settings that make git run a program, set to run none (``-c`` wins over every config file).
+_FIXED_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.sshCommand=ssh",
+    "core.pager=cat",
+    "core.editor=:",
+    "sequence.editor=:",
+    "core.askPass=",
+    "credential.helper=",
+    "diff.external=",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "protocol.ext.allow=never",
+    "uploadpack.packObjectsHook=",
+)
+# Configured names that run a program, and what replaces it: filters and aliases emptied (no
+# filter, no alias), textconv and external diff commands made harmless (git runs an empty
+# one as a program), merge drivers made to fail (a conflict, never someone else's program).
+_PROGRAM_KEYS = (
+    (re.compile(r"^filter\..+\.(?:clean|smudge|process)$", re.I), ""),
+    (re.compile(r"^alias\..+$", re.I), ""),
+    (re.compile(r"^gpg\.(?:.+\.)?program$", re.I), ""),
+    (re.compile(r"^diff\..+\.textconv$", re.I), "cat"),
+    (re.compile(r"^diff\..+\.command$", re.I), "true"),
+    (re.compile(r"^merge\..+\.driver$", re.I), "false"),
+)
+_run_hooks = False
+
+
+def set_run_hooks(enabled: bool) -> None:
+    """``execution.git.run_hooks``: run the repository's hooks and configured programs (off by default)."""
+    global _run_hooks
+    _run_hooks = enabled
+
+
+def controlled_config(cwd: Path) -> list[str]:
+    """``-c`` options that keep every git command of the runner from running a program the
+    repository's configuration names (see the module docstring); empty with ``run_hooks``."""
+    if _run_hooks:
+        return []
+    args = [arg for item in _FIXED_CONFIG for arg in ("-c", item)]
+    try:
+        listing = subprocess.run(
+            ["git", "config", "-z", "--list"], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=_TIMEOUT, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return args
+    for entry in listing.stdout.split("\0"):
+        key = entry.split("\n", 1)[0]
+        for pattern, harmless in _PROGRAM_KEYS:
+            if pattern.match(key):
+                args += ["-c", f"{key}={harmless}"]
+        if key.lower().startswith("filter."):
+            args += ["-c", f"{key.rsplit('.', 1)[0]}.required=false"]
+    return args
+
 
 def _run(
     args: Sequence[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> str:
     try:
         proc = subprocess.run(
-            ["git", *args],
+            ["git", *controlled_config(cwd), *args],
             cwd=cwd,
             input=stdin,
             stdin=subprocess.DEVNULL if stdin is None else None,

@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
 from autonomous.backends.claude_cli.discovery import find_claude
@@ -29,6 +30,7 @@ from autonomous.backends.claude_cli.process import drain, feed_stdin, parent_dea
 from autonomous.backends.result import usage_from
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
 from autonomous.policy import CommandPolicy
+from autonomous.sandbox import claude as claude_sandbox
 
 _LINE_LIMIT = 64 * 1024 * 1024  # one stream-json line can carry a whole file read by a tool
 
@@ -124,7 +126,10 @@ class ClaudeCodeBackend(Backend):
         resume: bool,
         max_turns: int,
         budget_usd: float | None = None,
+        key_helper: dict[str, Any] | None = None,
     ) -> list[str]:
+        """The command line; sandboxed (``options.sandbox``), with Claude Code's sandbox
+        settings, ``--restricted`` and ``key_helper`` (the ``apiKeyHelper`` setting) added."""
         args = [binary, "-p", "--output-format", "stream-json", "--verbose"]
         args += ["--max-turns", str(max(1, max_turns)), "--model", options.model]
         args += ["--permission-mode", options.permission_mode]
@@ -133,7 +138,12 @@ class ClaudeCodeBackend(Backend):
         disallowed = policy.to_cli_disallowed_tools()
         if disallowed:
             args += ["--disallowedTools", *disallowed]
-        args += ["--settings", json.dumps(policy.to_cli_settings())]
+        settings = policy.to_cli_settings()
+        if options.sandbox is not None:
+            args += claude_sandbox.cli_args(options.allowed_tools)
+            sandboxed = claude_sandbox.settings(options.sandbox)
+            settings = claude_sandbox.merge_settings(settings, sandboxed, key_helper or {})
+        args += ["--settings", json.dumps(settings)]
         if options.append_system_prompt:
             args += ["--append-system-prompt", options.append_system_prompt]
         if options.mcp_servers:
@@ -150,6 +160,8 @@ class ClaudeCodeBackend(Backend):
         env.pop("CLAUDECODE", None)  # set inside a Claude Code session; a nested CLI would refuse to start
         env.update(options.env)
         env.update(policy.to_env())
+        if options.sandbox is not None:  # the CLI passes its environment on to Bash
+            env.update(claude_sandbox.cli_environment(env))
         return env
 
     # -- one exchange -------------------------------------------------------------------------------
@@ -166,12 +178,17 @@ class ClaudeCodeBackend(Backend):
                 resume=options.session_id is not None,
             )
             run.session_id = options.session_id or str(uuid.uuid4())
+            if options.sandbox is not None:  # the API key goes through a pipe (_invoke), a token through a file
+                credentials = claude_sandbox.Credentials({**os.environ, **options.env}, ("ANTHROPIC_AUTH_TOKEN",))
+                run.cleanup.callback(credentials.close)
+                run.state["key_helper"] = credentials.settings()
         session_id = run.session_id or str(uuid.uuid4())
         parser = StreamParser(task_id=options.task_id, max_api_retries=self.max_api_retries)
         inv = _Invocation(parser, run.state["control"])
         invocation = self._invoke(
             run.state["binary"], prompt, options, inv, policy=run.state["policy"], session_id=session_id,
             resume=run.state["resume"], max_turns=run.turns_left, budget_usd=run.usd_left,
+            key_helper=run.state.get("key_helper"),
         )  # fmt: skip
         async with contextlib.aclosing(invocation) as stream:
             async for event in stream:
@@ -196,6 +213,7 @@ class ClaudeCodeBackend(Backend):
         resume: bool,
         max_turns: int,
         budget_usd: float | None,
+        key_helper: dict[str, Any] | None = None,
     ) -> AsyncIterator[Event]:
         """One CLI process. Yields its events and leaves the outcome in ``inv.outcome``.
 
@@ -205,11 +223,15 @@ class ClaudeCodeBackend(Backend):
         parser = inv.parser
         args = self.build_args(
             binary, options, policy=policy, session_id=session_id, resume=resume, max_turns=max_turns,
-            budget_usd=budget_usd,
+            budget_usd=budget_usd, key_helper=key_helper,
         )  # fmt: skip
         if inv.control.interrupted.is_set():
             inv.outcome = Outcome(OutcomeStatus.INTERRUPTED, error="interrupted", session_id=session_id)
             return
+        env = self.child_env(options, policy)
+        key_fd = claude_sandbox.key_pipe({**os.environ, **options.env}) if options.sandbox is not None else None
+        if key_fd is not None:
+            env[claude_sandbox.API_KEY_FD_ENV] = str(key_fd)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args,
@@ -217,16 +239,20 @@ class ClaudeCodeBackend(Backend):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=str(options.cwd),
-                env=self.child_env(options, policy),
+                env=env,
                 start_new_session=True,
                 preexec_fn=parent_death_signal(),
                 limit=_LINE_LIMIT,
+                pass_fds=() if key_fd is None else (key_fd,),
             )
         except OSError as exc:
             message = f"could not start {binary}: {exc}"
             yield parser._ev(EventKind.ERROR, message=message)
             inv.outcome = Outcome(OutcomeStatus.ERROR, error=message, session_id=session_id)
             return
+        finally:
+            if key_fd is not None:
+                os.close(key_fd)
         inv.pid = proc.pid
         stderr_tail: deque[str] = deque(maxlen=50)
         tasks = [

@@ -22,7 +22,6 @@ from autonomous.backends.result import (
     as_int,
     context_tokens,
     outcome_from_result,
-    parse_usage_limit,
     resets_at,
     stop_for_api_retry,
     stop_for_rate_limit,
@@ -34,7 +33,7 @@ from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 # Message types the CLI prints that carry nothing for us; unknown ones get one warning.
 _QUIET_TYPES = frozenset(
     {"stream_event", "control_request", "control_response", "control_cancel_request", "keep_alive", "tool_progress",
-     "auth_status", "prompt_suggestion", "conversation_reset", "hook_event"}
+     "auth_status", "prompt_suggestion", "hook_event"}
 )  # fmt: skip
 
 
@@ -78,6 +77,10 @@ class StreamParser:
         self.api_error: dict[str, Any] | None = None
         self.last_retry: dict[str, Any] | None = None
         self.rate_limit_reset: datetime | None = None  # from the last rate_limit_event that had one
+        self.injected_results: list[dict[str, Any]] = []  # result frames of turns the CLI started itself
+        self.background: list[str] = []  # background work the agent started (tool, what)
+        self.conversation_resets = 0
+        self._background_calls: dict[str, str] = {}  # tool_use id -> what, for calls asking for the background
         self.lines = 0
         self._message_id: str | None = None
         self._tools: dict[str, str] = {}
@@ -112,6 +115,7 @@ class StreamParser:
             "user": self._user,
             "result": self._result,
             "rate_limit_event": self._rate_limit,
+            "conversation_reset": self._conversation_reset,
         }.get(kind if isinstance(kind, str) else "")
         if handler is None:
             if kind in _QUIET_TYPES or kind in self._warned:
@@ -128,7 +132,17 @@ class StreamParser:
         if subtype == "init":
             self.model = msg.get("model") if isinstance(msg.get("model"), str) else self.model
             tools = msg.get("tools") if isinstance(msg.get("tools"), list) else []
+            errors = msg.get("mcp_server_errors") if isinstance(msg.get("mcp_server_errors"), list) else []
+            warnings = [
+                self._ev(
+                    EventKind.WARNING,
+                    message=f"MCP server {e.get('name')!r} skipped ({e.get('type')}): {clip(str(e.get('message')))}",
+                )
+                for e in errors
+                if isinstance(e, dict)
+            ]
             return [
+                *warnings,
                 self._ev(
                     EventKind.BACKEND_START,
                     session_id=self.session_id,
@@ -138,7 +152,8 @@ class StreamParser:
                     permission_mode=msg.get("permissionMode"),
                     cwd=msg.get("cwd"),
                     version=msg.get("claude_code_version"),
-                )
+                    **({"mcp_server_errors": errors} if errors else {}),
+                ),
             ]
         if subtype == "api_retry":
             return self._api_retry(msg)
@@ -201,6 +216,9 @@ class StreamParser:
                 name = str(block.get("name", "?"))
                 tool_id = str(block.get("id", ""))
                 self._tools[tool_id] = name
+                tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+                if tool_input.get("run_in_background") is True:
+                    self._background_calls[tool_id] = f"{name}: {summarize_input(tool_input)}"
                 events.append(
                     self._ev(
                         EventKind.TOOL_USE,
@@ -242,6 +260,8 @@ class StreamParser:
             text = tool_result_text(block.get("content"))
             is_error = bool(block.get("is_error"))
             name = self._tools.get(tool_id, "?")
+            if tool_id in self._background_calls and not is_error:
+                self.background.append(self._background_calls.pop(tool_id))  # it started: it outlives the turn
             events.append(self._ev(EventKind.TOOL_RESULT, id=tool_id, name=name, is_error=is_error, excerpt=clip(text)))
             if is_error and _looks_denied(text):
                 self._denied_ids.add(tool_id)
@@ -250,6 +270,20 @@ class StreamParser:
         return events
 
     def _result(self, msg: dict[str, Any]) -> list[Event]:
+        origin = msg.get("origin") if isinstance(msg.get("origin"), dict) else {}
+        if origin.get("kind") not in (None, "human", "person"):
+            # A turn the CLI started itself after the run's own result (a background task's
+            # notification, an auto-continuation): not the answer to our prompt. Its cost is
+            # counted, its text is not the report.
+            self.injected_results.append(msg)
+            cost = float(msg.get("total_cost_usd") or 0.0)  # the process's total so far (observed in 2.1.332)
+            kind = str(origin.get("kind"))
+            if kind == "task-notification":
+                self.background.append(f"a background task reported back after the turn ({kind})")
+            return [
+                self._ev(EventKind.WARNING, message=f"the CLI ran a turn of its own after the result ({kind})"),
+                self._ev(EventKind.USAGE, turns=as_int((self.result or {}).get("num_turns")), cost_usd=cost),
+            ]
         self.result = msg
         events = [
             self._ev(
@@ -272,6 +306,16 @@ class StreamParser:
             self.denials.append(f"{name}: {what}")
             events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, input=what))
         return events
+
+    def _conversation_reset(self, msg: dict[str, Any]) -> list[Event]:
+        """The CLI discarded the conversation (``/clear``, leaving plan mode): the agent lost
+        its context, and a resume must name the new conversation."""
+        self.conversation_resets += 1
+        new_id = msg.get("new_conversation_id")
+        if isinstance(new_id, str) and new_id:
+            self.session_id = new_id
+        trigger = msg.get("trigger") or "unspecified"
+        return [self._ev(EventKind.WARNING, message=f"the CLI reset the conversation (trigger {trigger})")]
 
     def _rate_limit(self, msg: dict[str, Any]) -> list[Event]:
         info = msg.get("rate_limit_info") if isinstance(msg.get("rate_limit_info"), dict) else {}
@@ -297,7 +341,8 @@ class StreamParser:
         out = Outcome(OutcomeStatus.ERROR, session_id=self.session_id, context_tokens=self.context_tokens)
         r = self.result
         if r is not None:
-            out.cost_usd = float(r.get("total_cost_usd") or 0.0)
+            last = self.injected_results[-1] if self.injected_results else r  # totals grow frame by frame
+            out.cost_usd = float(last.get("total_cost_usd") or r.get("total_cost_usd") or 0.0)
             out.turns = as_int(r.get("num_turns"))
             out.usage = usage_from(r.get("usage"))
             out.duration_s = as_int(r.get("duration_ms")) / 1000
@@ -307,6 +352,11 @@ class StreamParser:
             self._no_result(out, returncode, stderr)
         else:
             self._from_result(out, r)
+        if self.background and (out.status is OutcomeStatus.COMPLETED or self.needs_nudge):
+            # the end of the turn kills it: what it was doing is not part of a finished task
+            out.status = OutcomeStatus.FAILED
+            out.error = "background work outlived the turn: " + "; ".join(self.background)
+            self.needs_nudge = False
         if self.denials:
             note = "permission denied: " + "; ".join(self.denials)
             out.error = f"{out.error}; {note}" if out.error else note
@@ -322,10 +372,6 @@ class StreamParser:
                 rate_limit_reset=self.rate_limit_reset,
             )
             out.status, out.error, out.retry_at = failure.status, failure.error, failure.retry_at
-            return
-        limited, retry_at = parse_usage_limit(self.final_text, self.clock(), strict=True)
-        if limited:
-            out.status, out.retry_at, out.error = OutcomeStatus.RATE_LIMITED, retry_at, clip(self.final_text)
             return
         out.status = OutcomeStatus.ERROR
         tail = clip(" ".join(stderr.split()[-60:]), 400) if stderr else ""

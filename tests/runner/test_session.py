@@ -104,9 +104,12 @@ def project(tmp_path: Path) -> Path:
 
 def config(project: Path, **sections: dict) -> Config:
     """A real configuration rooted in ``project``: the given sections over the defaults
-    (config.py's), with a short lease and room for every task of these tests."""
+    (config.py's), with a short lease and room for every task of these tests. These tests
+    script the agent, not the project: no detected checks and no change requirement
+    unless a test asks (tests/test_checks.py covers the defaults)."""
     auto = {"lease_seconds": 60, "max_tasks_per_session": 50, **sections.pop("autonomous", {})}
-    return parse_config({"autonomous": auto, **sections}, root=project)
+    verification = {"commands": [], "require_changes": False, **sections.pop("verification", {})}
+    return parse_config({"autonomous": auto, "verification": verification, **sections}, root=project)
 
 
 def settings(project: Path, **sections: dict) -> Settings:
@@ -311,14 +314,20 @@ def test_on_failure_continue_skips_only_dependants(project: Path) -> None:
 def test_cost_limit_never_starts_a_task_it_cannot_cover(project: Path) -> None:
     p = Store(project)
     two_phase(p)
-    backend = ScriptedBackend(default=complete(cost=0.4))
+    told: list[float | None] = []
+
+    def spend(prompt: str, options: RunOptions) -> Outcome:
+        told.append(options.allowance.usd_left if options.allowance else None)
+        return complete(cost=0.4)(prompt, options)
+
+    backend = ScriptedBackend(default=spend)
     runner, _ = make_runner(project, p, backend, autonomous={"cost_limit_per_session": 1.0})
     result = runner.start()
     # 0.4 + 0.4 spent; 0.2 left < 0.4 expected: the third task is never claimed
     assert result.exit_code == EXIT_BUDGET and "cost limit" in result.reason
     assert p.claims == ["DEMO-1.1", "DEMO-1.2"]
     assert result.cost_usd == pytest.approx(0.8) and result.cost_usd <= 1.0
-    assert backend.runs[1][2].budget_usd == pytest.approx(0.6)  # the backend is told what is left
+    assert told == [pytest.approx(1.0), pytest.approx(0.6)]  # each task's allowance: what the session has left
 
 
 def test_first_task_floor_applies_before_any_cost_is_known(project: Path) -> None:
@@ -1006,3 +1015,72 @@ def test_a_worker_refused_by_the_budget_waits_for_the_running_tasks_to_settle(pr
     assert backend.most == 2
     assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
     assert result.cost_usd == pytest.approx(0.04)
+
+
+# -- done means done: the defaults (tests/test_checks.py: the checks; e2e: through the CLI) ------------
+
+
+def default_runner(project: Path, provider: Store, backend: Backend, **sections) -> AutonomousRunner:
+    """A runner on the config's own defaults: no verification section unless given."""
+    backend.names = task_names(provider)
+    auto = {"lease_seconds": 60, "max_tasks_per_session": 50}
+    return AutonomousRunner(
+        parse_config({"autonomous": auto, **sections}, root=project),
+        provider=provider,
+        backend=backend,
+        approver=cp.NoTerminal(),
+        out=lambda s: None,
+    )
+
+
+def test_defaults_warn_once_without_a_test_command_and_still_require_changes(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    p = Store(project)
+    p.create_tasks([NewTask("[DEMO-1.1] Investigate", labels=["no-changes"]), NewTask("[DEMO-1.2] Create b")])
+    backend = ScriptedBackend({"DEMO-1.1": [complete(None)], "DEMO-1.2": [complete(None), complete(None)]})
+    result = default_runner(project, p, backend).start()
+    assert result.exit_code == EXIT_FAILED
+    assert p.by_key("DEMO-1.1").status is TaskStatus.DONE  # labelled no-changes: an investigation
+    assert p.by_key("DEMO-1.2").status is TaskStatus.BLOCKED  # claimed completion, changed nothing
+    assert capsys.readouterr().err.count("no test command found") == 1
+
+
+def test_dry_run_shows_the_detected_command(project: Path) -> None:
+    (project / "AGENTS.md").write_text("Run the tests with `make test-fast`.\n")
+    p = Store(project)
+    two_phase(p)
+    out: list[str] = []
+    backend = ScriptedBackend()
+    backend.names = task_names(p)
+    runner = AutonomousRunner(parse_config({}, root=project), provider=p, backend=backend, out=out.append)
+    assert runner.start(dry_run=True).exit_code == EXIT_OK
+    line = next(line for line in out[0].splitlines() if line.startswith("Verification:"))
+    assert "`make test-fast` [auto: detected `make test-fast` (from AGENTS.md line 1)]" in line
+    assert "+ require changes" in line and "+ baseline" in line
+
+
+def test_the_review_shares_the_tasks_turn_allowance(project: Path) -> None:
+    p = Store(project)
+    p.create_tasks([NewTask("[DEMO-1.1] Create a", acceptance_criteria=["a.txt exists"])])
+    allowances = []
+
+    def reviewer(prompt: str, options: RunOptions) -> Outcome:
+        allowances.append(options.allowance)
+        assert "# Review of task DEMO-1.1" in prompt and "+work for a.txt" in prompt  # the diff
+        assert options.allowed_tools == ["Read", "Glob", "Grep"] and options.session_id is None
+        return Outcome(OutcomeStatus.COMPLETED, summary="reviewed", turns=3)
+
+    def agent(prompt: str, options: RunOptions) -> Outcome:
+        allowances.append(options.allowance)
+        return complete("a.txt", turns=4)(prompt, options)
+
+    backend = ScriptedBackend(
+        default=lambda prompt, o: (reviewer if "# Review of task" in prompt else agent)(prompt, o)
+    )
+    runner = default_runner(project, p, backend, verification={"review": True}, autonomous={"max_turns_per_task": 20})
+    runner.start()
+    task = p.by_key("DEMO-1.1")
+    # the reviewer answered without a JSON verdict: no approval, the task is not done
+    assert task.status is TaskStatus.BLOCKED and "review gave no verdict" in task.notes[-1].text
+    assert len({id(a) for a in allowances}) == 1  # one allowance for every run of the task

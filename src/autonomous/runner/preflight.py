@@ -8,7 +8,8 @@ dirty checkout the merge would refuse) fails here instead, for free.
 The checks, in order: one runner per project (an OS lock, :class:`RunnerLock`); the state
 store answers and holds tasks; the repository's state (tracked files with uncommitted
 changes refuse the run unless ``--allow-dirty``; untracked files are fine); the backend
-can run and has credentials.
+can run and has credentials; the sandbox can run (no silent fallback: without bubblewrap
+or user namespaces ``start`` exits 2 naming the package, unless ``autonomous.sandbox: off``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autonomous import sandbox
+from autonomous.config import SandboxSection
 from autonomous.errors import AutonomousError, PreflightError, RunnerBusy
 from autonomous.workspace import changes, git
 
@@ -163,3 +166,22 @@ def _check_claude(claude_path: str | None, env: dict[str, str]) -> str:
         )
     how = status.get("apiKeySource") or status.get("authMethod") or "logged in"
     return f"claude-code ({binary}, {how})"
+
+
+# -- sandbox -------------------------------------------------------------------------------
+
+
+def check_sandbox(backend: str, section: SandboxSection, project_dir: Path) -> str:
+    """The sandbox can run here (else :class:`PreflightError` naming the package); returns
+    one line saying which sandbox is in force, for the session's first event and ``status``."""
+    if not section.enabled:
+        return sandbox.describe(backend, None)
+    problem = sandbox.check(backend)
+    if problem is not None:
+        raise PreflightError(problem)
+    if backend == "anthropic-sdk" and section.network == "allow":
+        raise PreflightError(
+            "autonomous.sandbox.network: allow needs Claude Code's proxy, which the anthropic-sdk backend does "
+            "not have: use network: off or on, or the claude-code backend"
+        )
+    return sandbox.describe(backend, sandbox.for_section(project_dir, section))

@@ -1,0 +1,694 @@
+"""One session of ``autonomous start``: ``AutonomousRunner``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from autonomous import actions, runner_state, scheduler, verify
+from autonomous import checkpoints as cp
+from autonomous.backends.base import Backend
+from autonomous.checks import baseline as checks_baseline
+from autonomous.config import Config, load_config
+from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, PreflightError, StaleClaim, TaskNotFound
+from autonomous.events import Event, EventKind, Redactor
+from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
+from autonomous.prompts.build import build_prompt
+from autonomous.providers.base import SessionRecord, StateProvider
+from autonomous.runner import preflight
+from autonomous.runner.budget import SessionBudget
+from autonomous.runner.pool import WorkerPool
+from autonomous.runner.process import RunnerLock, kill_children, new_worker_id, same_host
+from autonomous.runner.settings import Settings
+from autonomous.runner.state import load_previous
+from autonomous.runner.worker import Worker
+from autonomous.runner_state import CurrentTask, RunnerState
+from autonomous.tasks import Task, TaskStatus, utcnow
+from autonomous.workspace import git, remote
+from autonomous.workspace.worktrees import Isolation
+
+Emit = Callable[[Event], None]
+
+
+def _noop_emit(event: Event) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What ``start`` returns: the exit code and why, and what the session did."""
+
+    exit_code: int
+    reason: str = ""
+    session_id: str = ""
+    tasks_completed: list[str] = field(default_factory=list)
+    tasks_blocked: list[str] = field(default_factory=list)
+    tasks_failed: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+
+    def __int__(self) -> int:
+        return self.exit_code
+
+
+
+
+class AutonomousRunner(WorkerPool):
+    """``AutonomousRunner(config).start()``: run the loop; returns a :class:`RunResult`
+    (``.exit_code``). ``config`` is a :class:`~autonomous.config.Config` (``load_config``,
+    ``RunnerConfig``; default: the project's config file); ``provider``, ``backend``,
+    ``emit`` and ``approver`` can be given for embedding and tests.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        provider: StateProvider | None = None,
+        backend: Backend | None = None,
+        emit: Emit | None = None,
+        approver: cp.Approver | None = None,
+        out: Callable[[str], None] | None = None,
+        worker_id: str | None = None,
+    ):
+        self.config = config if config is not None else load_config()
+        self.settings = Settings.from_config(self.config)
+        self._provider = provider
+        self._backend = backend
+        self._emit = emit or _noop_emit
+        self.approver = approver or cp.TerminalApprover()
+        self.out = out or (lambda text: print(text, flush=True))
+        self.worker_id = worker_id or new_worker_id()
+        self.redactor = Redactor(self.settings.secrets)
+        self.budget = SessionBudget(self.settings)
+        self.state: RunnerState | None = None
+        self.workers: list[Worker] = []
+        self.context_requeues: dict[str, int] = {}
+        self.turn_counter = cp.TurnCounter(self.settings.turn_interval)
+        self.stopping = False
+        self._stop_reason: str | None = None
+        self._signals = 0
+        self._stop_event: asyncio.Event | None = None
+        self._pending_review: list[tuple[cp.Checkpoint, Task | None]] = []
+        self._meta_id: str | None = None
+        self._last_done_id: str | None = None
+        self._lock = threading.Lock()
+        self._saved_at = 0.0  # monotonic time of the last state write
+        self._trailing: asyncio.TimerHandle | None = None  # the write a throttled save put off
+        self.isolation: Isolation | None = None
+        self.remote: remote.Remote | None = None  # execution.git.remote, resolved at the session's start
+        self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
+        self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
+        self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
+        self.sandbox = ""  # which sandbox is in force (the session's first event and status say it)
+        self.baseline: checks_baseline.Baseline | None = None  # the checks before the first task
+        self._baseline_done = False
+        self._baseline_lock = asyncio.Lock()
+        self._exclude: set[str] = set()  # tasks no worker takes again this session (failed, lost)
+        self._failures = 0
+        self._busy = 0  # workers running a task
+        self._halt: tuple[int, str] | None = None
+        self._pause: asyncio.Future[tuple[bool, str]] | None = None
+        self._change: asyncio.Event | None = None  # set in _run_workers, on the loop
+
+    # -- wiring -----------------------------------------------------------------------------
+    @property
+    def provider(self) -> StateProvider:
+        if self._provider is None:
+            from autonomous.providers import get_provider
+
+            self._provider = get_provider(self.config)
+        return self._provider
+
+    def backend(self, name: str | None = None) -> Backend:
+        if self._backend is None or (name and name != self._backend.name):
+            from autonomous.backends import get_backend
+
+            made = get_backend(name or self.settings.backend)
+            self._backend = made() if isinstance(made, type) else made
+        return self._backend
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._emit(self.redactor.event(event))
+        except Exception as exc:  # a broken sink must not stop the work; say so on stderr
+            print(f"autonomous: event sink failed: {exc}", file=sys.stderr)
+
+    def prompt_context(self, task: Task) -> list[Task]:
+        """The tasks a prompt's handoff notes come from: the task, its dependencies, the
+        META task and the task done last. Read one by one, so building a prompt costs
+        the same with 10 or 10,000 tasks (only the very first prompt of a session
+        looks through the whole list, to find the task done last)."""
+        related: dict[str, Task] = {task.id: task}
+        for dep in task.dependencies:
+            with contextlib.suppress(TaskNotFound):
+                related[dep] = self.provider.get_task(dep)
+        if self._meta_id is None:
+            meta = self.provider.meta_task()
+            self._meta_id = meta.id if meta else ""
+        if self._meta_id:
+            with contextlib.suppress(TaskNotFound):
+                related[self._meta_id] = self.provider.get_task(self._meta_id)
+        if self._last_done_id is None and not task.dependencies:
+            ordered = scheduler.order(
+                self.provider.list_tasks([TaskStatus.DONE, TaskStatus.IN_PROGRESS, TaskStatus.TODO])
+            )
+            mine = next((i for i, t in enumerate(ordered) if t.id == task.id), len(ordered))
+            done = [t for t in ordered[:mine] if t.status is TaskStatus.DONE and not scheduler.is_meta(t)]
+            self._last_done_id = done[-1].id if done else ""
+        if self._last_done_id and self._last_done_id not in related:
+            with contextlib.suppress(TaskNotFound):
+                related[self._last_done_id] = self.provider.get_task(self._last_done_id)
+        return list(related.values())
+
+    # -- state file ---------------------------------------------------------------------------
+    def save_state(self, at_most_every: float = 0.0) -> None:
+        """Write runner_state.json; with ``at_most_every`` skip the write when the last
+        one is more recent than that many seconds (live progress, not decisions)."""
+        if self.state is None:
+            return
+        now = time.monotonic()
+        if at_most_every and now - self._saved_at < at_most_every:
+            if self._trailing is None:  # what was skipped is written a moment later, never lost
+                self._trailing = asyncio.get_running_loop().call_later(
+                    at_most_every - (now - self._saved_at), self.save_state
+                )
+            return
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+        self._saved_at = now
+        with self._lock:
+            self.state.updated_at = utcnow().isoformat()
+            self.state.cost_usd = round(self.budget.spent, 6)
+            self.state.current = [w.current for w in self.workers if w.current is not None] + self._kept
+            runner_state.save(self.settings.state_dir, self.state)
+
+    def set_current(self, worker: Worker, current: CurrentTask) -> None:
+        worker.current = current
+        self.save_state()
+
+    def get_status(self, *, events: int = 10) -> dict[str, Any]:
+        """What ``autonomous status --json`` shows (:func:`autonomous.progress.collect_status`,
+        docs/monitoring.md): ``state``, ``tasks_completed``, ``current``, ``tasks``, ``metrics`` ...
+
+        Read from the state file, which this runner writes at every step."""
+        from autonomous.progress import collect_status
+
+        return collect_status(self.settings.state_dir, self.settings.log_dir, self.provider, events=events)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, checkpoint: cp.Checkpoint, task: Task | None, worker: Worker | None = None) -> None:
+        """Record a checkpoint; in a mode that reviews it, the review happens between tasks."""
+        review = cp.requires_review(checkpoint.kind, self.settings.mode)
+        self.emit(
+            Event(
+                EventKind.CHECKPOINT,
+                {**checkpoint.to_dict(), "review": review, "mode": self.settings.mode.value},
+                task_id=task.id if task else None,
+            )
+        )
+        if review:
+            self._pending_review.append((checkpoint, task))
+
+    def _review(self) -> tuple[int, str] | None:
+        """Ask about pending checkpoints. Returns an exit (paused / aborted) or None."""
+        while self._pending_review:
+            checkpoint, _task = self._pending_review.pop(0)
+            decision = self.approver.ask(checkpoint)
+            self.emit(Event(EventKind.CHECKPOINT, {**checkpoint.to_dict(), "decision": decision.value}))
+            if decision is cp.Decision.PAUSE:
+                self._pending_review.clear()
+                return ExitCode.PAUSED, f"paused at {checkpoint.describe()}"
+            if decision is cp.Decision.ABORT:
+                self._pending_review.clear()
+                return ExitCode.INTERRUPTED, f"aborted at {checkpoint.describe()}"
+        return None
+
+    # -- signals -------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop taking tasks and interrupt the one in flight (it is checkpointed and
+        released to todo). Safe to call from a signal handler on the loop."""
+        self.stopping = True
+        self._stop_reason = self._stop_reason or reason
+        if self._stop_event is not None:
+            self._stop_event.set()
+        for worker in self.workers:
+            worker.interrupt(reason)
+        if self._change is not None:
+            self._changed()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.emit(Event(EventKind.WARNING, {"message": f"{name}: finishing up (again to kill the agent at once)"}))
+            self.request_stop(f"interrupted by {name}")
+            return
+        self.emit(Event(EventKind.WARNING, {"message": f"second {name}: killing the agent now"}))
+        kill_children()
+        if self.state is not None:
+            self.state.state = "stopped"
+            self.state.stop_reason = f"killed by a second {name}"
+            self.state.exit_code = ExitCode.INTERRUPTED
+            with contextlib.suppress(Exception):
+                self.save_state()
+        os._exit(ExitCode.INTERRUPTED)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        return installed
+
+    # -- entry points --------------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        resume: bool = False,
+        max_tasks: int | None = None,
+        dry_run: bool = False,
+        backend: str | None = None,
+    ) -> RunResult:
+        """Run the session to its end (sync). See the module docstring for exit codes."""
+        return asyncio.run(self.run(resume=resume, max_tasks=max_tasks, backend=backend, dry_run=dry_run))
+
+    def dry_run(self) -> str:
+        """The execution plan: order, what waits on what, and the first task's prompt."""
+        tasks = self.provider.list_tasks()
+        decisions = scheduler.plan(tasks, ordering=self.settings.ordering)
+        lines = [
+            f"Execution plan ({self.settings.ordering} ordering, backend {self.settings.backend}, "
+            f"model {self.settings.model}, mode {self.settings.mode.value}):",
+            "",
+        ]
+        for i, d in enumerate(decisions, 1):
+            lines.append(f"{i:>3}. {d.task.key:<16} {d.task.status.value:<11} {d.task.title}")
+            if not d.ready:
+                lines.append(f"       {d.explain()}")
+        if not decisions:
+            lines.append("  nothing to do: no open tasks")
+        limits = [
+            f"max_tasks_per_session={self.settings.max_tasks_per_session}",
+            f"max_turns_per_task={self.settings.max_turns_per_task}",
+            f"cost_limit_per_session={self.settings.cost_limit_per_session}",
+            f"max_session_minutes={self.settings.max_session_minutes}",
+            f"on_failure={self.settings.on_failure}",
+        ]
+        lines += ["", "Limits: " + ", ".join(limits)]
+        lines.append(
+            "Verification: "
+            + (", ".join(f"`{c}`" for c in self.settings.verify_commands) or "(no commands)")
+            + f" [{self.settings.verify_source}]"
+            + (" + require changes" if self.settings.require_changes else "")
+            + (" + baseline" if self.settings.baseline and self.settings.verify_commands else "")
+            + (" + review" if self.settings.review else "")
+        )
+        first = next((d.task for d in decisions if d.ready), None)
+        if first is not None:
+            lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
+        return "\n".join(lines)
+
+    async def run(
+        self,
+        *,
+        resume: bool = False,
+        max_tasks: int | None = None,
+        backend: str | None = None,
+        dry_run: bool = False,
+    ) -> RunResult:
+        """The session, async (``AutonomousRunnerSDK`` and embedding use this)."""
+        if dry_run:
+            self.out(self.dry_run())
+            return RunResult(ExitCode.OK, "dry run: nothing claimed, nothing spent")
+        if max_tasks is not None or backend:
+            # overrides go into the one configuration, and everything derived from it is made again
+            if max_tasks is not None:
+                self.config.autonomous.max_tasks_per_session = max_tasks
+            if backend:
+                self.config.autonomous.backend = backend
+            self.settings = Settings.from_config(self.config)
+            self.budget = SessionBudget(self.settings)
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        installed = self._install_signals(loop)
+        try:
+            return await self._session(resume)
+        finally:
+            for signum in installed:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+
+    # -- the session -----------------------------------------------------------------------------
+    async def _session(self, resume: bool) -> RunResult:
+        lock = RunnerLock(self.settings.state_dir)
+        lock.acquire()
+        try:
+            return await self._checked_session(resume)
+        finally:
+            lock.release()
+
+    def _preflight(self) -> None:
+        """Everything that can be known to fail, before the first claim (preflight.py):
+        each failure raises PreflightError (exit 2) with nothing claimed, spent or committed."""
+        s = self.settings
+        git.hide_tool_dirs(s.project_dir, [s.state_dir, s.log_dir, s.project_dir / git.WORKTREES_DIR])
+        if self._backend is None:  # a backend given by the caller is the caller's to check
+            self.backend_check = preflight.check_backend(s.backend, claude_path=s.claude_path)
+        self.sandbox = preflight.check_sandbox(s.backend, s.sandbox, s.project_dir)
+        git.set_run_hooks(s.git_run_hooks)
+        try:
+            tasks = [t for t in self.provider.list_tasks() if not scheduler.is_meta(t)]
+        except AutonomousError:
+            raise
+        except Exception as exc:
+            raise PreflightError(f"the state store does not answer: {type(exc).__name__}: {exc}") from None
+        if not tasks:
+            raise PreflightError(
+                "no tasks yet: create them from a spec with `autonomous init --spec FILE` (or `autonomous tasks add`)"
+            )
+        workspace = preflight.check_workspace(s.project_dir, allow_dirty=s.allow_dirty, excludes=s.git_excludes)
+        self.dirty_at_start = workspace.dirty
+        for warning in workspace.warnings:
+            print(f"autonomous: warning: {warning}", file=sys.stderr, flush=True)
+            self.emit(Event(EventKind.WARNING, {"message": warning}))
+        branch = git.current_branch(s.project_dir) if workspace.in_git else None
+        if branch is not None and (s.workers > 1 or s.branch_per_task):
+            preflight.check_merge_obstacles(s.project_dir, branch, git.branches(s.project_dir, git.BRANCH_PREFIX))
+
+    async def _checked_session(self, resume: bool) -> RunResult:
+        s = self.settings
+        self._preflight()
+        previous = load_previous(s.state_dir)
+        backend_ = self.backend()
+        self.isolation = Isolation.setup(self.settings, self.emit)
+        await self._setup_remote()
+        count = max(1, s.workers)
+        self.workers = [
+            Worker(self, self.worker_id if count == 1 else f"{self.worker_id}:w{i + 1}", backend_) for i in range(count)
+        ]
+        worker = self.workers[0]
+        now = utcnow().isoformat()
+        continuing = resume and previous is not None
+        session_id = (
+            previous.session_id if continuing else f"s-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        )
+        self.state = RunnerState(
+            session_id=session_id,
+            worker_id=self.worker_id,
+            state="running",
+            started_at=previous.started_at if continuing and previous.started_at else now,
+            backend=worker.backend.name,
+            sandbox=self.sandbox,
+        )
+        if continuing:
+            self.state.tasks_completed = list(previous.tasks_completed)
+            self.state.tasks_blocked = list(previous.tasks_blocked)
+            self.state.tasks_failed = list(previous.tasks_failed)
+            self.state.turns = previous.turns
+            self.budget.spent = previous.cost_usd
+            self.budget.done_total = float(previous.counters.get("done_cost_usd", 0.0))
+            self.budget.done_count = int(previous.counters.get("tasks_done", 0))
+            self.state.counters = dict(previous.counters)
+            self.budget.tasks_started = int(previous.counters.get("tasks_started", 0))
+        self.save_state()
+        record = SessionRecord(id=session_id, worker_id=self.worker_id, started_at=utcnow())
+        self.provider.record_session(record)
+        done, total = self._sync_meta(running=True) or (None, None)
+        self._meta_note(
+            f"Session {session_id} {'resumed' if continuing else 'started'} by {self.worker_id}: "
+            f"backend {worker.backend.name}, model {s.model}, mode {s.mode.value}, "
+            f"max {s.max_tasks_per_session} tasks, cost limit {s.cost_limit_per_session}"
+        )
+        self.emit(
+            Event(
+                EventKind.SESSION_START,
+                {
+                    "session_id": session_id,
+                    "worker_id": self.worker_id,
+                    "resumed": continuing,
+                    "pid": os.getpid(),
+                    **({"backend_check": self.backend_check} if self.backend_check else {}),
+                    "sandbox": self.sandbox,
+                    **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
+                    "tasks_done": done,
+                    "tasks_total": total,
+                },
+                backend=worker.backend.name,
+            )
+        )
+        resume_targets = self._recover(previous)
+        self._leftovers()
+        self.baseline, self._baseline_done, self._baseline_lock = None, False, asyncio.Lock()
+        exit_code, reason = ExitCode.OK, ""
+        try:
+            exit_code, reason = await self._run_workers(resume_targets if resume else [])
+        except AutonomousError as exc:
+            exit_code, reason = exc.exit_code, str(exc)
+        except BaseException as exc:
+            exit_code, reason = ExitCode.FAILED, f"runner error: {type(exc).__name__}: {exc}"
+            self._end(record, exit_code, reason)
+            raise
+        return self._end(record, exit_code, reason)
+
+    async def ensure_baseline(self) -> None:
+        """Before the agent of the session's first task starts (a session with nothing to do
+        runs no tests): warn once when no check was found; run the checks once and report
+        what already fails (checks/baseline.py: not blamed on the tasks)."""
+        async with self._baseline_lock:
+            if not self._baseline_done:
+                self._baseline_done = True
+                await self._run_baseline()
+
+    async def _run_baseline(self) -> None:
+        s = self.settings
+        if not s.verify_commands:
+            if s.verify_source.startswith("auto"):
+                self._warn(
+                    f"verification: {s.verify_source}; no tests run after each task "
+                    "(set verification.commands to name them)"
+                )
+            return
+        if not s.baseline:
+            return
+        baseline = await checks_baseline.run_baseline(
+            s.verify_commands, s.project_dir, s.verify_timeout, s.state_dir / "checks" / "baseline"
+        )
+        for result in baseline.values():
+            result.tail = [self.redactor.text(line) for line in result.tail]
+        self.baseline = baseline
+        failures = checks_baseline.describe_failures(baseline)
+        for line in failures:
+            self._warn("baseline: " + line)
+        passed = [c for c, r in baseline.items() if r.passed]
+        self._meta_note("Baseline before the first task: " + "; ".join([*(f"`{c}` passes" for c in passed), *failures]))
+
+    def _warn(self, message: str) -> None:
+        print(f"autonomous: warning: {message}", file=sys.stderr, flush=True)
+        self.emit(Event(EventKind.WARNING, {"message": message}))
+
+    async def _setup_remote(self) -> None:
+        """Resolve ``execution.git.remote`` and publish what a runner killed mid-push left
+        unpushed (its tasks are then found on the remote and recorded done, not redone).
+        Review mode and a remote need task worktrees: a configuration without them is an
+        error before anything is claimed."""
+        s = self.settings
+        if (s.remote or s.handoff == "review") and self.isolation is None:
+            need = "execution.git.remote" if s.remote else "execution.handoff: review"
+            raise PreflightError(f"{need} needs a git repository with a commit and a branch checked out")
+        if not s.remote or self.isolation is None:
+            return
+        iso = self.isolation
+        try:
+            shared = self.remote = iso.remote = remote.resolve(iso.repo, s.remote, s.remote_branch)
+        except git.GitError as exc:
+            raise PreflightError(str(exc)) from None
+        if shared.branch != iso.integration:
+            raise PreflightError(
+                f"execution.git.branch: the project has {iso.integration} checked out, not {shared.branch}; "
+                f"check out {shared.branch} (the runner merges into the branch checked out)"
+            )
+        if await asyncio.to_thread(remote.catch_up, iso.repo, shared) is None:
+            return  # the remote has no such branch yet: the first push creates it
+        ahead = await asyncio.to_thread(git.count_ahead, iso.repo, shared.ref)
+        if not ahead:
+            return
+
+        async def check() -> verify.VerificationResult | None:
+            if not s.verify_commands:
+                return None
+            return await verify.verify(
+                s.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=self.redactor.text
+            )
+
+        pub = await remote.publish(iso.repo, shared, attempts=s.max_push_attempts, verify=check)
+        if pub.pushed:
+            message = f"pushed {ahead} commit(s) left unpushed on {iso.integration} to {shared.describe()}"
+        else:
+            kept = await asyncio.to_thread(remote.set_aside, iso.repo, shared, "unpushed")
+            message = (
+                f"{ahead} commit(s) on {iso.integration} could not be pushed to {shared.describe()}; "
+                f"kept on branch {kept}, {iso.integration} is back on {shared.describe()}: {pub.output.splitlines()[0]}"
+            )
+        self.emit(Event(EventKind.WARNING, {"message": message}))
+
+    def _meta_note(self, text: str) -> None:
+        try:
+            meta = self.provider.meta_task()
+            if meta is not None:
+                self.provider.add_note(meta.id, self.redactor.text(text), AUTHOR)
+        except Exception as exc:  # the META note is a courtesy; the session record is the truth
+            self.emit(Event(EventKind.WARNING, {"message": f"could not note on META: {exc}"}))
+
+    def _sync_meta(self, *, running: bool) -> tuple[int, int] | None:
+        """META in progress while the session runs, done when every task is; returns
+        (done, total) of the other tasks for the display's progress bar."""
+        try:
+            return actions.sync_meta(self.provider, running=running)
+        except Exception as exc:  # a courtesy, like the META note
+            self.emit(Event(EventKind.WARNING, {"message": f"could not update the META task: {exc}"}))
+            return None
+
+    def _recover(self, previous: RunnerState | None) -> list[CurrentTask]:
+        """Claims left by a runner of this project that died (kill -9, power cut) go back
+        to the pool now rather than when their lease expires. Only for a runner on this
+        host whose pid is gone: a live runner's claims are never touched. Returns what
+        that runner was working on, for ``--resume``."""
+        if previous is None or not previous.current:
+            return []
+        dead = previous.pid != os.getpid() and not runner_state.pid_alive(previous.pid)
+        targets = []
+        for cur in previous.current:
+            targets.append(cur)
+            if not dead or not same_host(cur.worker_id or previous.worker_id):
+                continue
+            try:
+                task = self.provider.get_task(cur.id)
+            except TaskNotFound:
+                continue
+            holder = task.claim.worker_id if task.claim else None
+            if task.status is TaskStatus.IN_PROGRESS and holder in (cur.worker_id, previous.worker_id):
+                try:
+                    self.provider.update_task(task.id, force=True, status=TaskStatus.TODO)
+                    self.provider.add_note(
+                        task.id,
+                        f"Recovered: runner {holder} (pid {previous.pid}) died while working on this task; "
+                        "back to todo"
+                        + (f"; its conversation was {cur.backend_session_id}" if cur.backend_session_id else ""),
+                        AUTHOR,
+                    )
+                    self.emit(
+                        Event(
+                            EventKind.WARNING,
+                            {"message": f"recovered {task.key} from dead runner pid {previous.pid}"},
+                            task_id=task.id,
+                        )
+                    )
+                except (StaleClaim, ClaimConflict):
+                    pass
+        return targets
+
+    def _leftovers(self) -> None:
+        """Worktrees a previous runner left: merged ones go, unmerged ones are kept and
+        reported (a WARNING event, and ``autonomous status``)."""
+        if self.isolation is None:
+            return
+        try:
+            cleaned, kept = self.isolation.scan_leftovers()
+        except (git.GitError, OSError) as exc:
+            self.emit(Event(EventKind.WARNING, {"message": f"could not list the task worktrees: {exc}"}))
+            return
+        if cleaned:
+            self.emit(Event(EventKind.WARNING, {"message": f"removed merged worktrees: {', '.join(cleaned)}"}))
+        for k in kept:
+            self.emit(
+                Event(
+                    EventKind.WARNING,
+                    {
+                        "message": f"worktree {k['path']} (branch {k['branch']}) kept: {k['reason']}; "
+                        "its task continues there when claimed again",
+                        "worktree": k,
+                    },
+                )
+            )
+
+    def _end(self, record: SessionRecord, exit_code: int, reason: str) -> RunResult:
+        state = self.state
+        assert state is not None
+        if self._trailing is not None:  # the end's own write below is the last word
+            self._trailing.cancel()
+            self._trailing = None
+        # Every way a session ends passes here; a reason can quote a model's blocker or an
+        # error text, and it goes to the state file, the META task, events and stderr.
+        reason = self.redactor.text(reason)
+        elapsed = self.budget.elapsed()
+        names = {ExitCode.OK: "completed", ExitCode.PAUSED: "paused", ExitCode.INTERRUPTED: "stopped"}
+        state_name = names.get(exit_code, "error")
+        state.state = state_name
+        state.exit_code = exit_code
+        state.stop_reason = reason
+        state.pause_reason = reason if exit_code == ExitCode.PAUSED else None
+        state.ended_at = utcnow().isoformat()
+        if exit_code != ExitCode.INTERRUPTED:
+            state.current = []
+        with self._lock:
+            state.updated_at = utcnow().isoformat()
+            state.cost_usd = round(self.budget.spent, 6)
+            runner_state.save(self.settings.state_dir, state)
+        summary = {
+            "exit_code": exit_code,
+            "reason": reason,
+            "tasks_completed": list(state.tasks_completed),
+            "tasks_blocked": list(state.tasks_blocked),
+            "tasks_failed": list(state.tasks_failed),
+            "cost_usd": round(self.budget.spent, 6),
+            "turns": state.turns,
+            "duration_s": round(elapsed, 1),
+        }
+        self._sync_meta(running=False)
+        self._meta_note(
+            f"Session summary {state.session_id}: done {len(state.tasks_completed)}"
+            + (f" ({', '.join(state.tasks_completed[-20:])})" if state.tasks_completed else "")
+            + f", blocked {len(state.tasks_blocked)}"
+            + (f" ({', '.join(state.tasks_blocked)})" if state.tasks_blocked else "")
+            + f", failed {len(state.tasks_failed)}"
+            + (f" ({', '.join(state.tasks_failed)})" if state.tasks_failed else "")
+            + f", cost ${self.budget.spent:.4f}, time {elapsed / 60:.1f} min; stopped: {reason} (exit {exit_code})"
+        )
+        record.ended_at = utcnow()
+        record.state = {"completed": "stopped"}.get(state_name, state_name)
+        record.summary = summary
+        try:
+            self.provider.record_session(record)
+        except Exception as exc:
+            self.emit(Event(EventKind.WARNING, {"message": f"could not record the session end: {exc}"}))
+        event_data = {"session_id": state.session_id, **summary}
+        if exit_code == ExitCode.PAUSED:
+            event_data["notify"] = True
+        self.emit(Event(EventKind.SESSION_END, event_data))
+        return RunResult(
+            exit_code=exit_code,
+            reason=reason,
+            session_id=state.session_id,
+            tasks_completed=list(state.tasks_completed),
+            tasks_blocked=list(state.tasks_blocked),
+            tasks_failed=list(state.tasks_failed),
+            cost_usd=self.budget.spent,
+            duration_s=elapsed,
+        )
