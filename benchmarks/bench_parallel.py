@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import Backend, Run
 from autonomous.config import RunnerConfig
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.runner import AutonomousRunner
@@ -39,11 +39,11 @@ class FixedDelayBackend(Backend):
     def __init__(self, delay: float):
         self.delay = delay
 
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        yield Event(EventKind.BACKEND_START, {"session_id": "s"}, task_id=options.task_id)
+    async def _stream(self, prompt: str, run: Run) -> AsyncIterator[Event | Outcome]:
+        yield run.ev(EventKind.BACKEND_START, session_id="s")
         await asyncio.sleep(self.delay)
-        name = f"{options.task_id}.txt"
-        (Path(options.cwd) / name).write_text("work\n")
+        name = f"{run.options.task_id}.txt"
+        (Path(run.options.cwd) / name).write_text("work\n")
         yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1, cost_usd=0.001, files_changed=[name])
 
 

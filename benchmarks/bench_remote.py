@@ -17,39 +17,21 @@ Needs PostgreSQL (``AUTONOMOUS_TEST_POSTGRES_DSN``, default the local test datab
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-from autonomous.backends.base import Backend, Run
+from bench_parallel import FixedDelayBackend  # a script beside this one (python benchmarks/bench_remote.py)
+
 from autonomous.config import RunnerConfig
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask, TaskStatus
 
 DSN = os.environ.get("AUTONOMOUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-class FixedDelayBackend(Backend):
-    """Every task takes ``delay`` seconds and writes one file named after the task."""
-
-    name = "fixed-delay"
-
-    def __init__(self, delay: float):
-        self.delay = delay
-
-    async def _stream(self, prompt: str, run: Run) -> AsyncIterator[Event | Outcome]:
-        yield run.ev(EventKind.BACKEND_START, session_id="s")
-        await asyncio.sleep(self.delay)
-        name = f"{run.options.task_id}.txt"
-        (Path(run.options.cwd) / name).write_text("work\n")
-        yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1, cost_usd=0.001, files_changed=[name])
 
 
 def git(cwd: Path, *args: str) -> str:

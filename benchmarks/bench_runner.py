@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from autonomous.backends.base import Backend, RunOptions
+from autonomous.backends.base import Backend, Run
 from autonomous.config import RunnerConfig
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.runner import AutonomousRunner
@@ -32,8 +32,8 @@ LAST_CPU = [0.0]  # CPU seconds (every thread of this process) of the last bench
 class InstantBackend(Backend):
     name = "instant"
 
-    async def run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
-        yield Event(EventKind.BACKEND_START, {"session_id": "s"}, task_id=options.task_id)
+    async def _stream(self, prompt: str, run: Run) -> AsyncIterator[Event | Outcome]:
+        yield run.ev(EventKind.BACKEND_START, session_id="s")
         yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1, cost_usd=0.001)
 
 
