@@ -5,7 +5,8 @@ request is made or anything is committed: each failure is one line naming the fi
 A run that would have failed on its first task at 3 a.m. (CLI missing, not logged in, a
 dirty checkout the merge would refuse) fails here instead, for free.
 
-The checks, in order: one runner per project (an OS lock, :class:`RunnerLock`); the state
+The checks, in order: one runner per project (an OS lock,
+:class:`~autonomous.runner.process.RunnerLock`); the state
 store answers and holds tasks; the repository's state (tracked files with uncommitted
 changes refuse the run unless ``--allow-dirty``; untracked files are fine); the backend
 can run and has credentials; the sandbox can run (no silent fallback: without bubblewrap
@@ -14,8 +15,6 @@ or user namespaces ``start`` exits 2 naming the package, unless ``autonomous.san
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import json
 import os
@@ -25,44 +24,10 @@ from pathlib import Path
 
 from autonomous import sandbox
 from autonomous.config import SandboxSection
-from autonomous.errors import AutonomousError, PreflightError, RunnerBusy
+from autonomous.errors import AutonomousError, PreflightError
 from autonomous.workspace import changes, git
 
-LOCK_FILE = "runner.lock"
 _CLI_TIMEOUT = 30.0
-
-
-class RunnerLock:
-    """One runner per project: ``flock`` on ``<state_dir>/runner.lock``, held for the whole
-    session and freed by the kernel however the process ends (``kill -9`` included), so
-    no stale lock ever needs a person. The file names the holder's pid for the message."""
-
-    def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise RunnerBusy(
-                f"another runner is running on this project (pid {holder or '?'}); "
-                "stop it with `autonomous stop` first, or wait for it to finish"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
 
 
 @dataclass(slots=True)
