@@ -178,14 +178,14 @@ def parse_report(text: str | None) -> Report | None:
 
 def _last_json_report(text: str) -> Report | None:
     found: Report | None = None
-    for obj in _json_objects(text):
+    for obj in json_objects(text):
         report = _from_dict(obj)
         if report is not None:
             found = report
     return found
 
 
-def _json_objects(text: str):
+def json_objects(text: str):
     """Top-level JSON objects embedded in ``text``, in order (fenced or bare)."""
     decoder = json.JSONDecoder()
     i = text.find("{")

@@ -15,12 +15,12 @@ This module is pure (prompt in, verdict out); the runner runs the session.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autonomous import prompts
 from autonomous.backends.base import RunOptions
+from autonomous.backends.report import json_objects
 from autonomous.tasks import Task
 
 REVIEW_TOOLS = ["Read", "Glob", "Grep"]
@@ -110,18 +110,10 @@ def review_options(options: RunOptions) -> RunOptions:
 
 def parse_verdict(text: str) -> ReviewVerdict | None:
     """The last JSON object in ``text`` that carries a ``verdict``; None when there is none."""
-    found: dict[str, Any] | None = None
-    decoder = json.JSONDecoder()
-    i = text.find("{")
-    while i != -1:
-        try:
-            obj, end = decoder.raw_decode(text, i)
-        except ValueError:
-            i = text.find("{", i + 1)
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("verdict"), str):
+    found = None
+    for obj in json_objects(text):
+        if isinstance(obj.get("verdict"), str):
             found = obj
-        i = text.find("{", end)
     if found is None:
         return None
     word = found["verdict"].strip().lower()
