@@ -110,6 +110,15 @@ def run_check(root: Path) -> CommandResult:
     return asyncio.run(baseline.run_check(command, root, 120, root / ".checks"))
 
 
+def test_a_project_without_tests_yet_passes_its_pytest_check(tmp_path: Path) -> None:
+    """pytest exits 5 when it collects nothing: a fresh project's README task must not be blocked."""
+    write(tmp_path, {"pytest.ini": "[pytest]\n", "app.py": "print(1)\n"})
+    result = run_check(tmp_path)
+    assert result.passed and "no tests collected" in result.tail[-1]
+    chained = asyncio.run(baseline.run_check(f"{sys.executable} -m pytest -q; exit 5", tmp_path, 120, None))
+    assert not chained.passed  # only a plain pytest run is read this way
+
+
 def test_failing_ids_come_from_the_junit_report(suite: Path) -> None:
     result = run_check(suite)
     assert result.exit_code == 1 and result.failing_tests == ["test_a::test_old"]
