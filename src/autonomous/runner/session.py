@@ -531,11 +531,7 @@ class AutonomousRunner(WorkerPool):
             return
 
         async def check() -> verify.VerificationResult | None:
-            if not s.verify_commands:
-                return None
-            return await verify.verify(
-                s.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=self.redactor.text
-            )
+            return await iso.check_checkout(self.redactor.text)
 
         pub = await remote.publish(iso.repo, shared, attempts=s.max_push_attempts, verify=check)
         if pub.pushed:

@@ -555,8 +555,7 @@ class Worker:
             if commit_problem:
                 head += f" ({commit_problem})"
             if committed.refused:
-                result.verdict, status, merge_failed = Result.BLOCKED, TaskStatus.BLOCKED, True
-                head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
+                merge_failed = True  # blocked below: no merge, no second commit
             elif self.isolation is not None and self.worktree is not None and commit_problem:
                 # not on the task branch, so not mergeable: not done; the worktree keeps the work
                 result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
@@ -585,9 +584,9 @@ class Worker:
             result.commit = committed.sha
             if result.commit:
                 head += f" (work in progress committed: {result.commit[:12]})"
-            if committed.refused:
-                result.verdict, status = Result.BLOCKED, TaskStatus.BLOCKED
-                head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
+        if committed.refused:  # a secret in the change, done or not: nothing committed, a person looks
+            result.verdict, status = Result.BLOCKED, TaskStatus.BLOCKED
+            head = f"Blocked: nothing committed: {committed.describe_refusal()}; the files are kept as they are"
         lines = [head]
         if result.tick and result.tick.note:
             lines.append(result.tick.note)

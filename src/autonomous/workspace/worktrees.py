@@ -237,9 +237,7 @@ class Isolation:
         s = self.settings
 
         async def check() -> verify.VerificationResult | None:
-            if not s.verify_commands:
-                return None
-            return await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+            return await self.check_checkout(redact)
 
         async def locked(fn: Callable[..., Any], *args: Any) -> Any:
             return await asyncio.to_thread(self._locked, fn, *args)
@@ -251,3 +249,10 @@ class Isolation:
         if merged.before is not None:
             await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
         merged.merged, merged.conflict, merged.output = False, pub.conflict, pub.output
+
+    async def check_checkout(self, redact: Callable[[str], str]) -> verify.VerificationResult | None:
+        """The verification commands on the project's checkout (before a push); None without any."""
+        s = self.settings
+        if not s.verify_commands:
+            return None
+        return await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
