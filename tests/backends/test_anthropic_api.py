@@ -132,7 +132,7 @@ def test_task_writes_a_file_and_completes(backend, project):
     assert out.cost_usd == pytest.approx(2 * (1000 * 3 + 100 * 15) / 1e6)
     assert out.usage.input_tokens == 2000
     assert out.context_tokens == 1000
-    assert out.session_id is None
+    assert out.session_id  # kept in this process, so a second run can continue it
 
     assert len(requests) == 2
     body = requests[0].body

@@ -169,7 +169,7 @@ def test_completes(harness: Harness) -> None:
     r = harness.run([Rule(match=MAIN, response=done(summary="built it"))])
     assert r.outcome.status is OutcomeStatus.COMPLETED and r.outcome.summary == "built it"
     assert r.outcome.turns == 1
-    assert r.outcome.session_id or not harness.kit.needs_cli  # the Messages API keeps no session
+    assert r.outcome.session_id
     usage = r.of(EventKind.USAGE)
     assert usage and usage[-1].data["turns"] == r.outcome.turns and usage[-1].data["cost_usd"] == r.outcome.cost_usd
 
@@ -208,6 +208,36 @@ def test_the_allowance_spans_runs(harness: Harness) -> None:
     third = harness.run(rules, "THIRD attempt", server=server, allowance=allowance)
     assert third.outcome.status is OutcomeStatus.MAX_TURNS and third.outcome.turns == 0
     assert third.main_requests == second.main_requests  # a spent allowance sends nothing
+
+
+def test_a_second_run_continues_the_session(harness: Harness) -> None:
+    """Verification feedback goes to the same conversation: the model still sees the task it was given."""
+    rules = [
+        Rule(match=Match(last_user_contains="checks FAILED", has_tools=True), response=done(summary="fixed")),
+        Rule(match=MAIN, response=done(summary="first")),
+    ]
+    server = ScriptedModelServer(rules).start()
+    harness.servers.append(server)
+    backend = harness.kit.make()
+    first = harness.run(rules, "Implement DEMO-1.1: the parser.", server=server, backend=backend)
+    assert first.outcome.summary == "first" and first.outcome.session_id
+    second = harness.run(
+        rules,
+        "The runner's checks FAILED: fix it.",
+        server=server,
+        backend=backend,
+        session_id=first.outcome.session_id,
+    )
+    assert second.outcome.status is OutcomeStatus.COMPLETED and second.outcome.summary == "fixed"
+    last = [r for r in server.message_requests() if r.conversation.body.get("tools")][-1]
+    assert "DEMO-1.1: the parser" in json.dumps(last.conversation.body["messages"])
+
+
+def test_a_session_that_cannot_be_resumed_is_an_error_without_turns(harness: Harness) -> None:
+    """The runner then starts the task afresh with its whole prompt (runner/worker.py)."""
+    r = harness.run([Rule(match=MAIN, response=done())], session_id="00000000-0000-4000-8000-000000000000")
+    assert r.outcome.status is OutcomeStatus.ERROR and r.outcome.turns == 0
+    assert r.main_requests == 0
 
 
 def test_the_budget_stops_a_run_mid_task(harness: Harness) -> None:

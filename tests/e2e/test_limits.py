@@ -94,7 +94,13 @@ def test_a_task_whose_verification_always_fails_keeps_to_its_turns(tmp_path: Pat
         init(project, env)
         proc = autonomous(project, env, "start")
         requests = main_requests(server)
+        sent = [
+            json.dumps(r.conversation.body["messages"]) for r in server.message_requests() if r.conversation.has_tools
+        ]
     assert proc.returncode == 1, proc.stderr
+    # the second attempt continues the conversation: the model sees the task and the checks' verdict together
+    assert any("verification FAILED" in m for m in sent)
+    assert all("Task W-1.1:" in m for m in sent)
     task = task_states(project)["W-1.1"]
     assert task["status"] != "done"  # blocked after its checks, or back to todo when a run hit the turn limit
     assert requests <= 4, f"{requests} model requests for a task allowed 4 turns"

@@ -21,6 +21,11 @@ watchdog, one outcome); what is decided here:
   are injectable so tests never wait.
 * ``context_tokens`` is the whole prompt of the last request (input + cache reads + cache
   writes): how full the context window is.
+* **Sessions live in this process.** Each run gets a session id and its conversation is
+  kept (the last few, in memory), so a second run of the task with that id (verification
+  feedback, a review's request for changes) continues the conversation as ``--resume``
+  does for Claude Code. An id this process does not hold (the runner restarted) ends the
+  run with an ``error`` and no turns, and the runner starts the task afresh with its full prompt.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import email.utils
 import functools
 import os
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +65,7 @@ until the task is done or you are blocked. Nobody will answer questions during t
 """
 
 _RATE_LIMIT_STATUSES = {429, 529}
+KEPT_SESSIONS = 8  # conversations one backend keeps for resuming (a worker runs one task at a time)
 _RETRYABLE_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
 _AUTH_STATUSES = {401, 403}
 _ERROR_TYPE_STATUS = {
@@ -118,6 +126,7 @@ class AnthropicBackend(Backend):
         self._sleep = sleep
         self.pacer = RatePacer(clock, sleep)
         self._sdk: Any = None
+        self._sessions: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()  # id -> messages
 
     # -- hooks
     def preflight(self, options: RunOptions) -> None:
@@ -164,9 +173,16 @@ class AnthropicBackend(Backend):
     # -- one exchange
     async def _stream(self, prompt: str, run: Run) -> AsyncIterator[StreamItem]:
         if run.exchange == 0:
+            if run.options.session_id and run.options.session_id not in self._sessions:
+                yield Outcome(
+                    OutcomeStatus.ERROR,
+                    error=f"session {run.options.session_id} is not held by this process: it cannot be resumed",
+                )
+                return
             for event in await self._open(run):
                 yield event
         tools, messages, model = run.state["tools"], run.state["messages"], run.state["model"]
+        _answer_open_tool_calls(messages)
         _append_user_text(messages, prompt)
         while True:
             stop = run.limit_reached()  # before a request is sent, never after spending
@@ -234,14 +250,16 @@ class AnthropicBackend(Backend):
         )
         await run.cleanup.enter_async_context(client)
         offered = {name for tool, name in CLAUDE_CODE_TOOLS.items() if tool in options.allowed_tools}
-        run.state.update(tools=tools, system=system, client=client, messages=[], model=model, offered=offered)
+        session_id = options.session_id or uuid.uuid4().hex
+        messages = self._sessions.pop(session_id, [])
+        self._sessions[session_id] = messages  # the newest last: the oldest is forgotten first
+        while len(self._sessions) > KEPT_SESSIONS:
+            self._sessions.popitem(last=False)
+        run.state.update(tools=tools, system=system, client=client, messages=messages, model=model, offered=offered)
         names = [t["name"] for t in tools.definitions() if t["name"] in offered]
-        events = [run.ev(EventKind.BACKEND_START, model=model, tools=names)]
+        events = [run.ev(EventKind.BACKEND_START, model=model, tools=names, session_id=session_id)]
         if not pricing.is_known(model):
             message = f"no price for model {model!r}: cost is estimated at the most expensive model's rates"
-            events.append(run.ev(EventKind.WARNING, message=message))
-        if options.session_id:
-            message = "the anthropic-sdk backend cannot resume a session; starting fresh"
             events.append(run.ev(EventKind.WARNING, message=message))
         return events
 
@@ -375,6 +393,23 @@ def _block_param(block: Any) -> dict[str, Any]:
     if kind == "tool_use":
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
     return block.model_dump(mode="json", exclude_none=True)
+
+
+def _answer_open_tool_calls(messages: list[dict[str, Any]]) -> None:
+    """A resumed conversation may end with tool calls the run was stopped before answering:
+    the API refuses a ``tool_use`` without its ``tool_result``, so each is answered "not run"."""
+    last = messages[-1] if messages else None
+    if last is None or last["role"] != "assistant" or not isinstance(last["content"], list):
+        return
+    ids = [b["id"] for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
+    if ids:
+        text = "not run: the run was stopped before this call"
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": i, "content": text, "is_error": True} for i in ids],
+            }
+        )
 
 
 def _append_user_text(messages: list[dict[str, Any]], text: str) -> None:

@@ -255,13 +255,12 @@ class Worker:
             allowance = self.allowance = self.runner.budget.allowance(self.worker_id)
             while True:
                 outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task, result)
-                if resume_session and outcome.status is OutcomeStatus.ERROR and not outcome.turns and attempt == 0:
-                    # The conversation could not be resumed (expired, other machine): start afresh.
-                    self.emit(
-                        EventKind.WARNING, task, message=f"could not resume session {resume_session}: fresh start"
-                    )
+                if session_id and outcome.status is OutcomeStatus.ERROR and not outcome.turns:
+                    # The conversation could not be resumed (expired, another machine or process): start
+                    # afresh with the whole task, and the checks' feedback when this is a later attempt.
+                    self.emit(EventKind.WARNING, task, message=f"could not resume session {session_id}: fresh start")
                     resume_session = session_id = None
-                    prompt = build_prompt(task, all_tasks, s)
+                    prompt = build_prompt(task, all_tasks, s) + (f"\n\n{prompt}" if attempt else "")
                     outcome = await self._run_backend(prompt, self._options(task, None, allowance), task, result)
                 result.outcome = outcome
                 result.change_set = await asyncio.to_thread(self._changes_since, before)
