@@ -14,9 +14,9 @@ from autonomous import scheduler
 from autonomous.config import parse_config
 from autonomous.errors import SpecError
 from autonomous.init import detect, parse
+from autonomous.init.apply import ProjectInitializer
 from autonomous.init.common import sequence
 from autonomous.init.ledger import read_ledger
-from autonomous.initializer import ProjectInitializer
 from autonomous.providers.file import FileProvider
 from autonomous.tasks import Priority, TaskStatus
 

@@ -1,4 +1,4 @@
-"""initializer.py: spec -> tasks, META, marker; --force, --prune, --dry-run; crash safety;
+"""init/plan.py, init/apply.py and `autonomous init` (cli/init.py): spec -> tasks, META, marker;
 model decomposition (scripted backend for the logic, the real claude-code backend against
 the scripted model server for the whole path)."""
 
@@ -13,22 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from autonomous import initializer as init_mod
 from autonomous.backends.base import RunOptions
+from autonomous.cli import init as init_cli
+from autonomous.cli.init import run_init
 from autonomous.config import Config, parse_config
 from autonomous.errors import AlreadyInitialized, DecompositionError, SpecError
 from autonomous.events import Outcome, OutcomeStatus
-from autonomous.initializer import (
-    MARKER_NAME,
-    ProjectInitializer,
-    extract_decomposition,
-    run_init,
-)
+from autonomous.init import apply as init_apply
+from autonomous.init.apply import MARKER_NAME, ProjectInitializer
+from autonomous.init.plan import extract_decomposition
 from autonomous.providers.file import FileProvider
 from autonomous.tasks import Priority, TaskStatus
 from autonomous.testing.scripted_backend import ScriptedBackend
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 SPEC = """\
 # Shop
@@ -226,7 +224,7 @@ def test_a_large_init_prints_the_first_rows_and_the_count(project: Path):
     assert run_init(spec, no_model=True, config=make_config(project), out=out, err=io.StringIO()) == 0
     lines = out.getvalue().splitlines()
     rows = [line for line in lines if line.startswith("created ")]
-    assert len(rows) == init_mod.TABLE_ROWS and rows[0].split()[1] == "BIG-1.1"
+    assert len(rows) == init_cli.TABLE_ROWS and rows[0].split()[1] == "BIG-1.1"
     assert "... and 50 more (`autonomous tasks` lists them; --json prints every one)" in lines
     assert any(line.startswith("Created 250 task(s)") for line in lines)
     with open_store(project) as store:
@@ -280,7 +278,7 @@ def test_json_output_of_a_real_run(project: Path, spec: Path):
 CRASH_CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from autonomous import initializer
+    from autonomous.init import apply
     from autonomous.providers import file as file_provider
 
     where = sys.argv[3]
@@ -289,10 +287,10 @@ CRASH_CHILD = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     if where == "before-marker":
-        initializer.write_marker = die  # tasks are committed; the marker is never written
+        apply.write_marker = die  # tasks are committed; the marker is never written
     else:  # inside the batch's transaction, after the INSERTs, before COMMIT
         file_provider.FileProvider._bump_graph = staticmethod(die)
-    initializer.ProjectInitializer(project_dir=sys.argv[1]).initialize(sys.argv[2])
+    apply.ProjectInitializer(project_dir=sys.argv[1]).initialize(sys.argv[2])
     """
 )
 
@@ -332,7 +330,7 @@ def test_injected_failure_before_marker_then_rerun(project: Path, spec: Path, mo
     def boom(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(init_mod, "write_marker", boom)
+    monkeypatch.setattr(init_apply, "write_marker", boom)
     with pytest.raises(OSError, match="disk full"):
         initialize(project, spec)
     monkeypatch.undo()
