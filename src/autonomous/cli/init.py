@@ -201,7 +201,7 @@ def run_init(
     failed; 2 usage error, bad spec, bad config, or already initialized without --force.
     Errors are one line on ``err``: ``error: <message>``.
     """
-    from autonomous.config import load_config
+    from autonomous.config import load_config, override
     from autonomous.errors import AutonomousError, ConfigError
     from autonomous.init.apply import ProjectInitializer
     from autonomous.init.plan import ModelUse
@@ -211,8 +211,14 @@ def run_init(
     try:
         if no_model and model_only:
             raise ConfigError("--no-model and --model-only exclude each other")
+        # --include-optional/--skip-optional is initializer.include_optional, set once, here
+        given = {} if include_optional is None else {"initializer.include_optional": include_optional}
+        named = "--include-optional" if include_optional else "--skip-optional"
         if config is None:
-            config = load_config(Path(config_path) if config_path else None, project_dir=project_dir)
+            path = Path(config_path) if config_path else None
+            config = load_config(path, project_dir=project_dir, overrides=given, overrides_label=named)
+        elif given:
+            config = override(config, given, label=named)
         use_model: ModelUse = "never" if no_model else "always" if model_only else "auto"
         progress = None if as_json else (lambda message: print(message, file=err, flush=True))
         initializer = ProjectInitializer(
@@ -220,7 +226,7 @@ def run_init(
         )
         result = initializer.initialize(
             spec, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model,
-            format=format, tag=tag, include_optional=include_optional,
+            format=format, tag=tag,
         )  # fmt: skip
     except AutonomousError as exc:
         print(f"error: {exc}", file=err)

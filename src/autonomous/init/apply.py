@@ -211,7 +211,7 @@ class ProjectInitializer:
         **formats: Any,
     ) -> InitResult:
         """Create (or with ``force``, update) the project's tasks from the spec.
-        ``formats``: ``format``, ``tag``, ``include_optional`` (see :meth:`Planner.plan_async`)."""
+        ``formats``: ``format``, ``tag`` (see :meth:`Planner.plan_async`)."""
         return asyncio.run(
             self.initialize_async(
                 spec_path, project_name, force=force, prune=prune, dry_run=dry_run, use_model=use_model, **formats

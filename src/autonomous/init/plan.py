@@ -250,25 +250,22 @@ class Planner:
         use_model: ModelUse = "auto",
         format: str | None = None,
         tag: str | None = None,
-        include_optional: bool | None = None,
     ) -> InitPlan:
         """Read the spec and work out its tasks (asking the model when it has to).
 
         ``format`` forces one of :data:`autonomous.init.FORMATS` (default: recognised from
         the content); a Spec Kit, Kiro, Task Master or beads list is imported exactly,
-        ``tag`` picking a Task Master tag and ``include_optional`` (default: the config's)
-        making optional checklist tasks work to do."""
+        ``tag`` picking a Task Master tag; ``initializer.include_optional`` makes optional
+        checklist tasks work to do."""
         if use_model not in ("auto", "never", "always"):
             raise ConfigError(f"use_model: {use_model!r} is not one of auto, never, always")
         if format is not None and format not in FORMATS:
             raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")
         spec = read_spec(Path(spec_path).absolute())
-        if include_optional is None:
-            include_optional = self.config.initializer.include_optional
         # the tool's own grammar is parsed once: to count its task lines, then to plan
         with _bulk():
             parsed = None if format or spec.text.lstrip().startswith(("{", "[")) else parse_structured(spec.text)
-        imported = self._import(spec, project_name, format, tag, include_optional, use_model, parsed)
+        imported = self._import(spec, project_name, format, tag, use_model, parsed)
         if imported is not None:
             return imported
         if parsed is None:
@@ -288,7 +285,7 @@ class Planner:
         return plan
 
     def _import(
-        self, spec: SpecFile, project_name: str | None, fmt: str | None, tag: str | None, include_optional: bool,
+        self, spec: SpecFile, project_name: str | None, fmt: str | None, tag: str | None,
         use_model: ModelUse, parsed: ParsedSpec | None,
     ) -> InitPlan | None:  # fmt: skip
         """The plan of a task list in another tool's format, or None for the tool's own."""
@@ -305,6 +302,7 @@ class Planner:
             return None
         if use_model == "always":
             raise ConfigError(f"--model-only: {spec.path} is a {fmt} task list, imported exactly without a model")
+        include_optional = self.config.initializer.include_optional
         imported = parse_import(spec.text, fmt, tag=tag, include_optional=include_optional)
         if not imported.tasks:
             raise SpecError(f"{spec.path}: read as {fmt}, but it names no tasks")
