@@ -32,7 +32,7 @@ from pathlib import Path
 
 from autonomous.config import parse_config
 from autonomous.init import detect, parse
-from autonomous.initializer import ProjectInitializer
+from autonomous.init.apply import ProjectInitializer
 
 
 def speckit_text(phases: int, per_phase: int) -> str:

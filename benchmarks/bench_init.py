@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from autonomous.config import InitializerConfig
-from autonomous.initializer import ProjectInitializer
+from autonomous.init.apply import ProjectInitializer
 from autonomous.spec import parse_structured, read_spec, resolve_dependencies
 
 

@@ -173,7 +173,7 @@ def init_steps(n: int, root: Path) -> None:
     from autonomous.spec import parse_structured, read_spec, resolve_dependencies
 
     project = new_project(root, spec_text(make_graph(n)))
-    gc.disable()  # as init does while it parses and applies a spec (initializer._bulk)
+    gc.disable()  # as init does while it parses and applies a spec (autonomous.init.plan._bulk)
     steps: list[tuple[str, float]] = []
     started = time.process_time()
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from autonomous.cli import main
 from autonomous.config import parse_config
 from autonomous.init import parse
+from autonomous.init.apply import ProjectInitializer
 from autonomous.init.common import Imported
 from autonomous.init.export import export
-from autonomous.initializer import ProjectInitializer
 from autonomous.tasks import Priority, Task, TaskStatus
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "import"

@@ -20,9 +20,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from autonomous.cli.init import run_init
 from autonomous.config import InitializerConfig, load_config
 from autonomous.errors import ConfigError
-from autonomous.initializer import run_init
 from autonomous.providers.file import FileProvider
 
 CASES = 500

@@ -14,9 +14,9 @@ from autonomous import scheduler
 from autonomous.config import parse_config
 from autonomous.errors import SpecError
 from autonomous.init import detect, parse
+from autonomous.init.apply import ProjectInitializer
 from autonomous.init.common import sequence
 from autonomous.init.ledger import read_ledger
-from autonomous.initializer import ProjectInitializer
 from autonomous.providers.file import FileProvider
 from autonomous.tasks import Priority, TaskStatus
 
@@ -261,7 +261,8 @@ def test_detect_mixed_formats_says_which_and_why():
 
 
 def _init(project: Path, spec: Path, **kw):
-    config = parse_config({"execution": kw.pop("execution", {})}, root=project)
+    sections = {name: kw.pop(name) for name in ("execution", "initializer") if name in kw}
+    config = parse_config(sections, root=project)
     return ProjectInitializer(config).initialize(spec, **kw)
 
 
@@ -308,7 +309,8 @@ def test_optional_tasks_not_claimed_unless_included(tmp_path: Path):
             store.release(task.id, task.claim.token, status=TaskStatus.DONE)
         assert claimed == ["1", "3"]  # the store's own candidate query skips the optional task
         assert store.find_task("2").status is TaskStatus.CANCELED
-    _init(tmp_path, spec, force=True, include_optional=True)  # a re-init including optional work reopens it
+    # a re-init including optional work reopens it
+    _init(tmp_path, spec, force=True, initializer={"include_optional": True})
     with FileProvider(tmp_path / ".ai-agents" / "state") as store:
         task = store.claim_next("w", 60)
         assert task is not None and task.key == "2" and task.labels == ["optional"]

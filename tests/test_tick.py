@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from autonomous.config import parse_config
+from autonomous.init.apply import ProjectInitializer
 from autonomous.init.tick import tick_done
-from autonomous.initializer import ProjectInitializer
 from autonomous.tasks import Task
 
 SPECKIT = """\

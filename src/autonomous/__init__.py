@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "ProjectInitializer": "autonomous.initializer",
+    "ProjectInitializer": "autonomous.init.apply",
     "InitializerConfig": "autonomous.config",
     "AutonomousRunner": "autonomous.runner",
     "RunnerConfig": "autonomous.config",
@@ -36,7 +36,7 @@ __all__ = [  # noqa: RUF022 - grouped as in DESIGN.md
 
 if TYPE_CHECKING:  # pragma: no cover
     from autonomous.config import InitializerConfig, RunnerConfig
-    from autonomous.initializer import ProjectInitializer
+    from autonomous.init.apply import ProjectInitializer
     from autonomous.providers import get_provider
     from autonomous.runner import AutonomousRunner
     from autonomous.tasks import Priority, Task, TaskStatus

@@ -14,7 +14,7 @@ depends on:
   itself for ordinary names, and only whether it is set and non-empty for names that
   look like credentials (a secret's value, or a hash of it, is never written anywhere);
 * ``$HOME`` (``~`` in paths), this package's version and the size and modification time
-  of ``config.py`` (a changed model is a changed validation).
+  of the ``config`` package's modules (a changed model is a changed validation).
 
 A miss (or a damaged cache) runs the full validation, which reports every problem of
 the file exactly as ``autonomous start`` would, and then writes the cache. Only the file
@@ -26,7 +26,7 @@ small file per config file, so nothing is added to the project (nor to a task's 
 When it cannot be written the commands work the same, only slower.
 
 This module also holds the few loading rules the fast path must share with
-``config.py`` (where the file is, what a ``${VAR}`` reference and a credential's name
+``autonomous.config`` (where the file is, what a ``${VAR}`` reference and a credential's name
 look like), so that they are decided in one place. It imports nothing heavy.
 """
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFIG_DIR = ".ai-agents"
 CONFIG_NAME = "config.yml"
 CACHE_VERSION = 1
+# The modules whose change changes what a validation returns (the cache key holds their size and time).
+_VALIDATION_MODULES = ("models.py", "load.py", "messages.py")
 
 
 def lazy_regex(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
@@ -149,9 +151,10 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def _cache_key(file: Path, root: Path, data: bytes | None, env: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
-    config_py = Path(__file__).with_name("config.py").stat()
+    package = Path(__file__).with_name("config")
+    stats = [(package / name).stat() for name in _VALIDATION_MODULES]
     parts: list[str] = [
-        str(CACHE_VERSION), __version__, f"{config_py.st_size}:{config_py.st_mtime_ns}",
+        str(CACHE_VERSION), __version__, *(f"{st.st_size}:{st.st_mtime_ns}" for st in stats),
         str(file.absolute()), str(root), env.get("HOME", ""),
     ]  # fmt: skip
     if data is not None:

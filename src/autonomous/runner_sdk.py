@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from autonomous.backends.base import Backend
+from autonomous.config import Config, load_config, override
 from autonomous.runner import AutonomousRunner, RunResult
 
 SDK_BACKEND = "claude-code-sdk"
@@ -28,22 +30,16 @@ __all__ = ["SDK_BACKEND", "AutonomousRunnerSDK", "RunResult"]  # and RunnerConfi
 
 
 class AutonomousRunnerSDK(AutonomousRunner):
-    def __init__(self, config: Any = None, **kwargs: Any):
-        super().__init__(config, **kwargs)
-        if self._backend is None and self.settings.backend == "claude-code":
+    def __init__(self, config: Config | None = None, *, backend: Backend | None = None, **kwargs: Any):
+        config = config if config is not None else load_config()
+        if backend is None and config.autonomous.backend == "claude-code":
             # The config's default names the CLI; this class exists to run on the SDK.
-            self.settings.backend = SDK_BACKEND
+            config = override(config, {"autonomous.backend": SDK_BACKEND})
+        super().__init__(config, backend=backend, **kwargs)
 
-    async def start(  # type: ignore[override]
-        self,
-        *,
-        resume: bool = False,
-        max_tasks: int | None = None,
-        dry_run: bool = False,
-        backend: str | None = None,
-    ) -> RunResult:
+    async def start(self, *, resume: bool = False, dry_run: bool = False) -> RunResult:  # type: ignore[override]
         """Run the session in the caller's event loop; returns a RunResult (``.exit_code``)."""
-        return await self.run(resume=resume, max_tasks=max_tasks, backend=backend, dry_run=dry_run)
+        return await self.run(resume=resume, dry_run=dry_run)
 
 
 def __getattr__(name: str) -> Any:

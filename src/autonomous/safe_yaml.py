@@ -21,7 +21,7 @@ turns into a traceback or a hang. This loader, on top of it:
 
 Integers are Python integers; one written with more than ``INT_DIGITS`` digits is an
 :class:`OutOfRangeInt` (its text), never converted. Each caller range-checks the values it
-uses (``config.py`` names the key of one out of range).
+uses (``autonomous.config`` names the key of one out of range).
 """
 
 from __future__ import annotations

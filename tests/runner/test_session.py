@@ -32,7 +32,6 @@ from autonomous.runner import (
     EXIT_USAGE,
     HANDOFF_CAP,
     AutonomousRunner,
-    Settings,
     build_prompt,
     handoff_notes,
     request_stop,
@@ -111,9 +110,6 @@ def config(project: Path, **sections: dict) -> Config:
     verification = {"commands": [], "require_changes": False, **sections.pop("verification", {})}
     return parse_config({"autonomous": auto, "verification": verification, **sections}, root=project)
 
-
-def settings(project: Path, **sections: dict) -> Settings:
-    return Settings.from_config(config(project, **sections))
 
 
 def two_phase(provider: Store) -> None:
@@ -632,7 +628,7 @@ def test_prompt_has_task_conventions_and_capped_handoff(project: Path) -> None:
     p.update_task(p.by_key("DEMO-1.1").id, status=TaskStatus.DONE, force=True)
     tasks = p.list_tasks()
     task = p.by_key("DEMO-1.2")
-    prompt = build_prompt(task, tasks, settings(project, verification={"commands": ["pytest -q"]}))
+    prompt = build_prompt(task, tasks, config(project, verification={"commands": ["pytest -q"]}))
     assert "# Task DEMO-1.2: [DEMO-1.2] Create b" in prompt
     assert "Use tabs." in prompt and "(truncated)" in prompt
     assert "`pytest -q` must exit 0" in prompt
@@ -672,7 +668,7 @@ def test_sdk_runner_runs_the_same_loop_async(project: Path) -> None:
     runner = AutonomousRunnerSDK(config(project), provider=p, backend=backend, out=lambda s: None)
     result = asyncio.run(runner.start())
     assert result.exit_code == EXIT_OK and p.claims == ["DEMO-1.1", "DEMO-1.2", "DEMO-2.1"]
-    assert AutonomousRunnerSDK(config(project), provider=p).settings.backend == "claude-code-sdk"
+    assert AutonomousRunnerSDK(config(project), provider=p).config.autonomous.backend == "claude-code-sdk"
 
 
 # -- parallel workers ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from autonomous import actions
-from autonomous.config import Config, secret_values
+from autonomous.config import Config, build_redactor
 from autonomous.dashboard import views
 from autonomous.errors import ActionRefused, AutonomousError, TaskNotFound
 from autonomous.events import Redactor
@@ -125,7 +125,7 @@ def create_app(
     """The dashboard for ``config``'s project. ``hosts``: the ``Host`` header values
     accepted (None: any; the server passes the loopback names when there is no token).
     ``provider``: an open store to use (default: opened from the config at startup)."""
-    redactor = Redactor(secret_values(config))
+    redactor = build_redactor(config)
     csrf = secrets.token_urlsafe(32)
     ordering = config.execution.ordering
     state: dict[str, StateProvider] = {}

@@ -12,7 +12,7 @@ from autonomous import prompts, scheduler
 from autonomous.tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
-    from autonomous.runner.settings import Settings
+    from autonomous.config import Config
     from autonomous.verify import VerificationResult
 
 HANDOFF_CAP = 4096  # bytes of handoff notes in one prompt, all sources together
@@ -88,17 +88,17 @@ def handoff_notes(task: Task, all_tasks: list[Task], cap: int = HANDOFF_CAP) -> 
     return "## Handoff notes\n\n" + body
 
 
-def _verification_section(settings: Settings) -> str:
-    if not settings.verify_commands and not settings.require_changes:
+def _verification_section(config: Config) -> str:
+    if not config.checks.commands and not config.verification.require_changes:
         return ""
     lines = ["## How the runner will check your work", ""]
-    lines += [f"- `{c}` must exit 0" for c in settings.verify_commands]
-    if settings.require_changes:
+    lines += [f"- `{c}` must exit 0" for c in config.checks.commands]
+    if config.verification.require_changes:
         lines.append("- the task must change the project (files or a commit)")
     return "\n".join(lines) + "\n"
 
 
-def build_prompt(task: Task, all_tasks: list[Task], settings: Settings) -> str:
+def build_prompt(task: Task, all_tasks: list[Task], config: Config) -> str:
     """The task prompt from ``prompts/task.md``."""
     try:
         from autonomous.backends.report import REPORT_INSTRUCTIONS
@@ -110,8 +110,8 @@ def build_prompt(task: Task, all_tasks: list[Task], settings: Settings) -> str:
         description=task.description.strip() or "(no description: the title says it all)",
         acceptance_criteria=_bullets(task.acceptance_criteria, "- (none given)"),
         test_steps=_bullets(task.test_steps, "- (none given)"),
-        verification=_verification_section(settings),
-        conventions=read_conventions(settings.project_dir),
+        verification=_verification_section(config),
+        conventions=read_conventions(config.project_dir),
         handoff=handoff_notes(task, all_tasks),
         report_instructions=REPORT_INSTRUCTIONS,
     )

@@ -39,7 +39,6 @@ Where each part lives::
     preflight.py  what is checked before the first claim (exit 2 with the fix)
     process.py    worker ids, the one-runner-per-project lock, killing children
     state.py      what the last runner left: stop, recovery context
-    settings.py   the configuration as the runner reads it
 
 Prompts are built in :mod:`autonomous.prompts.build`; worktrees and the merge queue are
 :mod:`autonomous.workspace.worktrees`; what a task commits is :mod:`autonomous.workspace.commit`.
@@ -51,7 +50,6 @@ from autonomous.errors import ExitCode
 from autonomous.prompts.build import HANDOFF_CAP, build_prompt, handoff_notes
 from autonomous.runner.budget import SessionBudget
 from autonomous.runner.session import AutonomousRunner, RunResult
-from autonomous.runner.settings import Settings
 from autonomous.runner.state import recovery_context, request_stop
 from autonomous.runner.verdict import Result
 
@@ -75,7 +73,6 @@ __all__ = [
     "Result",
     "RunResult",
     "SessionBudget",
-    "Settings",
     "build_prompt",
     "handoff_notes",
     "recovery_context",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from autonomous.backends.base import TaskAllowance
+from autonomous.config import Config
 from autonomous.errors import ExitCode
-from autonomous.runner.settings import Settings
 
 
 class SessionBudget:
@@ -23,11 +23,11 @@ class SessionBudget:
       each request, so N workers together pass the limit by at most one request each.
     """
 
-    def __init__(self, settings: Settings, spent: float = 0.0, tasks_started: int = 0):
-        self.limit = settings.cost_limit_per_session
-        self.floor = settings.first_task_cost
-        self.max_tasks = settings.max_tasks_per_session
-        self.max_turns = settings.max_turns_per_task
+    def __init__(self, config: Config, spent: float = 0.0, tasks_started: int = 0):
+        self.limit = config.autonomous.cost_limit_per_session
+        self.floor = config.autonomous.first_task_cost
+        self.max_tasks = config.autonomous.max_tasks_per_session
+        self.max_turns = config.autonomous.max_turns_per_task
         self.spent = spent
         self.tasks_started = tasks_started
         self.done_total = 0.0  # cost of the tasks done, for the expected cost (kept across --resume)
@@ -37,9 +37,9 @@ class SessionBudget:
         self.allowances: dict[str, TaskAllowance] = {}
         self.started_monotonic = time.monotonic()
         self.deadline = (
-            self.started_monotonic + settings.max_session_minutes * 60 if settings.max_session_minutes else None
+            self.started_monotonic + minutes * 60 if (minutes := config.autonomous.max_session_minutes) else None
         )
-        self.rate_limit_wait_left = settings.max_rate_limit_wait
+        self.rate_limit_wait_left = config.autonomous.max_rate_limit_wait
 
     def expected_cost(self) -> float:
         if self.done_count:

@@ -76,7 +76,7 @@ class WorkerPool:
     async def _worker_loop(
         self, worker: Worker, resume_targets: list[CurrentTask], first_claim: asyncio.Event
     ) -> tuple[int, str]:
-        s = self.settings
+        c = self.config
         while True:
             if self.stopping:
                 return ExitCode.INTERRUPTED, self._stop_reason or "interrupted"
@@ -112,8 +112,10 @@ class WorkerPool:
                     resume_session = target.backend_session_id
                     resume_note = last_note(task) or ""
             if task is None:
-                if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, s.mode):
-                    upcoming = scheduler.next_ready(self.provider.list_tasks(), utcnow(), s.ordering, self._exclude)
+                if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, cp.ExecutionMode(c.execution.mode)):
+                    upcoming = scheduler.next_ready(
+                        self.provider.list_tasks(), utcnow(), c.execution.ordering, self._exclude
+                    )
                     if upcoming is not None:
                         self.checkpoint(
                             cp.Checkpoint(cp.CheckpointKind.BEFORE_TASK, upcoming.key, upcoming.title), upcoming
@@ -122,7 +124,9 @@ class WorkerPool:
                         if review is not None:
                             self.budget.unreserve(worker.worker_id)
                             return self._set_halt(*review)
-                task = self.provider.claim_next(worker.worker_id, s.lease_seconds, s.ordering, self._exclude)
+                task = self.provider.claim_next(
+                    worker.worker_id, c.autonomous.lease_seconds, c.execution.ordering, self._exclude
+                )
             first_claim.set()
             if task is None:
                 self.budget.unreserve(worker.worker_id)
@@ -184,7 +188,8 @@ class WorkerPool:
                 self.budget.rate_limit_wait_left -= result.duration_s
                 if self.budget.rate_limit_wait_left <= 0:
                     return self._set_halt(
-                        ExitCode.BUDGET, f"rate limited: max_rate_limit_wait ({s.max_rate_limit_wait:.0f}s) is spent"
+                        ExitCode.BUDGET,
+                        f"rate limited: max_rate_limit_wait ({c.autonomous.max_rate_limit_wait:.0f}s) is spent",
                     )
                 ok, why = await self._rate_limit_pause(result.retry_at, task)
                 if not ok:
@@ -193,7 +198,7 @@ class WorkerPool:
             if verdict in (Result.BLOCKED, Result.FAILED):
                 self._failures += 1
                 self._exclude.add(task.id)
-                if s.on_failure != "continue":
+                if c.execution.on_failure != "continue":
                     review = self._review()
                     if review is not None and review[0] == ExitCode.PAUSED:
                         return self._set_halt(*review)
@@ -211,7 +216,7 @@ class WorkerPool:
 
     def _claim_specific(self, task_id: str, worker_id: str | None = None) -> Task | None:
         try:
-            return self.provider.claim(task_id, worker_id or self.worker_id, self.settings.lease_seconds)
+            return self.provider.claim(task_id, worker_id or self.worker_id, self.config.autonomous.lease_seconds)
         except (ClaimConflict, TaskNotFound, StaleClaim):
             return None
 
@@ -255,7 +260,7 @@ class WorkerPool:
 
     def _nothing_ready_reason(self) -> str:
         try:
-            decisions = scheduler.plan(self.provider.list_tasks(), ordering=self.settings.ordering)
+            decisions = scheduler.plan(self.provider.list_tasks(), ordering=self.config.execution.ordering)
         except AutonomousError as exc:
             return str(exc)
         if not decisions:

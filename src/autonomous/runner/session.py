@@ -19,9 +19,9 @@ from autonomous import actions, runner_state, scheduler, verify
 from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend
 from autonomous.checks import baseline as checks_baseline
-from autonomous.config import Config, load_config
+from autonomous.config import Config, build_redactor, load_config
 from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, PreflightError, StaleClaim, TaskNotFound
-from autonomous.events import Event, EventKind, Redactor
+from autonomous.events import Event, EventKind
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import build_prompt
 from autonomous.providers.base import SessionRecord, StateProvider
@@ -29,7 +29,6 @@ from autonomous.runner import preflight
 from autonomous.runner.budget import SessionBudget
 from autonomous.runner.pool import WorkerPool
 from autonomous.runner.process import RunnerLock, kill_children, new_worker_id, same_host
-from autonomous.runner.settings import Settings
 from autonomous.runner.state import load_previous
 from autonomous.runner.worker import Worker
 from autonomous.runner_state import CurrentTask, RunnerState
@@ -82,19 +81,18 @@ class AutonomousRunner(WorkerPool):
         worker_id: str | None = None,
     ):
         self.config = config if config is not None else load_config()
-        self.settings = Settings.from_config(self.config)
         self._provider = provider
         self._backend = backend
         self._emit = emit or _noop_emit
         self.approver = approver or cp.TerminalApprover()
         self.out = out or (lambda text: print(text, flush=True))
         self.worker_id = worker_id or new_worker_id()
-        self.redactor = Redactor(self.settings.secrets)
-        self.budget = SessionBudget(self.settings)
+        self.redactor = build_redactor(self.config)
+        self.budget = SessionBudget(self.config)
         self.state: RunnerState | None = None
         self.workers: list[Worker] = []
         self.context_requeues: dict[str, int] = {}
-        self.turn_counter = cp.TurnCounter(self.settings.turn_interval)
+        self.turn_counter = cp.TurnCounter(self.config.execution.checkpoints.turn_interval)
         self.stopping = False
         self._stop_reason: str | None = None
         self._signals = 0
@@ -134,7 +132,7 @@ class AutonomousRunner(WorkerPool):
         if self._backend is None or (name and name != self._backend.name):
             from autonomous.backends import get_backend
 
-            made = get_backend(name or self.settings.backend)
+            made = get_backend(name or self.config.autonomous.backend)
             self._backend = made() if isinstance(made, type) else made
         return self._backend
 
@@ -192,7 +190,7 @@ class AutonomousRunner(WorkerPool):
             self.state.updated_at = utcnow().isoformat()
             self.state.cost_usd = round(self.budget.spent, 6)
             self.state.current = [w.current for w in self.workers if w.current is not None] + self._kept
-            runner_state.save(self.settings.state_dir, self.state)
+            runner_state.save(self.config.state_dir, self.state)
 
     def set_current(self, worker: Worker, current: CurrentTask) -> None:
         worker.current = current
@@ -205,16 +203,16 @@ class AutonomousRunner(WorkerPool):
         Read from the state file, which this runner writes at every step."""
         from autonomous.progress import collect_status
 
-        return collect_status(self.settings.state_dir, self.settings.log_dir, self.provider, events=events)
+        return collect_status(self.config.state_dir, self.config.log_dir, self.provider, events=events)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self, checkpoint: cp.Checkpoint, task: Task | None, worker: Worker | None = None) -> None:
         """Record a checkpoint; in a mode that reviews it, the review happens between tasks."""
-        review = cp.requires_review(checkpoint.kind, self.settings.mode)
+        review = cp.requires_review(checkpoint.kind, cp.ExecutionMode(self.config.execution.mode))
         self.emit(
             Event(
                 EventKind.CHECKPOINT,
-                {**checkpoint.to_dict(), "review": review, "mode": self.settings.mode.value},
+                {**checkpoint.to_dict(), "review": review, "mode": self.config.execution.mode},
                 task_id=task.id if task else None,
             )
         )
@@ -278,24 +276,20 @@ class AutonomousRunner(WorkerPool):
         return installed
 
     # -- entry points --------------------------------------------------------------------------
-    def start(
-        self,
-        *,
-        resume: bool = False,
-        max_tasks: int | None = None,
-        dry_run: bool = False,
-        backend: str | None = None,
-    ) -> RunResult:
-        """Run the session to its end (sync). See the module docstring for exit codes."""
-        return asyncio.run(self.run(resume=resume, max_tasks=max_tasks, backend=backend, dry_run=dry_run))
+    def start(self, *, resume: bool = False, dry_run: bool = False) -> RunResult:
+        """Run the session to its end (sync). See the module docstring for exit codes.
+        Limits, the backend and the rest come from the configuration (the command line's
+        overrides are in it already: ``load_config(overrides=...)``)."""
+        return asyncio.run(self.run(resume=resume, dry_run=dry_run))
 
     def dry_run(self) -> str:
         """The execution plan: order, what waits on what, and the first task's prompt."""
         tasks = self.provider.list_tasks()
-        decisions = scheduler.plan(tasks, ordering=self.settings.ordering)
+        decisions = scheduler.plan(tasks, ordering=self.config.execution.ordering)
+        auto = self.config.autonomous
         lines = [
-            f"Execution plan ({self.settings.ordering} ordering, backend {self.settings.backend}, "
-            f"model {self.settings.model}, mode {self.settings.mode.value}):",
+            f"Execution plan ({self.config.execution.ordering} ordering, backend {auto.backend}, "
+            f"model {auto.model}, mode {self.config.execution.mode}):",
             "",
         ]
         for i, d in enumerate(decisions, 1):
@@ -305,46 +299,32 @@ class AutonomousRunner(WorkerPool):
         if not decisions:
             lines.append("  nothing to do: no open tasks")
         limits = [
-            f"max_tasks_per_session={self.settings.max_tasks_per_session}",
-            f"max_turns_per_task={self.settings.max_turns_per_task}",
-            f"cost_limit_per_session={self.settings.cost_limit_per_session}",
-            f"max_session_minutes={self.settings.max_session_minutes}",
-            f"on_failure={self.settings.on_failure}",
+            f"max_tasks_per_session={auto.max_tasks_per_session}",
+            f"max_turns_per_task={auto.max_turns_per_task}",
+            f"cost_limit_per_session={auto.cost_limit_per_session}",
+            f"max_session_minutes={auto.max_session_minutes}",
+            f"on_failure={self.config.execution.on_failure}",
         ]
         lines += ["", "Limits: " + ", ".join(limits)]
+        checks, verification = self.config.checks, self.config.verification
         lines.append(
             "Verification: "
-            + (", ".join(f"`{c}`" for c in self.settings.verify_commands) or "(no commands)")
-            + f" [{self.settings.verify_source}]"
-            + (" + require changes" if self.settings.require_changes else "")
-            + (" + baseline" if self.settings.baseline and self.settings.verify_commands else "")
-            + (" + review" if self.settings.review else "")
+            + (", ".join(f"`{c}`" for c in checks.commands) or "(no commands)")
+            + f" [{checks.how}]"
+            + (" + require changes" if verification.require_changes else "")
+            + (" + baseline" if verification.baseline and checks.commands else "")
+            + (" + review" if verification.review else "")
         )
         first = next((d.task for d in decisions if d.ready), None)
         if first is not None:
-            lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.settings)]
+            lines += ["", f"Prompt of the first task ({first.key}):", "", build_prompt(first, tasks, self.config)]
         return "\n".join(lines)
 
-    async def run(
-        self,
-        *,
-        resume: bool = False,
-        max_tasks: int | None = None,
-        backend: str | None = None,
-        dry_run: bool = False,
-    ) -> RunResult:
+    async def run(self, *, resume: bool = False, dry_run: bool = False) -> RunResult:
         """The session, async (``AutonomousRunnerSDK`` and embedding use this)."""
         if dry_run:
             self.out(self.dry_run())
             return RunResult(ExitCode.OK, "dry run: nothing claimed, nothing spent")
-        if max_tasks is not None or backend:
-            # overrides go into the one configuration, and everything derived from it is made again
-            if max_tasks is not None:
-                self.config.autonomous.max_tasks_per_session = max_tasks
-            if backend:
-                self.config.autonomous.backend = backend
-            self.settings = Settings.from_config(self.config)
-            self.budget = SessionBudget(self.settings)
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         installed = self._install_signals(loop)
@@ -357,7 +337,7 @@ class AutonomousRunner(WorkerPool):
 
     # -- the session -----------------------------------------------------------------------------
     async def _session(self, resume: bool) -> RunResult:
-        lock = RunnerLock(self.settings.state_dir)
+        lock = RunnerLock(self.config.state_dir)
         lock.acquire()
         try:
             return await self._checked_session(resume)
@@ -367,12 +347,12 @@ class AutonomousRunner(WorkerPool):
     def _preflight(self) -> None:
         """Everything that can be known to fail, before the first claim (preflight.py):
         each failure raises PreflightError (exit 2) with nothing claimed, spent or committed."""
-        s = self.settings
-        git.hide_tool_dirs(s.project_dir, [s.state_dir, s.log_dir, s.project_dir / git.WORKTREES_DIR])
+        c = self.config
+        git.hide_tool_dirs(c.project_dir, [c.state_dir, c.log_dir, c.project_dir / git.WORKTREES_DIR])
         if self._backend is None:  # a backend given by the caller is the caller's to check
-            self.backend_check = preflight.check_backend(s.backend, claude_path=s.claude_path)
-        self.sandbox = preflight.check_sandbox(s.backend, s.sandbox, s.project_dir)
-        git.set_run_hooks(s.git_run_hooks)
+            self.backend_check = preflight.check_backend(c.autonomous.backend, claude_path=c.autonomous.claude_path)
+        self.sandbox = preflight.check_sandbox(c.autonomous.backend, c.autonomous.sandbox, c.project_dir)
+        git.set_run_hooks(c.execution.git.run_hooks)
         try:
             tasks = [t for t in self.provider.list_tasks() if not scheduler.is_meta(t)]
         except AutonomousError:
@@ -383,23 +363,25 @@ class AutonomousRunner(WorkerPool):
             raise PreflightError(
                 "no tasks yet: create them from a spec with `autonomous init --spec FILE` (or `autonomous tasks add`)"
             )
-        workspace = preflight.check_workspace(s.project_dir, allow_dirty=s.allow_dirty, excludes=s.git_excludes)
+        workspace = preflight.check_workspace(
+            c.project_dir, allow_dirty=c.execution.git.allow_dirty, excludes=c.git_excludes
+        )
         self.dirty_at_start = workspace.dirty
         for warning in workspace.warnings:
             print(f"autonomous: warning: {warning}", file=sys.stderr, flush=True)
             self.emit(Event(EventKind.WARNING, {"message": warning}))
-        branch = git.current_branch(s.project_dir) if workspace.in_git else None
-        if branch is not None and (s.workers > 1 or s.branch_per_task):
-            preflight.check_merge_obstacles(s.project_dir, branch, git.branches(s.project_dir, git.BRANCH_PREFIX))
+        branch = git.current_branch(c.project_dir) if workspace.in_git else None
+        if branch is not None and (c.autonomous.workers > 1 or c.execution.git.branch_per_task):
+            preflight.check_merge_obstacles(c.project_dir, branch, git.branches(c.project_dir, git.BRANCH_PREFIX))
 
     async def _checked_session(self, resume: bool) -> RunResult:
-        s = self.settings
+        c = self.config
         self._preflight()
-        previous = load_previous(s.state_dir)
+        previous = load_previous(c.state_dir)
         backend_ = self.backend()
-        self.isolation = Isolation.setup(self.settings, self.emit)
+        self.isolation = Isolation.setup(self.config, self.emit)
         await self._setup_remote()
-        count = max(1, s.workers)
+        count = max(1, c.autonomous.workers)
         self.workers = [
             Worker(self, self.worker_id if count == 1 else f"{self.worker_id}:w{i + 1}", backend_) for i in range(count)
         ]
@@ -433,8 +415,8 @@ class AutonomousRunner(WorkerPool):
         done, total = self._sync_meta(running=True) or (None, None)
         self._meta_note(
             f"Session {session_id} {'resumed' if continuing else 'started'} by {self.worker_id}: "
-            f"backend {worker.backend.name}, model {s.model}, mode {s.mode.value}, "
-            f"max {s.max_tasks_per_session} tasks, cost limit {s.cost_limit_per_session}"
+            f"backend {worker.backend.name}, model {c.autonomous.model}, mode {c.execution.mode}, "
+            f"max {c.autonomous.max_tasks_per_session} tasks, cost limit {c.autonomous.cost_limit_per_session}"
         )
         self.emit(
             Event(
@@ -477,18 +459,18 @@ class AutonomousRunner(WorkerPool):
                 await self._run_baseline()
 
     async def _run_baseline(self) -> None:
-        s = self.settings
-        if not s.verify_commands:
-            if s.verify_source.startswith("auto"):
+        c = self.config
+        if not c.checks.commands:
+            if c.checks.how.startswith("auto"):
                 self._warn(
-                    f"verification: {s.verify_source}; no tests run after each task "
+                    f"verification: {c.checks.how}; no tests run after each task "
                     "(set verification.commands to name them)"
                 )
             return
-        if not s.baseline:
+        if not c.verification.baseline:
             return
         baseline = await checks_baseline.run_baseline(
-            s.verify_commands, s.project_dir, s.verify_timeout, s.state_dir / "checks" / "baseline"
+            c.checks.commands, c.project_dir, c.verification.timeout, c.state_dir / "checks" / "baseline"
         )
         for result in baseline.values():
             result.tail = [self.redactor.text(line) for line in result.tail]
@@ -508,15 +490,16 @@ class AutonomousRunner(WorkerPool):
         unpushed (its tasks are then found on the remote and recorded done, not redone).
         Review mode and a remote need task worktrees: a configuration without them is an
         error before anything is claimed."""
-        s = self.settings
-        if (s.remote or s.handoff == "review") and self.isolation is None:
-            need = "execution.git.remote" if s.remote else "execution.handoff: review"
+        c = self.config
+        if (c.execution.git.remote or c.execution.handoff == "review") and self.isolation is None:
+            need = "execution.git.remote" if c.execution.git.remote else "execution.handoff: review"
             raise PreflightError(f"{need} needs a git repository with a commit and a branch checked out")
-        if not s.remote or self.isolation is None:
+        if not c.execution.git.remote or self.isolation is None:
             return
         iso = self.isolation
         try:
-            shared = self.remote = iso.remote = remote.resolve(iso.repo, s.remote, s.remote_branch)
+            shared = remote.resolve(iso.repo, c.execution.git.remote, c.execution.git.branch)
+            self.remote = iso.remote = shared
         except git.GitError as exc:
             raise PreflightError(str(exc)) from None
         if shared.branch != iso.integration:
@@ -533,7 +516,7 @@ class AutonomousRunner(WorkerPool):
         async def check() -> verify.VerificationResult | None:
             return await iso.check_checkout(self.redactor.text)
 
-        pub = await remote.publish(iso.repo, shared, attempts=s.max_push_attempts, verify=check)
+        pub = await remote.publish(iso.repo, shared, attempts=c.execution.git.max_push_attempts, verify=check)
         if pub.pushed:
             message = f"pushed {ahead} commit(s) left unpushed on {iso.integration} to {shared.describe()}"
         else:
@@ -646,7 +629,7 @@ class AutonomousRunner(WorkerPool):
         with self._lock:
             state.updated_at = utcnow().isoformat()
             state.cost_usd = round(self.budget.spent, 6)
-            runner_state.save(self.settings.state_dir, state)
+            runner_state.save(self.config.state_dir, state)
         summary = {
             "exit_code": exit_code,
             "reason": reason,

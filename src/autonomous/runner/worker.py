@@ -16,6 +16,7 @@ from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.checks import diff as checks_diff
 from autonomous.checks import review
 from autonomous.checks.review import ReviewVerdict
+from autonomous.config import secret_values
 from autonomous.errors import StaleClaim
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.init.tick import Tick, tick_done
@@ -72,13 +73,13 @@ class Worker:
         self.runner = runner
         self.worker_id = worker_id
         self.backend = backend
-        self.settings = runner.settings
+        self.config = runner.config
         self.provider = runner.provider
         self._run_task: asyncio.Task | None = None
         self._interrupt_reason: str | None = None
         self.current: CurrentTask | None = None
         self.last_current: CurrentTask | None = None  # what the last task left, for --resume
-        self.turn_counter = cp.TurnCounter(self.settings.turn_interval)
+        self.turn_counter = cp.TurnCounter(self.config.execution.checkpoints.turn_interval)
         self.isolation: Isolation | None = runner.isolation
         self.worktree: Path | None = None  # the task's worktree, with isolation
         self.workspace: Path | None = None  # where the agent works: the project, or its copy in the worktree
@@ -87,7 +88,7 @@ class Worker:
 
     @property
     def cwd(self) -> Path:
-        return self.workspace or self.settings.project_dir
+        return self.workspace or self.config.project_dir
 
     def emit(self, kind: EventKind, task: Task | None = None, **data: Any) -> None:
         if task is not None:
@@ -105,11 +106,11 @@ class Worker:
 
     # -- heartbeat ------------------------------------------------------------------------
     async def _heartbeat(self, task: Task, token: int) -> None:
-        interval = max(0.05, self.settings.lease_seconds / 3)
+        interval = max(0.05, self.config.autonomous.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(self.provider.renew, task.id, token, self.settings.lease_seconds)
+                await asyncio.to_thread(self.provider.renew, task.id, token, self.config.autonomous.lease_seconds)
             except StaleClaim:
                 self.emit(EventKind.WARNING, task, message=f"lost the lease on {task.key}: another worker owns it now")
                 self.interrupt(Result.LOST)
@@ -189,32 +190,32 @@ class Worker:
     def _options(self, task: Task, session_id: str | None, allowance: TaskAllowance) -> RunOptions:
         """One run's options. ``allowance`` is the task's, shared by all its runs: the
         limits are never rebuilt per attempt."""
-        s = self.settings
+        c = self.config
         return RunOptions(
             allowance=allowance,
             cwd=self.cwd,
-            model=s.model,
-            max_turns=s.max_turns_per_task,
-            max_tokens=s.max_tokens,
-            allowed_tools=list(s.allowed_tools),
-            permission_mode=s.permission_mode,
+            model=c.autonomous.model,
+            max_turns=c.autonomous.max_turns_per_task,
+            max_tokens=c.autonomous.max_tokens,
+            allowed_tools=list(c.autonomous.allowed_tools),
+            permission_mode=c.autonomous.permission_mode,
             session_id=session_id,
-            mcp_servers=dict(s.mcp_servers),
+            mcp_servers=dict(c.autonomous.mcp_servers),
             task_id=task.id,
-            inactivity_timeout=s.inactivity_timeout,
-            rate_limit_rpm=s.rate_limit_rpm,
-            command_deny=list(s.command_deny),
-            command_allow=list(s.command_allow),
-            claude_path=s.claude_path,
-            context_window=s.context_window,
-            sandbox=sandbox.for_section(self.cwd, s.sandbox, tool_dirs=(s.state_dir, s.log_dir)),
+            inactivity_timeout=c.autonomous.inactivity_timeout,
+            rate_limit_rpm=c.autonomous.rate_limit_rpm,
+            command_deny=list(c.autonomous.command_policy.deny),
+            command_allow=list(c.autonomous.command_policy.allow),
+            claude_path=c.autonomous.claude_path,
+            context_window=c.autonomous.context_window,
+            sandbox=sandbox.for_section(self.cwd, c.autonomous.sandbox, tool_dirs=(c.state_dir, c.log_dir)),
         )
 
     # -- one task ---------------------------------------------------------------------------
     async def run_task(self, task: Task, *, resume_session: str | None = None, resume_note: str = "") -> TaskResult:
         assert task.claim is not None, "run_task needs a claimed task"
         token = task.claim.token
-        s = self.settings
+        c = self.config
         self._interrupt_reason = None
         self.current = CurrentTask(
             id=task.id,
@@ -245,13 +246,13 @@ class Worker:
                     return await self._record(task, token, result)
             await self.runner.ensure_baseline()
             before = await asyncio.to_thread(self._tree_at_claim)
-            if s.handoff == "review" and history.review_decision(task.notes) == "approved":
+            if c.execution.handoff == "review" and history.review_decision(task.notes) == "approved":
                 return await self._merge_approved(task, token, result, before, started)
             all_tasks = self.runner.prompt_context(task)
-            prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, s)
+            prompt = continuation_prompt(task, resume_note) if resume_session else build_prompt(task, all_tasks, c)
             session_id = resume_session
             attempt = 0
-            self.turn_counter = self.runner.turn_counter = cp.TurnCounter(s.turn_interval)
+            self.turn_counter = self.runner.turn_counter = cp.TurnCounter(c.execution.checkpoints.turn_interval)
             allowance = self.allowance = self.runner.budget.allowance(self.worker_id)
             while True:
                 outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task, result)
@@ -260,7 +261,7 @@ class Worker:
                     # afresh with the whole task, and the checks' feedback when this is a later attempt.
                     self.emit(EventKind.WARNING, task, message=f"could not resume session {session_id}: fresh start")
                     resume_session = session_id = None
-                    prompt = build_prompt(task, all_tasks, s) + (f"\n\n{prompt}" if attempt else "")
+                    prompt = build_prompt(task, all_tasks, c) + (f"\n\n{prompt}" if attempt else "")
                     outcome = await self._run_backend(prompt, self._options(task, None, allowance), task, result)
                 result.outcome = outcome
                 result.change_set = await asyncio.to_thread(self._changes_since, before)
@@ -280,7 +281,7 @@ class Worker:
                 result.verification, result.attempts = vr, attempt
                 self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
                 if vr.ran_anything:
-                    self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {s.max_attempts})")
+                    self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {c.verification.max_attempts})")
                 if vr.passed or result.outcome is not outcome:  # done, or the review was cut short
                     break
                 result.checkpoints.append(
@@ -291,12 +292,12 @@ class Worker:
                         details=vr.evidence(),
                     )
                 )
-                if attempt >= s.max_attempts or self.runner.stopping or self._interrupt_reason:
+                if attempt >= c.verification.max_attempts or self.runner.stopping or self._interrupt_reason:
                     break
                 if allowance.turns_spent or allowance.usd_spent:
                     result.allowance_spent = True
                     break
-                prompt = verification_feedback(vr, attempt, s.max_attempts)
+                prompt = verification_feedback(vr, attempt, c.verification.max_attempts)
             result.duration_s = time.monotonic() - started
             return await self._record(task, token, result)
         finally:
@@ -307,21 +308,21 @@ class Worker:
 
     async def _verify(self, task: Task, result: TaskResult, before: changes.TreeState) -> verify.VerificationResult:
         """The checks (commands against the baseline, the change set), then the review."""
-        s = self.settings
+        c = self.config
         change_set = result.change_set or changes.ChangeSet(self.cwd)
         vr = await verify.verify(
             self.cwd,
-            s.verify_commands,
-            timeout=s.verify_timeout,
-            require_changes=s.require_changes and not verify.opts_out_of_changes(task),
+            c.checks.commands,
+            timeout=c.verification.timeout,
+            require_changes=c.verification.require_changes and not verify.opts_out_of_changes(task),
             change_set=change_set,
             redact=self.runner.redactor.text,
             baseline=self.runner.baseline,
-            report_dir=s.state_dir / "checks" / "".join(c if c.isalnum() else "_" for c in self.worker_id),
+            report_dir=c.state_dir / "checks" / "".join(ch if ch.isalnum() else "_" for ch in self.worker_id),
         )
         diff = await asyncio.to_thread(checks_diff.task_diff, change_set, before.head) if change_set else None
         vr.diffstat = diff.diffstat(change_set) if diff is not None else ""
-        if vr.passed and s.review:
+        if vr.passed and c.verification.review:
             vr.review = await self._review(task, result, diff.text if diff else "", vr)
             if not vr.review.approved:
                 vr.fail(vr.review.headline())
@@ -393,7 +394,7 @@ class Worker:
     ) -> TaskResult:
         """A person approved the work in review: verify it once more and merge it as ``merge``
         mode would, without running the agent again."""
-        s = self.settings
+        c = self.config
         result.approved = True
         result.change_set = await asyncio.to_thread(self._changes_since, before)
         if not result.change_set:  # the reviewed branch is not here (another machine, deleted): merge nothing
@@ -403,7 +404,7 @@ class Worker:
             return await self._record(task, token, result)
         result.outcome = Outcome(OutcomeStatus.COMPLETED, summary="approved in review")
         result.verification = await verify.verify(
-            self.cwd, s.verify_commands, timeout=s.verify_timeout, redact=self.runner.redactor.text
+            self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
         )
         self.emit(EventKind.VERIFICATION, task, attempt=1, **result.verification.to_dict())
         result.duration_s = time.monotonic() - started
@@ -420,30 +421,31 @@ class Worker:
         as it is now (a user's untracked and dirty files are not the task's). In the task's
         own worktree: the point where its branch left the integration branch, with nothing
         dirty, so work an earlier attempt left there (committed or not) is the task's."""
-        s = self.settings
+        c = self.config
         if self.isolation is not None and self.worktree is not None:
             top = git.toplevel(self.worktree)
             fork = git.merge_base(top, "HEAD", self.isolation.integration) or git.head(top)
-            return changes.TreeState(top, fork, {}, changes.project_pathspec(self.cwd, top, s.git_excludes))
-        return changes.capture(self.cwd, s.git_excludes)
+            return changes.TreeState(top, fork, {}, changes.project_pathspec(self.cwd, top, c.git_excludes))
+        return changes.capture(self.cwd, c.git_excludes)
 
     def _changes_since(self, before: changes.TreeState) -> changes.ChangeSet:
-        return changes.diff(before, changes.capture(self.cwd, self.settings.git_excludes))
+        return changes.diff(before, changes.capture(self.cwd, self.config.git_excludes))
 
     async def _commit(self, task: Task, message: str, change_set: changes.ChangeSet) -> tuple[TaskCommit, str]:
         """Commit exactly the task's change set (in a thread: git must not stall the other
         workers). Returns what was committed, and a problem to report (empty when none)."""
-        s = self.settings
+        c = self.config
         if self.isolation is not None:
             if self.workspace is None:  # no worktree was made: nothing of this task to commit
                 return TaskCommit(), ""
-        elif not s.git_commit or not git.is_repo(s.project_dir):
+        elif not c.execution.git.commit or not git.is_repo(c.project_dir):
             return TaskCommit(), ""
         if not change_set:
             return TaskCommit(), ""
         try:
             done = await asyncio.to_thread(
-                commit_change_set, change_set, message, secrets=s.secrets, allow_files=s.allow_files
+                commit_change_set, change_set, message, secrets=sorted(secret_values(c)),
+                allow_files=c.execution.git.allow_files,
             )
         except git.GitError as exc:
             self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
@@ -458,7 +460,7 @@ class Worker:
         on the new base) or, after ``max_merge_attempts``, BLOCKED."""
         iso, path = self.isolation, self.worktree
         assert iso is not None and path is not None
-        s = self.settings
+        c = self.config
         branch = git.branch_name(task.key)
         own = result.commit
         try:
@@ -478,16 +480,17 @@ class Worker:
                 pushed += " after rebasing onto work pushed meanwhile"
             return True, (
                 f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
-                f"as {(result.commit or '-')[:12]}, {s.merge_strategy}{pushed})"
+                f"as {(result.commit or '-')[:12]}, {c.execution.git.merge_strategy}{pushed})"
             )
         attempts = sum(1 for n in history.since_retry(task.notes) if n.text.startswith(MERGE_NOTE)) + 1
         what = "conflict" if merged.conflict else "blocked by the checkout" if merged.obstacle else "failed"
-        if attempts >= s.max_merge_attempts or merged.obstacle:
+        max_attempts = c.execution.git.max_merge_attempts
+        if attempts >= max_attempts or merged.obstacle:
             result.verdict = Result.BLOCKED
             iso.kept.append({"key": task.key, "branch": branch, "path": str(path), "reason": f"merge {what}"})
             await asyncio.to_thread(iso.save_leftovers)
             head = (
-                f"{MERGE_NOTE} ({what}, attempt {attempts} of {s.max_merge_attempts}): blocked; branch {branch} and "
+                f"{MERGE_NOTE} ({what}, attempt {attempts} of {max_attempts}): blocked; branch {branch} and "
                 f"worktree {path} are kept for a person"
             )
         else:
@@ -498,7 +501,7 @@ class Worker:
             except git.GitError as exc:
                 self.emit(EventKind.WARNING, task, message=f"could not set the branch {branch} aside: {exc}")
             head = (
-                f"{MERGE_NOTE} ({what}, attempt {attempts} of {s.max_merge_attempts}) into {iso.integration}: "
+                f"{MERGE_NOTE} ({what}, attempt {attempts} of {max_attempts}) into {iso.integration}: "
                 f"back to todo, to be redone on the new {iso.integration}; the earlier work is kept on branch {kept}"
             )
         head += "\n" + shorten(merged.output or "(no output)", 3000)
@@ -508,7 +511,7 @@ class Worker:
     async def _record(self, task: Task, token: int, result: TaskResult) -> TaskResult:
         """Decide the verdict and write it with the token: commit first, so the note can
         carry the sha."""
-        s = self.settings
+        c = self.config
         outcome = result.outcome or Outcome(OutcomeStatus.ERROR, error="no outcome")
         if self._interrupt_reason == Result.LOST:
             result.verdict = Result.LOST
@@ -522,10 +525,12 @@ class Worker:
             outcome,
             result.verification,
             attempts=result.attempts,
-            max_attempts=s.max_attempts,
+            max_attempts=c.verification.max_attempts,
             allowance_spent=result.allowance_spent,
-            context_tokens_high=cp.context_high(outcome.context_tokens, s.context_window, s.context_threshold),
-            context_window=s.context_window,
+            context_tokens_high=cp.context_high(
+                outcome.context_tokens, c.autonomous.context_window, c.execution.checkpoints.context_threshold
+            ),
+            context_window=c.autonomous.context_window,
             context_restarts=context_restarts,
         )
         result.verdict, status, head, summary = verdict.result, verdict.status, verdict.head, verdict.summary
@@ -537,8 +542,8 @@ class Worker:
             result.checkpoints.append(cp.Checkpoint(verdict.checkpoint, task.key, detail))
         if result.verdict == Result.DONE:
             title = task.title if len(task.title) < 70 else task.title[:67] + "..."
-            if s.tick_source:
-                result.tick = await asyncio.to_thread(tick_done, task, self.cwd, s.state_dir)
+            if c.initializer.tick_source:
+                result.tick = await asyncio.to_thread(tick_done, task, self.cwd, c.state_dir)
             if result.tick and result.tick.ticked:
                 # the ticked box goes with the task's work; a file git does not track stays out
                 change_set = (
@@ -559,7 +564,7 @@ class Worker:
                 # not on the task branch, so not mergeable: not done; the worktree keeps the work
                 result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
                 head = f"Failed: verified, but the work could not be committed in {self.worktree} ({commit_problem})"
-            elif self.worktree is not None and s.handoff == "review" and not result.approved:
+            elif self.worktree is not None and c.execution.handoff == "review" and not result.approved:
                 result.verdict, status = Result.IN_REVIEW, TaskStatus.IN_REVIEW
                 branch = git.branch_name(task.key)
                 where = f"worktree {self.worktree}"

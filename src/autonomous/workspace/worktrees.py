@@ -23,7 +23,7 @@ from autonomous.workspace import git, remote
 
 if TYPE_CHECKING:
     from autonomous.checks.baseline import Baseline
-    from autonomous.runner.settings import Settings
+    from autonomous.config import Config
 
 
 MERGE_NOTE = "Merge failed"  # first words of the note a failed merge leaves (counted for max_merge_attempts)
@@ -40,10 +40,10 @@ class Isolation:
     Git commands are blocking; they run in a thread (``asyncio.to_thread``) so one worker's
     merge never stalls the other workers' agents."""
 
-    def __init__(self, settings: Settings, repo: Path, integration: str):
-        self.settings = settings
+    def __init__(self, config: Config, repo: Path, integration: str):
+        self.config = config
         self.remote: remote.Remote | None = None  # execution.git.remote, resolved at the session's start
-        self.project_dir = self.settings.project_dir
+        self.project_dir = self.config.project_dir
         self.repo = repo
         self.rel = self.project_dir.resolve().relative_to(repo.resolve())
         self.integration = integration
@@ -56,16 +56,19 @@ class Isolation:
         self.kept: list[dict[str, Any]] = []
 
     @classmethod
-    def setup(cls, settings: Settings, emit: Callable[[Event], None]) -> Isolation | None:
+    def setup(cls, config: Config, emit: Callable[[Event], None]) -> Isolation | None:
         """Isolation when the project is a git repository and there are several workers
         (or ``execution.git.branch_per_task``, a shared remote, review handoff); None
         otherwise (work in the project itself)."""
-        s = settings
-        wanted = s.workers > 1 or s.branch_per_task or s.handoff == "review" or s.remote
-        if not wanted or not git.is_repo(s.project_dir):
+        c = config
+        wanted = (
+            c.autonomous.workers > 1 or c.execution.git.branch_per_task or c.execution.handoff == "review"
+            or c.execution.git.remote
+        )  # fmt: skip
+        if not wanted or not git.is_repo(c.project_dir):
             return None
-        branch = git.current_branch(s.project_dir)
-        if branch is None or git.head(s.project_dir) is None:
+        branch = git.current_branch(c.project_dir)
+        if branch is None or git.head(c.project_dir) is None:
             emit(
                 Event(
                     EventKind.WARNING,
@@ -74,8 +77,8 @@ class Isolation:
                 )
             )  # fmt: skip
             return None
-        repo = git.toplevel(s.project_dir)
-        iso = cls(settings, repo, branch)
+        repo = git.toplevel(c.project_dir)
+        iso = cls(config, repo, branch)
         git.ignore_locally(repo, "/" + (iso.rel / git.WORKTREES_DIR).as_posix().removeprefix("./") + "/")
         return iso
 
@@ -130,7 +133,7 @@ class Isolation:
 
     def save_leftovers(self) -> None:
         write_json_atomic(
-            self.settings.state_dir / LEFTOVERS_FILE,
+            self.config.state_dir / LEFTOVERS_FILE,
             {"integration": self.integration, "kept": self.kept, "at": utcnow().isoformat()},
         )
 
@@ -191,7 +194,7 @@ class Isolation:
         self, task: Task, branch: str, path: Path, redact: Callable[[str], str], baseline: Baseline | None = None
     ) -> tuple[git.MergeResult, verify.VerificationResult | None]:
         """One merge at a time: merge, verify the merged result, undo on failure."""
-        s = self.settings
+        c = self.config
         async with self.merge_lock:
             shared = self.remote
             if shared is not None:  # merge into the remote's latest, not a stale local branch
@@ -206,21 +209,21 @@ class Isolation:
                 self.repo,
                 branch,
                 self.integration,
-                strategy=s.merge_strategy,
+                strategy=c.execution.git.merge_strategy,
                 message=f"Merge {branch}: {task.key} {title}\n\nautonomous: task {task.id} done",
                 worktree=path,
             )
             if not merged.merged:
                 return merged, None
             vr = None
-            if s.verify_commands:
+            if c.checks.commands:
                 vr = await verify.verify(
                     self.project_dir,
-                    s.verify_commands,
-                    timeout=s.verify_timeout,
+                    c.checks.commands,
+                    timeout=c.verification.timeout,
                     redact=redact,
                     baseline=baseline,
-                    report_dir=s.state_dir / "checks" / "merge",
+                    report_dir=c.state_dir / "checks" / "merge",
                 )
                 if not vr.passed and merged.before is not None:
                     await asyncio.to_thread(self._locked, git.undo_merge, self.repo, merged.before)
@@ -234,7 +237,7 @@ class Isolation:
         """The merged result goes to the shared remote; a push that cannot be made undoes
         the merge (the task's branch keeps its commits, and the task is redone or blocked
         like any failed merge)."""
-        s = self.settings
+        c = self.config
 
         async def check() -> verify.VerificationResult | None:
             return await self.check_checkout(redact)
@@ -242,7 +245,8 @@ class Isolation:
         async def locked(fn: Callable[..., Any], *args: Any) -> Any:
             return await asyncio.to_thread(self._locked, fn, *args)
 
-        pub = await remote.publish(self.repo, shared, attempts=s.max_push_attempts, verify=check, locked=locked)
+        attempts = c.execution.git.max_push_attempts
+        pub = await remote.publish(self.repo, shared, attempts=attempts, verify=check, locked=locked)
         if pub.pushed:
             merged.after, merged.rebased = pub.sha, pub.rebased
             return
@@ -252,7 +256,7 @@ class Isolation:
 
     async def check_checkout(self, redact: Callable[[str], str]) -> verify.VerificationResult | None:
         """The verification commands on the project's checkout (before a push); None without any."""
-        s = self.settings
-        if not s.verify_commands:
+        c = self.config
+        if not c.checks.commands:
             return None
-        return await verify.verify(self.project_dir, s.verify_commands, timeout=s.verify_timeout, redact=redact)
+        return await verify.verify(self.project_dir, c.checks.commands, timeout=c.verification.timeout, redact=redact)

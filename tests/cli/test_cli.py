@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -527,3 +528,24 @@ def test_demo_sample_code_passes_its_own_tests(tmp_path: Path) -> None:
     assert {r.name for r in rules} >= {f"{t.key}: report" for t in DEMO_TASKS}
     # later tasks' rules come first: a later prompt quotes earlier tasks' notes
     assert rules[0].name.startswith(DEMO_TASKS[-1].key) and rules[-1].name.startswith(DEMO_TASKS[0].key)
+
+
+def test_init_include_optional_is_the_config_key_set_once_at_load(project: Path) -> None:
+    """``--include-optional`` is ``initializer.include_optional`` given on the command line:
+    it wins over the file, and the file's value holds without it."""
+    kiro = Path(__file__).resolve().parents[1] / "fixtures" / "import" / "kiro-tasks.md"
+    (project / "tasks.md").write_text(kiro.read_text(encoding="utf-8"), encoding="utf-8")
+    (project / ".ai-agents" / "config.yml").write_text("initializer:\n  include_optional: false\n")
+    dry = cli("init", "--spec", "tasks.md", "--format", "kiro", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    result = cli("init", "--spec", "tasks.md", "--format", "kiro", "--include-optional", "--json")
+    assert result.exit_code == 0, result.output
+    statuses = {t["key"]: t["status"] for t in json.loads(result.output)["created"]}
+    assert statuses["2.3"] == "todo" and statuses["3.2"] == "todo"  # optional, and included
+    shutil.rmtree(project / ".ai-agents" / "state")
+    (project / ".project_state.json").unlink()
+    (project / ".ai-agents" / "config.yml").write_text("initializer:\n  include_optional: true\n")
+    again = cli("init", "--spec", "tasks.md", "--format", "kiro", "--skip-optional", "--json")
+    assert again.exit_code == 0, again.output
+    statuses = {t["key"]: t["status"] for t in json.loads(again.output)["created"]}
+    assert statuses["2.3"] == "canceled" and statuses["3.2"] == "canceled"  # the flag wins over the file
