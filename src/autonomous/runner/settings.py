@@ -10,7 +10,7 @@ from typing import Any
 from autonomous import checkpoints as cp
 from autonomous import scheduler
 from autonomous.checks import detect
-from autonomous.config import Config, SandboxSection, secret_values
+from autonomous.config import Config, PullRequestsSection, SandboxSection, secret_values
 from autonomous.workspace import git
 
 
@@ -68,7 +68,11 @@ class Settings:
     remote: str | None  # execution.git.remote: push finished work there (workspace/remote.py)
     remote_branch: str | None
     max_push_attempts: int
-    handoff: str  # merge | review
+    handoff: str  # merge | review | pr
+    review_unblocks_dependents: bool  # an in_review task counts as finished for readiness
+    pull_requests: PullRequestsSection  # handoff: pr (workspace/pull_requests.py)
+    pr_poll_seconds: float
+    pr_wait: float
     sandbox: SandboxSection  # autonomous.sandbox: what the agent may see and touch
     git_run_hooks: bool
 
@@ -124,6 +128,10 @@ class Settings:
             remote_branch=execution.git.branch,
             max_push_attempts=execution.git.max_push_attempts,
             handoff=execution.handoff,
+            review_unblocks_dependents=execution.review_unblocks_dependents,
+            pull_requests=execution.pull_requests,
+            pr_poll_seconds=execution.pr_poll_seconds,
+            pr_wait=execution.pr_wait,
             sandbox=auto.sandbox,
             git_run_hooks=execution.git.run_hooks,
         )

@@ -16,7 +16,7 @@ from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.checks import diff as checks_diff
 from autonomous.checks import review
 from autonomous.checks.review import ReviewVerdict
-from autonomous.errors import StaleClaim
+from autonomous.errors import ProviderError, StaleClaim
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.init.tick import Tick, tick_done
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
@@ -208,6 +208,8 @@ class Worker:
             claude_path=s.claude_path,
             context_window=s.context_window,
             sandbox=sandbox.for_section(self.cwd, s.sandbox, tool_dirs=(s.state_dir, s.log_dir)),
+            # the pull requests' token is the runner's, never the agent's
+            env={s.pull_requests.token_env: ""} if s.handoff == "pr" else {},
         )
 
     # -- one task ---------------------------------------------------------------------------
@@ -410,6 +412,39 @@ class Worker:
         result.duration_s = time.monotonic() - started
         return await self._record(task, token, result)
 
+    async def _pull_request(self, task: Task, result: TaskResult) -> tuple[TaskStatus, str]:
+        """``handoff: pr``: push the task's branch (fast-forward only; a push the remote
+        refuses is fetched, rebased, verified and pushed again, bounded) and open its pull
+        request, or reuse the one open for that branch. Returns the status and note head."""
+        s, shared, pulls = self.settings, self.runner.remote, self.runner.pull_requests
+        assert shared is not None and pulls is not None and self.worktree is not None
+        branch = git.branch_name(task.key)
+
+        async def check() -> verify.VerificationResult:
+            return await verify.verify(
+                self.cwd, s.verify_commands, timeout=s.verify_timeout, redact=self.runner.redactor.text
+            )
+
+        pushed = await remote.publish(
+            self.worktree, remote.Remote(shared.name, branch), attempts=s.max_push_attempts, verify=check
+        )
+        if not pushed.pushed:
+            result.verdict = Result.BLOCKED
+            return TaskStatus.BLOCKED, f"Blocked: branch {branch} was not pushed to {shared.name}: {pushed.output}"
+        result.commit = pushed.sha or result.commit
+        title = f"{task.key}: {task.title}"
+        body = f"{task.description}\n\nOpened by autonomous for task {task.key} (id {task.id}).".strip()
+        try:
+            pull, opened = await asyncio.to_thread(pulls.open_or_reuse, branch, title, body)
+        except ProviderError as exc:
+            result.verdict = Result.BLOCKED
+            return TaskStatus.BLOCKED, f"Blocked: branch {branch} was pushed, but no pull request was opened: {exc}"
+        result.verdict = Result.IN_REVIEW
+        return TaskStatus.IN_REVIEW, (
+            f"{history.PR_NOTE} #{pull.number} {pull.url} (branch {branch}, commit {(result.commit or '-')[:12]}, "
+            f"{'opened' if opened else 'updated'}): merged -> done, changes requested -> back to the agent"
+        )
+
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
             self.provider.add_note(task.id, self.runner.redactor.text(text), AUTHOR, token=token)
@@ -572,6 +607,9 @@ class Worker:
                     f"{history.REVIEW_NOTE}: branch {branch} (commit {(result.commit or '-')[:12]}, {where}) "
                     f"waits for `autonomous approve {task.key}` or `autonomous reject {task.key} --note TEXT`"
                 )
+            elif self.worktree is not None and s.handoff == "pr":
+                status, head = await self._pull_request(task, result)
+                merge_failed = status is TaskStatus.BLOCKED  # the work stays committed on its branch
             elif self.isolation is not None and self.worktree is not None:
                 merge_ok, head = await self._merge(task, token, result)
                 merge_failed = not merge_ok
