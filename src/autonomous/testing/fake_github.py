@@ -119,6 +119,7 @@ class FakeGitHub(PullsMixin):
         self._next_number = 1
         self._next_id = 1000
         self._lock = threading.RLock()
+        self._arrived = threading.Condition(self._lock)  # notified on every request (wait_for_request)
         self._release = threading.Event()  # set at shutdown: ends every hanging request
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -184,6 +185,7 @@ class FakeGitHub(PullsMixin):
                 )  # fmt: skip
                 with fake._lock:
                     fake.requests.append(ex)
+                    fake._arrived.notify_all()
                     fault = next((f for f in fake.faults if f.times > 0 and f.matches(ex.method, ex.path)), None)
                     if fault is not None:
                         fault.times -= 1
@@ -266,6 +268,18 @@ class FakeGitHub(PullsMixin):
         """An issue made by a person (no autonomous markers)."""
         with self._lock:
             return self._new_issue(title, body, labels or [])
+
+    def wait_for_request(self, method: str, path: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Block until ``count`` requests ``method`` ``path`` (a regular expression, searched)
+        arrived in all; AssertionError after ``timeout`` seconds. What a test waits on while
+        a client in another process works, instead of sleeping."""
+
+        def arrived() -> bool:
+            return sum(1 for ex in self.requests if ex.method == method and re.search(path, ex.path)) >= count
+
+        with self._arrived:
+            if not self._arrived.wait_for(arrived, timeout):
+                raise AssertionError(f"fake GitHub: {count} x {method} {path} did not arrive within {timeout}s")
 
     def counts(self) -> dict[str, int]:
         """Requests received by method, and 304s."""
@@ -373,6 +387,7 @@ class FakeGitHub(PullsMixin):
         ex = Exchange(h.command, path, query, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
             self.requests.append(ex)
+            self._arrived.notify_all()
             fault = next((f for f in self.faults if f.times > 0 and f.matches(h.command, path)), None)
             if fault is not None:
                 fault.times -= 1
