@@ -116,7 +116,9 @@ class WorkerPool:
                     resume_note = last_note(task) or ""
             if task is None:
                 if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, s.mode):
-                    upcoming = scheduler.next_ready(self.provider.list_tasks(), utcnow(), s.ordering, self._exclude)
+                    upcoming = scheduler.next_ready(
+                        self.provider.list_tasks(), utcnow(), s.ordering, self._exclude, s.review_unblocks_dependents
+                    )
                     if upcoming is not None:
                         self.checkpoint(
                             cp.Checkpoint(cp.CheckpointKind.BEFORE_TASK, upcoming.key, upcoming.title), upcoming
@@ -125,7 +127,13 @@ class WorkerPool:
                         if review is not None:
                             self.budget.unreserve(worker.worker_id)
                             return self._set_halt(*review)
-                task = self.provider.claim_next(worker.worker_id, s.lease_seconds, s.ordering, self._exclude)
+                task = self.provider.claim_next(
+                    worker.worker_id,
+                    s.lease_seconds,
+                    s.ordering,
+                    self._exclude,
+                    review_satisfies=s.review_unblocks_dependents,
+                )
             first_claim.set()
             if task is None:
                 self.budget.unreserve(worker.worker_id)
@@ -345,7 +353,8 @@ class WorkerPool:
 
     def _nothing_ready_reason(self) -> str:
         try:
-            decisions = scheduler.plan(self.provider.list_tasks(), ordering=self.settings.ordering)
+            s = self.settings
+            decisions = scheduler.plan(self.provider.list_tasks(), None, s.ordering, s.review_unblocks_dependents)
         except AutonomousError as exc:
             return str(exc)
         if not decisions:

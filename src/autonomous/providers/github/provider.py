@@ -493,6 +493,7 @@ class GitHubProvider(StateProvider):
         lease_seconds: float,
         ordering: scheduler.Ordering = "strict",
         exclude: Iterable[str] = (),
+        review_satisfies: bool = False,
     ) -> Task | None:
         """One listing (no comments: scheduling needs none), then claim from what it read;
         a lost race moves on to the next candidate."""
@@ -510,6 +511,7 @@ class GitHubProvider(StateProvider):
             ordering,
             exclude,
             lost=(ClaimConflict, TaskNotFound),
+            review_satisfies=review_satisfies,
         )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
