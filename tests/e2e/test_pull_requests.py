@@ -12,6 +12,7 @@ The GitHub token never reaches the event log, the logs or the notes.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def run(project: Path, server: ScriptedModelServer, tmp_path: Path) -> subproces
     )
 
 
-def assert_token_kept(project: Path) -> None:
+def assert_token_kept(project: Path, server: ScriptedModelServer) -> None:
+    """Not in the tool's files, nor the notes, nor anything the agent sent the model."""
+    assert all(TOKEN not in json.dumps(r.body) for r in server.message_requests())
     for path in (project / ".ai-agents").rglob("*"):
         if path.is_file() and path.suffix in (".jsonl", ".log", ".json", ".md", ".txt"):
             assert TOKEN not in path.read_text(errors="replace"), path
@@ -114,7 +117,7 @@ def test_a_merged_pull_request_makes_the_task_done_and_a_restart_opens_no_second
     assert git(bare, "show", "main:PR-1.1.txt") == "PR-1.1\n"
     assert conversations(server, "PR-1.1") == 1  # the merge ran no agent
     assert any(ex.status == 304 for ex in gh.requests)  # unchanged pull requests were read conditionally
-    assert_token_kept(project)
+    assert_token_kept(project, server)
 
 
 def test_requested_changes_reach_the_agent_and_its_second_round_updates_the_same_pull_request(tmp_path: Path) -> None:
@@ -142,11 +145,13 @@ def test_requested_changes_reach_the_agent_and_its_second_round_updates_the_same
             task = states(provider)["CR-1.1"]
         assert task.status is TaskStatus.IN_REVIEW
         assert any(n.text.startswith(f"Changes requested on pull request #{number} by reviewer") for n in task.notes)
+        assert task.notes[-1].text.startswith(f"In review: pull request #{number} ")
+        assert "updated)" in task.notes[-1].text.splitlines()[0]  # the open pull request was reused
 
         gh.merge_pull(number)
         assert run(project, server, tmp_path).returncode == 0
     assert git(bare, "show", "main:CR-1.1.txt") == "CR-1.1!\n"
-    assert_token_kept(project)
+    assert_token_kept(project, server)
 
 
 def test_a_pull_request_closed_without_merging_blocks_the_task(tmp_path: Path) -> None:

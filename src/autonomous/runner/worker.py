@@ -16,7 +16,7 @@ from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.checks import diff as checks_diff
 from autonomous.checks import review
 from autonomous.checks.review import ReviewVerdict
-from autonomous.errors import ProviderError, StaleClaim
+from autonomous.errors import StaleClaim
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.init.tick import Tick, tick_done
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
@@ -24,7 +24,7 @@ from autonomous.prompts.build import build_prompt, continuation_prompt, shorten,
 from autonomous.runner.verdict import Result, decide
 from autonomous.runner_state import CurrentTask
 from autonomous.tasks import Task, TaskStatus, utcnow
-from autonomous.workspace import changes, git, remote
+from autonomous.workspace import changes, git, pull_requests, remote
 from autonomous.workspace.commit import TaskCommit, commit_change_set
 from autonomous.workspace.worktrees import MERGE_NOTE, Isolation
 
@@ -209,7 +209,7 @@ class Worker:
             context_window=s.context_window,
             sandbox=sandbox.for_section(self.cwd, s.sandbox, tool_dirs=(s.state_dir, s.log_dir)),
             # the pull requests' token is the runner's, never the agent's
-            env={s.pull_requests.token_env: ""} if s.handoff == "pr" else {},
+            env={pulls.client.token_env: ""} if (pulls := self.runner.pull_requests) else {},
         )
 
     # -- one task ---------------------------------------------------------------------------
@@ -413,36 +413,30 @@ class Worker:
         return await self._record(task, token, result)
 
     async def _pull_request(self, task: Task, result: TaskResult) -> tuple[TaskStatus, str]:
-        """``handoff: pr``: push the task's branch (fast-forward only; a push the remote
-        refuses is fetched, rebased, verified and pushed again, bounded) and open its pull
-        request, or reuse the one open for that branch. Returns the status and note head."""
+        """``handoff: pr``: push the task's branch and open (or reuse) its pull request
+        (workspace/pull_requests.py). Returns the status and the note's head."""
         s, shared, pulls = self.settings, self.runner.remote, self.runner.pull_requests
         assert shared is not None and pulls is not None and self.worktree is not None
-        branch = git.branch_name(task.key)
 
         async def check() -> verify.VerificationResult:
             return await verify.verify(
                 self.cwd, s.verify_commands, timeout=s.verify_timeout, redact=self.runner.redactor.text
             )
 
-        pushed = await remote.publish(
-            self.worktree, remote.Remote(shared.name, branch), attempts=s.max_push_attempts, verify=check
-        )
-        if not pushed.pushed:
-            result.verdict = Result.BLOCKED
-            return TaskStatus.BLOCKED, f"Blocked: branch {branch} was not pushed to {shared.name}: {pushed.output}"
-        result.commit = pushed.sha or result.commit
-        title = f"{task.key}: {task.title}"
         body = f"{task.description}\n\nOpened by autonomous for task {task.key} (id {task.id}).".strip()
-        try:
-            pull, opened = await asyncio.to_thread(pulls.open_or_reuse, branch, title, body)
-        except ProviderError as exc:
+        done = await pull_requests.hand_off(
+            pulls, self.worktree, shared, task.key, title=f"{task.key}: {task.title}", body=body,
+            attempts=s.max_push_attempts, verify=check,
+        )  # fmt: skip
+        result.commit = done.sha or result.commit
+        if done.pull is None:
             result.verdict = Result.BLOCKED
-            return TaskStatus.BLOCKED, f"Blocked: branch {branch} was pushed, but no pull request was opened: {exc}"
+            return TaskStatus.BLOCKED, f"Blocked: {done.problem}"
         result.verdict = Result.IN_REVIEW
         return TaskStatus.IN_REVIEW, (
-            f"{history.PR_NOTE} #{pull.number} {pull.url} (branch {branch}, commit {(result.commit or '-')[:12]}, "
-            f"{'opened' if opened else 'updated'}): merged -> done, changes requested -> back to the agent"
+            f"{history.PR_NOTE} #{done.pull.number} {done.pull.url} (branch {git.branch_name(task.key)}, "
+            f"commit {(result.commit or '-')[:12]}, {'opened' if done.opened else 'updated'}): "
+            "merged -> done, changes requested -> back to the agent"
         )
 
     def _note(self, task: Task, token: int, text: str) -> None:

@@ -12,13 +12,16 @@ its line comments, the agent's feedback), or still waiting.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autonomous.config import PullRequestsSection
 from autonomous.errors import GitHubAPIError, ProviderError
 from autonomous.providers.github.client import GitHubClient
+from autonomous.workspace import git, remote
 
 NEED = "pull requests: write, contents: read"
 
@@ -121,6 +124,43 @@ class PullRequests:
                 feedback.append(f"{where}: {comment['body']}")
         reviewer = (review.get("user") or {}).get("login", "a reviewer")
         return Verdict("changes", pull, review["id"], reviewer, feedback)
+
+
+@dataclass(slots=True)
+class HandOff:
+    """A task handed to review: its pull request (None when that failed), whether it was
+    opened now (else reused), the pushed commit, and what went wrong, if anything."""
+
+    pull: PullRequest | None
+    opened: bool = False
+    sha: str | None = None
+    problem: str = ""
+
+
+async def hand_off(
+    pulls: PullRequests,
+    worktree: Path,
+    shared: remote.Remote,
+    key: str,
+    *,
+    title: str,
+    body: str,
+    attempts: int,
+    verify: remote.Verify,
+) -> HandOff:
+    """Push the task's branch ``autonomous/<KEY>`` from its worktree (fast-forward only; a
+    push the remote refuses is fetched, rebased, verified and pushed again, ``attempts``
+    times at most) and open its pull request, or reuse the one open for that branch."""
+    branch = git.branch_name(key)
+    pushed = await remote.publish(worktree, remote.Remote(shared.name, branch), attempts=attempts, verify=verify)
+    if not pushed.pushed:
+        return HandOff(None, problem=f"branch {branch} was not pushed to {shared.name}: {pushed.output}")
+    try:
+        pull, opened = await asyncio.to_thread(pulls.open_or_reuse, branch, title, body)
+    except ProviderError as exc:
+        problem = f"branch {branch} was pushed, but no pull request was opened: {exc}"
+        return HandOff(None, sha=pushed.sha, problem=problem)
+    return HandOff(pull, opened, pushed.sha)
 
 
 def _pull(data: dict[str, Any]) -> PullRequest:
