@@ -304,7 +304,7 @@ class AutonomousRunner(WorkerPool):
     def dry_run(self) -> str:
         """The execution plan: order, what waits on what, and the first task's prompt."""
         tasks = self.provider.list_tasks()
-        decisions = scheduler.plan(tasks, ordering=self.settings.ordering)
+        decisions = scheduler.plan(tasks, None, self.settings.ordering, self.settings.review_unblocks_dependents)
         lines = [
             f"Execution plan ({self.settings.ordering} ordering, backend {self.settings.backend}, "
             f"model {self.settings.model}, mode {self.settings.mode.value}):",
