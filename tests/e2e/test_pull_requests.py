@@ -5,7 +5,9 @@ pull requests on the fake GitHub server (which merges for real in that bare repo
 * merged -> done (and a restart while the pull request is open opens no second one);
 * changes requested -> the review's comments reach the agent, whose second round is pushed
   to the same branch and so to the same pull request;
-* closed unmerged -> blocked.
+* closed unmerged -> blocked;
+* the next phase waits for an open pull request, unless
+  ``execution.review_unblocks_dependents``.
 
 The GitHub token never reaches the event log, the logs or the notes.
 """
@@ -42,10 +44,11 @@ pytestmark = [
 TOKEN = "ghp_" + "Zq9" * 12  # the runner's GitHub token: never in a log, an event or a note
 
 
-def project_with_pulls(tmp_path: Path, keys: list[str]) -> tuple[Path, Path, FakeGitHub]:
+def project_with_pulls(tmp_path: Path, keys: list[str], **options: object) -> tuple[Path, Path, FakeGitHub]:
     bare = make_origin(tmp_path)
     gh = FakeGitHub(token=TOKEN, git_dir=bare).start()
     execution = {
+        **options,
         "handoff": "pr",
         "pull_requests": {"repo": "acme/widgets", "api_url": gh.url},
         "pr_poll_seconds": 0.1,
@@ -167,3 +170,21 @@ def test_a_pull_request_closed_without_merging_blocks_the_task(tmp_path: Path) -
     assert task.status is TaskStatus.BLOCKED
     assert task.notes[-1].text.startswith(f"Blocked: pull request #{number} was closed without being merged")
     assert "CL-1.1" not in git(bare, "log", "--format=%s", "main")
+
+
+@pytest.mark.parametrize("unblocks", [False, True])
+def test_the_next_phase_waits_for_an_open_pull_request_unless_review_unblocks_dependents(
+    tmp_path: Path, unblocks: bool
+) -> None:
+    keys = ["RU-1.1", "RU-2.1"]
+    bare, project, gh = project_with_pulls(tmp_path, keys, review_unblocks_dependents=unblocks)
+    with gh, ScriptedModelServer(task_rules(keys)) as server:
+        first = run(project, server, tmp_path)
+    assert first.returncode == 3, first.stderr
+    with file_store(project) as provider:
+        later = states(provider)["RU-2.1"]
+    assert later.status is (TaskStatus.IN_REVIEW if unblocks else TaskStatus.TODO)
+    assert len(gh.pulls()) == (2 if unblocks else 1)
+    assert conversations(server, "RU-2.1") == (1 if unblocks else 0)
+    if unblocks:  # the price of the option: the dependant started without the work in review
+        assert "RU-1.1.txt" not in git(bare, "ls-tree", "--name-only", "autonomous/RU-2.1").split()
