@@ -253,10 +253,10 @@ class WorkerPool:
         return any(t.claim is not None and t.claim.live() and t.claim.worker_id not in mine for t in running)
 
     # -- pull requests (execution.handoff: pr, docs/runner.md "Many machines") ----------------
-    async def _poll_pull_requests(self, force: bool = False) -> None:
+    async def _poll_pull_requests(self) -> None:
         """Look at the pull request of every task in ``in_review``, at most once every
         ``pr_poll_seconds`` (conditional GETs: an unchanged pull request costs no rate limit)."""
-        if self.pull_requests is None or (not force and time.monotonic() < self._pr_next_poll):
+        if self.pull_requests is None or time.monotonic() < self._pr_next_poll:
             return
         self._pr_next_poll = time.monotonic() + self.settings.pr_poll_seconds
         try:
@@ -311,6 +311,7 @@ class WorkerPool:
         elif status is TaskStatus.BLOCKED:
             self._failures += 1
             self.state.tasks_blocked.append(task.key)
+        self._pr_waiting_since = None  # something moved: execution.pr_wait counts from here
         self.emit(
             Event(
                 EventKind.TASK_RECORDED,
