@@ -2,7 +2,8 @@
 against the scripted model server, in a clone of a bare repository (the shared remote), with
 pull requests on the fake GitHub server (which merges for real in that bare repository):
 
-* merged -> done (and a restart while the pull request is open opens no second one);
+* merged -> done (and a restart while the pull request is open, or after a runner died
+  before recording it, opens no second one);
 * changes requested -> the review's comments reach the agent, whose second round is pushed
   to the same branch and so to the same pull request;
 * closed unmerged -> blocked;
@@ -121,6 +122,25 @@ def test_a_merged_pull_request_makes_the_task_done_and_a_restart_opens_no_second
     assert conversations(server, "PR-1.1") == 1  # the merge ran no agent
     assert any(ex.status == 304 for ex in gh.requests)  # unchanged pull requests were read conditionally
     assert_token_kept(project, server)
+
+
+def test_a_runner_that_stopped_before_recording_its_pull_request_reuses_it(tmp_path: Path) -> None:
+    """Pushed and opened, then the runner died before the task reached in_review: the task is
+    taken again, and its branch's open pull request is reused, not opened twice."""
+    bare, project, gh = project_with_pulls(tmp_path, ["RS-1.1"])
+    with gh, ScriptedModelServer(task_rules(["RS-1.1"])) as server:
+        assert run(project, server, tmp_path).returncode == 3
+        (number,) = gh.pulls()
+        with file_store(project) as provider:  # as if the record had never been written
+            provider.update_task(states(provider)["RS-1.1"].id, status=TaskStatus.TODO)
+        again = run(project, server, tmp_path)
+        assert again.returncode == 3, again.stderr
+    assert gh.pulls() == [number]
+    assert sum(1 for ex in gh.requests if ex.method == "POST" and ex.path.endswith("/pulls")) == 1
+    with file_store(project) as provider:
+        note = states(provider)["RS-1.1"].notes[-1].text.splitlines()[0]
+    assert note.startswith(f"In review: pull request #{number} ") and "updated)" in note
+    assert git(bare, "show", "autonomous/RS-1.1:RS-1.1.txt") == "RS-1.1\n"
 
 
 def test_requested_changes_reach_the_agent_and_its_second_round_updates_the_same_pull_request(tmp_path: Path) -> None:
