@@ -15,6 +15,7 @@ The GitHub token never reaches the event log, the logs or the notes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -208,3 +209,31 @@ def test_the_next_phase_waits_for_an_open_pull_request_unless_review_unblocks_de
     assert conversations(server, "RU-2.1") == (1 if unblocks else 0)
     if unblocks:  # the price of the option: the dependant started without the work in review
         assert "RU-1.1.txt" not in git(bare, "ls-tree", "--name-only", "autonomous/RU-2.1").split()
+
+
+def test_with_the_github_state_provider_pull_requests_use_its_repository_and_token(tmp_path: Path) -> None:
+    """No ``execution.pull_requests``: the tasks' issues and the pull requests live in one
+    repository, over one client; pull requests never count as tasks."""
+    from autonomous.testing.fake_github import open_test_provider
+
+    bare = make_origin(tmp_path)
+    gh = FakeGitHub(token=TOKEN, git_dir=bare).start()
+    config = {
+        "state_provider": {"type": "github", "repo": "acme/widgets", "write_interval": 0},
+        "execution": {"handoff": "pr", "pr_poll_seconds": 0.1},
+    }
+    project = make_clone(bare, tmp_path / "one", config)
+    provider = open_test_provider(fake=gh)  # closing it stops the fake too
+    provider.create_tasks([NewTask("[GP-1.1] Part GP-1.1")])
+    with contextlib.closing(provider), ScriptedModelServer(task_rules(["GP-1.1"])) as server:
+        environ = {**env(server, tmp_path), "GITHUB_API_URL": gh.url}
+        first = subprocess.run(start_cmd(), cwd=project, env=environ, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 3, first.stderr
+        (number,) = gh.pulls()
+        gh.merge_pull(number)
+        last = subprocess.run(start_cmd(), cwd=project, env=environ, capture_output=True, text=True, timeout=300)
+        assert last.returncode == 0, last.stderr
+        (task,) = provider.list_tasks()  # the pull request is no task
+        assert task.status is TaskStatus.DONE and task.notes[-1].text.startswith(f"Done (pull request #{number}")
+    assert git(bare, "show", "main:GP-1.1.txt") == "GP-1.1\n"
+    assert all(TOKEN not in str(ex.response) for ex in gh.requests)
