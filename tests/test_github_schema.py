@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from autonomous.errors import GitHubAPIError
 from autonomous.providers.base import SessionRecord
-from autonomous.providers.github import GitHubProvider
+from autonomous.providers.github import GitHubClient, GitHubProvider
 from autonomous.tasks import NewTask, Priority, TaskStatus, utcnow
 from autonomous.testing.fake_github import Exchange, FakeGitHub, open_test_provider
+from autonomous.workspace import pull_requests
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "github" / "openapi-subset.json"
 BASE = "urn:github-openapi"
@@ -120,10 +123,64 @@ def record_a_whole_run(fake: FakeGitHub, clock) -> list[Exchange]:
     return list(fake.requests)
 
 
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def record_pull_requests(fake: FakeGitHub, tmp: Path) -> list[Exchange]:
+    """handoff: pr's traffic on a real bare repository: open (and reuse, and a refused
+    duplicate), changes requested with line comments, unchanged reads (304s), merged, closed."""
+    bare, work = tmp / "origin.git", tmp / "work"
+    _git(tmp, "init", "-q", "--bare", "-b", "main", str(bare))
+    _git(tmp, "init", "-q", "-b", "main", str(work))
+    _git(work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "init")
+    _git(work, "push", "-q", str(bare), "main")
+    for name in ("W-1", "W-2"):
+        _git(work, "checkout", "-q", "-b", f"autonomous/{name}", "main")
+        (work / f"{name}.txt").write_text(name)
+        _git(work, "add", ".")
+        _git(work, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", name)
+        _git(work, "push", "-q", str(bare), f"autonomous/{name}")
+    fake.git_dir = bare
+    start = len(fake.requests)
+    client = GitHubClient("acme/widgets", env={"GITHUB_TOKEN": next(iter(fake.tokens))}, api_url=fake.url,
+                          write_interval=0.0, need=pull_requests.NEED)  # fmt: skip
+    pulls = pull_requests.PullRequests(client, "main")
+    try:
+        first, opened = pulls.open_or_reuse("autonomous/W-1", "W-1: one", "the first")
+        assert opened and pulls.open_or_reuse("autonomous/W-1", "W-1: one", "again") == (first, False)
+        with pytest.raises(GitHubAPIError, match="422"):
+            client.call("POST", "/pulls", {"title": "twice", "head": "autonomous/W-1", "base": "main"})
+        review = fake.review(first.number, body="Please rename", comments=[("W-1.txt", 1, "say hello")])
+        verdict = pulls.verdict(first.number, set())
+        assert (verdict.kind, verdict.review_id, verdict.feedback) == ("changes", review, ["Please rename",
+                                                                                           "W-1.txt:1: say hello"])
+        assert pulls.verdict(first.number, {review}).kind == "waiting"
+        sha = fake.merge_pull(first.number)
+        assert pulls.verdict(first.number, {review}).pull.merge_sha == sha == _git(bare, "rev-parse", "main").strip()
+        second, _ = pulls.open_or_reuse("autonomous/W-2", "W-2: two", "")
+        fake.close_pull(second.number)
+        assert pulls.verdict(second.number, set()).kind == "closed"
+    finally:
+        client.close()
+    return fake.requests[start:]
+
+
 @pytest.fixture(scope="module")
-def traffic() -> list[Exchange]:
+def traffic(tmp_path_factory) -> list[Exchange]:
     with FakeGitHub() as fake:
-        return record_a_whole_run(fake, utcnow)
+        return [*record_a_whole_run(fake, utcnow), *record_pull_requests(fake, tmp_path_factory.mktemp("pulls"))]
+
+
+def test_pull_requests_used_every_pulls_operation(traffic):
+    used = {(ex.method, ex.template, ex.status) for ex in traffic if "/pulls" in ex.template}
+    assert {(m, t) for m, t, _ in used} == {
+        ("GET", "/repos/{owner}/{repo}/pulls"), ("POST", "/repos/{owner}/{repo}/pulls"),
+        ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}"),
+        ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews"),
+        ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/comments"),
+    }  # fmt: skip
+    assert {status for _, _, status in used} >= {200, 201, 304, 422}
 
 
 def test_the_run_used_every_kind_of_exchange(traffic):

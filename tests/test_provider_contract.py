@@ -439,6 +439,25 @@ def test_in_review_is_kept_listed_and_holds_back_what_follows(provider):
     assert provider.claim_next("w1", 60, "dependencies").key == "2.1"
 
 
+@pytest.mark.parametrize("ordering", scheduler.ORDERINGS)
+def test_review_unblocks_dependents_lets_a_task_in_review_satisfy_what_follows(provider, ordering):
+    """execution.review_unblocks_dependents: the store's own candidate query (next_ready and
+    claim_next) counts in_review as finished, as the scheduler does; without it they wait."""
+    first, second, later = create(provider, "1.1: first", "1.2: second", "2.1: later")
+    provider.update_task(later.id, dependencies=[first.id])
+    provider.update_task(second.id, dependencies=[first.id])
+    claimed = provider.claim_next("w1", 60, ordering)
+    assert claimed.key == "1.1"
+    provider.release(claimed.id, claimed.claim.token, status=TaskStatus.IN_REVIEW)
+    assert provider.next_ready(ordering) is None
+    assert provider.claim_next("w1", 60, ordering) is None
+    expected = scheduler.next_ready(provider.list_tasks(), ordering=ordering, review_satisfies=True)
+    assert expected is not None and expected.key == "1.2"
+    assert provider.next_ready(ordering, review_satisfies=True).key == "1.2"
+    assert provider.claim_next("w1", 60, ordering, review_satisfies=True).key == "1.2"
+    assert provider.get_task(first.id).status is TaskStatus.IN_REVIEW  # never handed out itself
+
+
 def test_claim_next_skips_blocked_and_handles_tracker_ids(provider):
     _, b, _ = create(provider, "ARK-12 second", "ARK-3 first", "Something else")
     provider.update_task(b.id, status=TaskStatus.BLOCKED)

@@ -210,3 +210,20 @@ def test_explanations_are_capped_at_scale():
     last = scheduler.plan(tasks, NOW)[-1]
     assert last.waits_on_count == 198
     assert last.explain().endswith("and 188 more")
+
+
+@pytest.mark.parametrize("ordering", scheduler.ORDERINGS)
+def test_a_task_in_review_holds_back_what_follows_unless_review_unblocks_dependents(ordering):
+    review = make("[A-1.1] In review", status="in_review", tid="r")
+    sibling = make("[A-1.2] Sibling", deps=["r"], tid="s")
+    later = make("[A-2.1] Later", tid="l")
+    tasks = [review, sibling, later]
+    waiting = {d.task.id: d for d in scheduler.plan(tasks, ordering=ordering)}
+    assert not waiting["s"].ready and "A-1.1 (in_review)" in waiting["s"].explain()
+    assert scheduler.next_ready(tasks, ordering=ordering) is (later if ordering == "dependencies" else None)
+    going = {d.task.id: d for d in scheduler.plan(tasks, ordering=ordering, review_satisfies=True)}
+    assert going["s"].ready and not going["r"].ready  # the task in review itself is never handed out
+    assert going["l"].ready is (ordering == "dependencies")  # the phase policies: 2.1 waits for 1.2
+    assert "in_review" in going["r"].explain()
+    assert scheduler.next_ready(tasks, ordering=ordering, review_satisfies=True) is sibling
+

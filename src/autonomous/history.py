@@ -28,6 +28,33 @@ RETRY_NOTE = "Retry requested"
 REVIEW_NOTE = "In review"
 APPROVED_NOTE = "Approved"
 REJECTED_NOTE = "Rejected"
+# execution.handoff: pr. The runner's note when it pushed the task's branch and opened (or
+# updated) its pull request, and the one when a reviewer asked for changes, which carries
+# the review's id (handled once) and its text (the agent's feedback: the prompt shows a
+# task's latest notes).
+PR_NOTE = "In review: pull request"
+CHANGES_NOTE = "Changes requested"
+_PR = re.compile(r"^In review: pull request #(?P<number>\d+) (?P<url>\S+)")
+_CHANGES = re.compile(r"^Changes requested on pull request #\d+ .*?\(review (?P<review>\d+)")
+
+
+def pull_request(notes: Sequence[Note]) -> tuple[int, str] | None:
+    """The number and URL of the task's pull request (its latest PR note), or None."""
+    for note in reversed(notes):
+        found = _PR.match(note.text)
+        if found:
+            return int(found["number"]), found["url"]
+    return None
+
+
+def handled_reviews(notes: Sequence[Note]) -> set[int]:
+    """The ids of the reviews whose requested changes went back to the agent."""
+    return {int(m["review"]) for m in (_CHANGES.match(n.text) for n in notes) if m}
+
+
+def change_rounds(notes: Sequence[Note]) -> int:
+    """How many times reviewers asked for changes since a person's latest retry."""
+    return sum(1 for n in since_retry(notes) if _CHANGES.match(n.text))
 
 
 def review_decision(notes: Sequence[Note]) -> str | None:

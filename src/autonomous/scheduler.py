@@ -19,7 +19,9 @@ dependency does not exist waits (reported as ``missing``: a silent skip could ru
 on a base that was never built), and a task is only takeable when it is ``todo`` or
 ``in_progress`` under an expired lease. ``done`` and ``canceled`` both satisfy a
 dependency: a canceled task was decided against, and must not stall the plan.
-Tracker ids and untitled tasks are not phase-gated.
+``in_review`` does not, unless ``review_satisfies`` (``execution.review_unblocks_dependents``):
+then a task in review neither gates nor blocks the tasks after it (it is still reported,
+not ready). Tracker ids and untitled tasks are not phase-gated.
 
 A cycle (explicit dependencies, possibly through the policy's implicit order) would
 make tasks wait forever; it is raised as :class:`DependencyCycle` naming the cycle.
@@ -113,16 +115,27 @@ def takeable(task: Task, now: datetime) -> tuple[bool, str]:
     return False, task.status.value
 
 
-def plan(tasks: Sequence[Task], now: datetime | None = None, ordering: Ordering = "strict") -> list[Decision]:
+def finished(task: Task, review_satisfies: bool = False) -> bool:
+    """Whether ``task`` lets the tasks after it and depending on it go ahead."""
+    return task.status.satisfied or (review_satisfies and task.status is TaskStatus.IN_REVIEW)
+
+
+def plan(
+    tasks: Sequence[Task], now: datetime | None = None, ordering: Ordering = "strict", review_satisfies: bool = False
+) -> list[Decision]:
     """A decision for every open (not done, not canceled), non-META task, in order."""
     by_id = {t.id: t for t in tasks}
     open_tasks = [t for t in order(tasks) if not t.status.satisfied and not is_meta(t)]
     _check_cycles(open_tasks, by_id, ordering)
-    return list(iter_plan(open_tasks, by_id.get, now or utcnow(), ordering))
+    return list(iter_plan(open_tasks, by_id.get, now or utcnow(), ordering, review_satisfies))
 
 
 def iter_plan(
-    open_tasks: Iterable[Task], lookup: Callable[[str], Task | None], now: datetime, ordering: Ordering = "strict"
+    open_tasks: Iterable[Task],
+    lookup: Callable[[str], Task | None],
+    now: datetime,
+    ordering: Ordering = "strict",
+    review_satisfies: bool = False,
 ) -> Iterator[Decision]:
     """:func:`plan`'s decisions one at a time, for a caller that stops early.
 
@@ -141,7 +154,7 @@ def iter_plan(
         tk = title_key(task)
         gate: list[Task] = []
         gate_count = 0
-        if tk.kind is TitleKind.PHASED:
+        if tk.kind is TitleKind.PHASED and not finished(task, review_satisfies):
             if tk.phase != current_phase:
                 current_phase, phase_start = tk.phase, len(earlier)
             if ordering == "strict":
@@ -158,7 +171,7 @@ def iter_plan(
             dep = lookup(dep_id)
             if dep is None:
                 missing.append(dep_id)
-            elif not dep.status.satisfied and position.get(dep.id, gate_end) >= gate_end:
+            elif not finished(dep, review_satisfies) and position.get(dep.id, gate_end) >= gate_end:
                 deps_waiting.append(dep)
         ok, reason = takeable(task, now)
         waits = deps_waiting + gate
@@ -178,10 +191,11 @@ def next_ready(
     now: datetime | None = None,
     ordering: Ordering = "strict",
     exclude: Iterable[str] = (),
+    review_satisfies: bool = False,
 ) -> Task | None:
     """The task a coding agent would take now (None when nothing is ready)."""
     skip = set(exclude)
-    for decision in plan(tasks, now, ordering):
+    for decision in plan(tasks, now, ordering, review_satisfies):
         if decision.ready and decision.task.id not in skip:
             return decision.task
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,14 @@ EVERY_KEY: dict[str, Any] = {
             "run_hooks": True,
         },
         "handoff": "review",
+        "review_unblocks_dependents": True,
+        "pull_requests": {
+            "repo": "acme/widgets",
+            "token_env": "WIDGETS_GITHUB_TOKEN",
+            "api_url": "https://ghe.example",
+        },
+        "pr_poll_seconds": 30.0,
+        "pr_wait": 3600.0,
     },
     "progress": {
         "slack_webhook": None,
@@ -657,3 +666,26 @@ def test_sandbox_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     assert "autonomous.permission_mode" in message and "sandbox: off" in message
     message = error_of(tmp_path, "autonomous:\n  sandbox:\n    network: maybe\n")
     assert "autonomous.sandbox.network" in message
+
+
+@pytest.mark.parametrize(
+    ("execution", "message"),
+    [
+        ({"handoff": "pr"}, "execution.handoff: pr needs execution.git.remote"),
+        ({"handoff": "pr", "git": {"remote": "origin"}}, "execution.pull_requests.repo: handoff: pr needs the GitHub"),
+        ({"pull_requests": {"token_env": "ghp-abc:123"}}, "execution.pull_requests.token_env: expected the name of"),
+    ],
+)
+def test_handoff_pr_names_what_it_lacks(tmp_path, execution, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, yaml.safe_dump({"execution": execution})))
+
+
+def test_handoff_pr_takes_the_repository_of_the_github_provider() -> None:
+    config = parse_config(
+        {
+            "state_provider": {"type": "github", "repo": "acme/widgets"},
+            "execution": {"handoff": "pr", "git": {"remote": "origin"}},
+        }
+    )
+    assert config.execution.handoff == "pr" and config.execution.pull_requests.repo is None

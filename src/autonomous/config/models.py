@@ -235,13 +235,45 @@ class GitSection(_Section):
     run_hooks: bool = False
 
 
+class PullRequestsSection(_Section):
+    """``execution.handoff: pr``: where pull requests are opened. Unset ``repo`` with the
+    github state provider: its repository, token and API URL are used."""
+
+    repo: str | None = None  # owner/name on GitHub
+    token_env: str = "GITHUB_TOKEN"  # the variable holding a token with pull requests: write
+    api_url: str | None = None  # GitHub Enterprise; None: $GITHUB_API_URL, else api.github.com
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        return _env_name(value) or value
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _REPO().match(value):
+            raise _fail(f"expected owner/name (like octocat/hello-world), got {value!r}")
+        return value
+
+
 class ExecutionSection(_Section):
     mode: Literal["autonomous", "interactive", "supervised"] = "autonomous"
     on_failure: Literal["stop", "continue"] = "stop"
     ordering: Literal["strict", "phases", "dependencies"] = "strict"
     checkpoints: CheckpointsSection = CheckpointsSection()
     git: GitSection = GitSection()
-    handoff: Literal["merge", "review"] = "merge"  # review: a person approves each task before it merges
+    # review: a person approves each task before it merges; pr: a pull request per task (docs/runner.md)
+    handoff: Literal["merge", "review", "pr"] = "merge"
+    review_unblocks_dependents: bool = False  # true: a task in in_review counts as finished for readiness
+    pull_requests: PullRequestsSection = PullRequestsSection()
+    pr_poll_seconds: float = Field(60.0, gt=0)  # at most one look at the open pull requests this often
+    pr_wait: float = Field(0.0, ge=0)  # seconds `start` keeps polling when only pull requests remain; 0: exit 3
+
+    @model_validator(mode="after")
+    def _pr_needs_remote(self) -> Self:
+        if self.handoff == "pr" and not self.git.remote:
+            raise _fail("pr needs execution.git.remote: the task's branch is pushed there", "handoff")
+        return self
 
 
 class ProgressSection(_Section):
@@ -316,6 +348,20 @@ class Config(_Section):
     verification: VerificationSection = VerificationSection()
     logging: LoggingSection = LoggingSection()
     initializer: InitializerSection = InitializerSection()
+
+    @model_validator(mode="after")
+    def _pr_repository(self) -> Self:
+        pulls = self.execution.pull_requests
+        github = self.state_provider.type == "github" and self.state_provider.repo
+        if self.execution.handoff == "pr" and not pulls.repo and not github:
+            raise _fail(
+                "handoff: pr needs the GitHub repository: set execution.pull_requests.repo (owner/name) "
+                "or use the github state provider",
+                "execution",
+                "pull_requests",
+                "repo",
+            )
+        return self
 
     _source: Path | None = PrivateAttr(default=None)
     _root: Path | None = PrivateAttr(default=None)

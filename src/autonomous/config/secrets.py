@@ -83,6 +83,8 @@ def secret_values(config: Config, environ: Mapping[str, str] | None = None) -> s
         for key in ("env", "headers"):
             found.update(str(v) for v in (server.get(key) or {}).values())
     names = [provider.api_key_env, auto.oauth_token_env, auto.linear_api_key_env, *AMBIENT_SECRETS]
+    if config.execution.handoff == "pr":
+        names.append(config.execution.pull_requests.token_env)
     if provider.api_key_env is None:
         names.extend(PROVIDER_TOKENS.get(provider.type, ()))
     for name in names:

@@ -10,6 +10,7 @@ columns (SQLite keeps lists as JSON text, PostgreSQL as ``text[]``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,18 @@ from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, T
 ID_PREFIX = "T-"
 OPEN = "('todo', 'in_progress', 'blocked', 'in_review')"  # not satisfied: they gate what follows
 SATISFIED = "('done', 'canceled')"
+# execution.review_unblocks_dependents: an in_review task satisfies its dependants and heads no
+# phase. Readiness queries are written once, for the default, with ``HEAD_MARK.format(alias)``
+# after the head's status test; :func:`review_satisfies` rewrites them for the option.
+SATISFIED_OR_REVIEW = "('done', 'canceled', 'in_review')"
+HEAD_MARK = "/*in_review:{}*/"
+_HEAD_MARK = re.compile(r"/\*in_review:(\w+)\*/")
+
+
+def review_satisfies(sql: str) -> str:
+    """``sql`` (a readiness query) with ``in_review`` counted as finished."""
+    sql = sql.replace(f"NOT IN {SATISFIED}", f"NOT IN {SATISFIED_OR_REVIEW}")
+    return _HEAD_MARK.sub(lambda m: f"AND {m.group(1)}.status <> 'in_review'", sql)
 ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
 
 # The open, non-META tasks (the only ones in the scheduler's cycle check), with just what

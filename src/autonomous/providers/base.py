@@ -184,12 +184,13 @@ def claim_first_ready(
     ordering: scheduler.Ordering,
     exclude: Iterable[str],
     lost: tuple[type[Exception], ...] = (ClaimConflict,),
+    review_satisfies: bool = False,
 ) -> Task | None:
     """Claim the scheduler's next ready task among ``read()``, or None when nothing is
     ready; losing a race (``lost``) moves on to the next candidate."""
     skip = set(exclude)
     while True:
-        task = scheduler.next_ready(read(), now(), ordering, skip)
+        task = scheduler.next_ready(read(), now(), ordering, skip, review_satisfies)
         if task is None:
             return None
         try:
@@ -252,11 +253,14 @@ class StateProvider(abc.ABC):
                 counts.cost_usd += task.cost_usd
         return counts
 
-    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+    def next_ready(
+        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
+    ) -> Task | None:
         """The task ``claim_next`` would claim now, without claiming it (None when nothing
         is ready); DependencyCycle as the scheduler raises it. The SQL stores answer with
-        the claim's own candidate query."""
-        return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude)
+        the claim's own candidate query. ``review_satisfies``: an ``in_review`` task counts
+        as finished (``execution.review_unblocks_dependents``)."""
+        return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude, review_satisfies)
 
     def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
         """How many open non-META tasks are ready now (the rest wait)."""
@@ -322,14 +326,20 @@ class StateProvider(abc.ABC):
         lease_seconds: float,
         ordering: scheduler.Ordering = "strict",
         exclude: Iterable[str] = (),
+        review_satisfies: bool = False,
     ) -> Task | None:
         """Claim the next ready task, or return None when nothing is ready.
 
         The default reads every task and asks the scheduler; losing a race to another
-        worker just moves on to the next candidate.
+        worker just moves on to the next candidate. ``review_satisfies`` as in :meth:`next_ready`.
         """
         return claim_first_ready(
-            self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds), self._now, ordering, exclude
+            self.list_tasks,
+            lambda task: self.claim(task.id, worker_id, lease_seconds),
+            self._now,
+            ordering,
+            exclude,
+            review_satisfies=review_satisfies,
         )
 
     # -- sessions ------------------------------------------------------------------

@@ -57,6 +57,7 @@ from typing import Any
 from autonomous import scheduler
 from autonomous.errors import ProviderError, StoreCorrupt, TaskNotFound
 from autonomous.providers import _sql
+from autonomous.providers._sql import HEAD_MARK
 from autonomous.providers._sql import OPEN as _OPEN
 from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
@@ -203,6 +204,7 @@ _READY = f"""
         WHERE d.task_id = t.id AND (x.id IS NULL OR x.status NOT IN {_SATISFIED}))
     AND t.id NOT IN (SELECT value FROM json_each(:exclude))
 """
+_HEAD_MARK = HEAD_MARK.format("t")
 # Open tasks, walked in scheduling order through their partial index: named, so that no
 # other index (the status counts') can make a claim sort every open task instead.
 _OPEN_TASKS = "tasks t INDEXED BY tasks_open_order"
@@ -530,14 +532,16 @@ class FileProvider(StateProvider):
                 counts.cost_usd += cost
         return counts
 
-    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+    def next_ready(
+        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
+    ) -> Task | None:
         """``claim_next``'s candidate query, in a read transaction: nothing is claimed."""
         _sql.check_ordering(ordering)
         skip = json.dumps(sorted(set(exclude)))
         while True:
             with self._read() as db:
                 if self._acyclic(db, ordering):
-                    task_id = self._candidate(db, ordering, _ts(self._now()), skip)
+                    task_id = self._candidate(db, ordering, _ts(self._now()), skip, review_satisfies)
                     return self._one(db, task_id) if task_id is not None else None
             self._check_cycles(ordering)
 
@@ -739,6 +743,7 @@ class FileProvider(StateProvider):
         lease_seconds: float,
         ordering: scheduler.Ordering = "strict",
         exclude: Iterable[str] = (),
+        review_satisfies: bool = False,
     ) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it in the same transaction."""
         _sql.check_ordering(ordering)
@@ -747,7 +752,7 @@ class FileProvider(StateProvider):
             with self._write() as db:
                 if self._acyclic(db, ordering):
                     now = self._now()
-                    task_id = self._candidate(db, ordering, _ts(now), skip)
+                    task_id = self._candidate(db, ordering, _ts(now), skip, review_satisfies)
                     if task_id is None:
                         return None
                     self._take(db, task_id, worker_id, lease_seconds, now)
@@ -807,17 +812,20 @@ class FileProvider(StateProvider):
             self._record_acyclic(db, [ordering], rev)
 
     @staticmethod
-    def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str) -> str | None:
+    def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str, review: bool = False) -> str | None:
         """The id of the first ready task in scheduling order, as ``scheduler.next_ready``
         decides it. Phased tasks (kind 1) come before tracker ids and the rest (2, 3);
-        META (0) is never handed out."""
+        META (0) is never handed out. ``review``: in_review counts as finished."""
+        if review:
+            db = _ReviewSatisfies(db)  # type: ignore[assignment]
         params = {"now": now, "exclude": exclude}
         if ordering == "dependencies":
             row = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
             found = row.fetchone()
             return found[0] if found else None
         head = db.execute(
-            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} {_HEAD_MARK} AND t.kind = 1 {_ORDER} "
+            "LIMIT 1"
         ).fetchone()
         if head is not None:
             if ordering == "strict":  # only the first open phased task may run
@@ -841,7 +849,8 @@ class FileProvider(StateProvider):
             return db.execute(query, params).fetchone()[0]
         count = db.execute(f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY}", params).fetchone()[0]
         head = db.execute(
-            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} AND t.kind = 1 {_ORDER} LIMIT 1"
+            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} {_HEAD_MARK} AND t.kind = 1 {_ORDER} "
+            "LIMIT 1"
         ).fetchone()
         if head is not None:
             if ordering == "strict":
@@ -886,3 +895,14 @@ class FileProvider(StateProvider):
             )
             for sid, worker, started, ended, state, summary in rows
         ]
+
+
+class _ReviewSatisfies:
+    """A connection whose readiness queries count ``in_review`` as finished (the queries
+    exist once, for the default; ``_sql.review_satisfies`` rewrites them)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._db.execute(_sql.review_satisfies(sql), params)

@@ -1203,6 +1203,7 @@ class LinearProvider(StateProvider):
         lease_seconds: float,
         ordering: scheduler.Ordering = "strict",
         exclude: Iterable[str] = (),
+        review_satisfies: bool = False,
     ) -> Task | None:
         """Poll once, ask the scheduler, claim from the poll's view (no second read)."""
         self._poll()
@@ -1213,6 +1214,7 @@ class LinearProvider(StateProvider):
             ordering,
             exclude,
             lost=(ClaimConflict, TaskNotFound),
+            review_satisfies=review_satisfies,
         )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:

@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 from autonomous import scheduler
 from autonomous.errors import ClaimConflict, ConfigError, ProviderError, StoreCorrupt, TaskNotFound
 from autonomous.providers import _sql
-from autonomous.providers._sql import ID_PREFIX
+from autonomous.providers._sql import HEAD_MARK, ID_PREFIX
 from autonomous.providers._sql import OPEN as _OPEN
 from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
@@ -208,7 +208,8 @@ _GATES = {
     "phases": "(t.kind >= 2 OR (t.kind = 1 AND t.phase = (SELECT phase FROM head)))",
 }
 _HEAD = (
-    f"SELECT h.id, h.phase FROM tasks h WHERE h.status IN {_OPEN} AND h.kind = 1 {_ORDER.replace('t.', 'h.')} LIMIT 1"
+    f"SELECT h.id, h.phase FROM tasks h WHERE h.status IN {_OPEN} {HEAD_MARK.format('h')} AND h.kind = 1 "
+    f"{_ORDER.replace('t.', 'h.')} LIMIT 1"
 )
 _COLUMNS = (
     "t.id, t.key, t.title, t.description, t.acceptance_criteria, t.test_steps, t.status, t.priority, t.labels, "
@@ -241,7 +242,12 @@ def _claim_next_sql(ordering: str) -> str:
     """
 
 
-_CLAIM_NEXT = {ordering: _claim_next_sql(ordering) for ordering in scheduler.ORDERINGS}
+def _both(sql: str) -> dict[bool, str]:
+    """A readiness query without and with execution.review_unblocks_dependents."""
+    return {False: sql, True: _sql.review_satisfies(sql)}
+
+
+_CLAIM_NEXT = {ordering: _both(_claim_next_sql(ordering)) for ordering in scheduler.ORDERINGS}
 
 
 def _ready_sql(ordering: str, what: str) -> str:
@@ -257,8 +263,8 @@ def _ready_sql(ordering: str, what: str) -> str:
     """
 
 
-_NEXT_READY = {ordering: _ready_sql(ordering, "first") for ordering in scheduler.ORDERINGS}
-_COUNT_READY = {ordering: _ready_sql(ordering, "count") for ordering in scheduler.ORDERINGS}
+_NEXT_READY = {ordering: _both(_ready_sql(ordering, "first")) for ordering in scheduler.ORDERINGS}
+_COUNT_READY = {ordering: _both(_ready_sql(ordering, "count")) for ordering in scheduler.ORDERINGS}
 _STREAM_PAGE = 500  # rows per round trip when streaming tasks
 
 # Connections a forked child inherited: never used nor closed there (closing would end the
@@ -664,15 +670,23 @@ class PostgresProvider(StateProvider):
             counts.cost_usd += cost
         return counts
 
-    def next_ready(self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = ()) -> Task | None:
+    def next_ready(
+        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
+    ) -> Task | None:
         """``claim_next``'s candidate query, without the claim."""
-        row = self._ready(_NEXT_READY, ordering, sorted(set(exclude)))
+        row = self._ready(_NEXT_READY, ordering, sorted(set(exclude)), review_satisfies)
         return _task(row[1:]) if row[1] is not None else None
 
     def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
         return int(self._ready(_COUNT_READY, ordering, [])[1])
 
-    def _ready(self, queries: dict[str, str], ordering: scheduler.Ordering, skip: list[str]) -> Any:
+    def _ready(
+        self,
+        queries: dict[str, dict[bool, str]],
+        ordering: scheduler.Ordering,
+        skip: list[str],
+        review_satisfies: bool = False,
+    ) -> Any:
         """The row of a readiness query, on a graph revision checked free of cycles."""
         _sql.check_ordering(ordering)
         while True:
@@ -681,7 +695,8 @@ class PostgresProvider(StateProvider):
                 self._check_cycles(ordering)
                 continue
             params = self._params(exclude=skip)
-            row = self._run(lambda c, p=params: c.execute(queries[ordering], p).fetchone(), doing="finding ready tasks")
+            query = queries[ordering][review_satisfies]
+            row = self._run(lambda c, p=params, q=query: c.execute(q, p).fetchone(), doing="finding ready tasks")
             if row[0] == rev:
                 return row
             self._acyclic.pop(ordering, None)  # the graph changed since it was checked
@@ -964,6 +979,7 @@ class PostgresProvider(StateProvider):
         lease_seconds: float,
         ordering: scheduler.Ordering = "strict",
         exclude: Iterable[str] = (),
+        review_satisfies: bool = False,
     ) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it, in one statement."""
         _sql.check_ordering(ordering)
@@ -976,7 +992,9 @@ class PostgresProvider(StateProvider):
                 continue
             nonce = uuid.uuid4()
             found_rev, task = self._run(
-                lambda c, r=rev, n=nonce: self._claim_next_work(c, ordering, r, worker_id, lease, skip, n),
+                lambda c, r=rev, n=nonce: self._claim_next_work(
+                    c, _CLAIM_NEXT[ordering][review_satisfies], r, worker_id, lease, skip, n
+                ),
                 recover=lambda c, r=rev, n=nonce: (r, t) if (t := self._nonce_task(c, n)) else RETRY,
                 doing="claiming the next task",
             )
@@ -986,10 +1004,10 @@ class PostgresProvider(StateProvider):
             return task
 
     def _claim_next_work(
-        self, conn: Any, ordering: str, rev: int, worker_id: str, lease: timedelta, skip: list[str], nonce: uuid.UUID
+        self, conn: Any, query: str, rev: int, worker_id: str, lease: timedelta, skip: list[str], nonce: uuid.UUID
     ) -> tuple[int, Task | None]:
         row = conn.execute(
-            _CLAIM_NEXT[ordering],
+            query,
             self._params(rev=rev, worker=worker_id, lease=lease, exclude=skip, nonce=nonce),
         ).fetchone()
         return row[0], (_task(row[1:]) if row[1] is not None else None)

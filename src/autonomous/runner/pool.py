@@ -8,14 +8,16 @@ import time
 from datetime import datetime, timedelta
 
 from autonomous import checkpoints as cp
-from autonomous import scheduler
+from autonomous import history, scheduler
 from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, StaleClaim, TaskNotFound
 from autonomous.events import Event, EventKind
+from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import last_note
 from autonomous.runner.verdict import Result
 from autonomous.runner.worker import Worker
 from autonomous.runner_state import CurrentTask
 from autonomous.tasks import Task, TaskStatus, utcnow
+from autonomous.workspace.pull_requests import Verdict as PullVerdict
 
 REMOTE_POLL = 1.0  # seconds between looks at the shared store while only other machines' tasks run
 
@@ -90,6 +92,7 @@ class WorkerPool:
             review = self._review()
             if review is not None:
                 return self._set_halt(*review)
+            await self._poll_pull_requests()
             refusal = self.budget.refuse()
             if refusal is not None:
                 code, why = refusal
@@ -114,7 +117,11 @@ class WorkerPool:
             if task is None:
                 if cp.requires_review(cp.CheckpointKind.BEFORE_TASK, cp.ExecutionMode(c.execution.mode)):
                     upcoming = scheduler.next_ready(
-                        self.provider.list_tasks(), utcnow(), c.execution.ordering, self._exclude
+                        self.provider.list_tasks(),
+                        utcnow(),
+                        c.execution.ordering,
+                        self._exclude,
+                        c.execution.review_unblocks_dependents,
                     )
                     if upcoming is not None:
                         self.checkpoint(
@@ -125,7 +132,11 @@ class WorkerPool:
                             self.budget.unreserve(worker.worker_id)
                             return self._set_halt(*review)
                 task = self.provider.claim_next(
-                    worker.worker_id, c.autonomous.lease_seconds, c.execution.ordering, self._exclude
+                    worker.worker_id,
+                    c.autonomous.lease_seconds,
+                    c.execution.ordering,
+                    self._exclude,
+                    review_satisfies=c.execution.review_unblocks_dependents,
                 )
             first_claim.set()
             if task is None:
@@ -137,6 +148,8 @@ class WorkerPool:
                     # -- shared remote: runners on other machines hold tasks whose end may unlock ours
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._change.wait(), timeout=REMOTE_POLL)
+                    continue
+                if await self._wait_for_pull_requests():
                     continue
                 waiting = self._nothing_ready_reason()
                 in_review = self._awaiting_review()
@@ -244,6 +257,90 @@ class WorkerPool:
             return False
         return any(t.claim is not None and t.claim.live() and t.claim.worker_id not in mine for t in running)
 
+    # -- pull requests (execution.handoff: pr, docs/runner.md "Many machines") ----------------
+    async def _poll_pull_requests(self) -> None:
+        """Look at the pull request of every task in ``in_review``, at most once every
+        ``pr_poll_seconds`` (conditional GETs: an unchanged pull request costs no rate limit)."""
+        if self.pull_requests is None or time.monotonic() < self._pr_next_poll:
+            return
+        self._pr_next_poll = time.monotonic() + self.config.execution.pr_poll_seconds
+        try:
+            waiting = self.provider.list_tasks([TaskStatus.IN_REVIEW])
+        except AutonomousError as exc:
+            self.emit(Event(EventKind.WARNING, {"message": f"could not list the tasks in review: {exc}"}))
+            return
+        for task in waiting:
+            found = history.pull_request(task.notes)
+            if found is None:
+                continue
+            try:
+                verdict = await asyncio.to_thread(
+                    self.pull_requests.verdict, found[0], history.handled_reviews(task.notes)
+                )
+                self._settle_pull_request(task, verdict)
+            except AutonomousError as exc:  # GitHub or the store hiccupped: the next poll tries again
+                self.emit(Event(EventKind.WARNING, {"message": f"pull request of {task.key}: {exc}"}, task_id=task.id))
+
+    def _settle_pull_request(self, task: Task, verdict: PullVerdict) -> None:
+        """Merged -> done; closed unmerged -> blocked; changes requested -> back to the agent
+        with the review as its feedback, at most ``verification.max_attempts`` rounds."""
+        pull, rounds_allowed = verdict.pull, self.config.verification.max_attempts
+        if verdict.kind == "waiting":
+            return
+        if verdict.kind == "merged":
+            status = TaskStatus.DONE
+            sha = pull.merge_sha or pull.head_sha
+            note = (
+                f"Done (pull request #{pull.number} merged as {sha[:12]})\n"
+                f"Turns: 0, cost: $0.0000, duration: 0.0s, commit: {sha}"
+            )
+        elif verdict.kind == "closed":
+            status = TaskStatus.BLOCKED
+            note = (
+                f"Blocked: pull request #{pull.number} was closed without being merged ({pull.url}); "
+                f"its branch is kept. Retry the task to redo it, or cancel it"
+            )
+        else:
+            rounds = history.change_rounds(task.notes) + 1
+            status = TaskStatus.TODO if rounds <= rounds_allowed else TaskStatus.BLOCKED
+            then = "back to the agent" if status is TaskStatus.TODO else "blocked: no rounds left"
+            note = (
+                f"{history.CHANGES_NOTE} on pull request #{pull.number} by {verdict.reviewer} "
+                f"(review {verdict.review_id}, round {rounds} of {rounds_allowed}): {then}\n"
+                + "\n".join(verdict.feedback or ["(the review has no text)"])
+            )
+        self.provider.add_note(task.id, self.redactor.text(note), AUTHOR)
+        self.provider.update_task(task.id, status=status)
+        if status is TaskStatus.DONE:
+            self.state.tasks_completed.append(task.key)
+        elif status is TaskStatus.BLOCKED:
+            self._failures += 1
+            self.state.tasks_blocked.append(task.key)
+        self._pr_waiting_since = None  # something moved: execution.pr_wait counts from here
+        self.emit(
+            Event(
+                EventKind.TASK_RECORDED,
+                {"key": task.key, "status": status.value, "verdict": verdict.kind, "message": note.splitlines()[0]},
+                task_id=task.id,
+            )
+        )
+        self._changed()
+
+    async def _wait_for_pull_requests(self) -> bool:
+        """With nothing ready and only pull requests open: keep looking at them for up to
+        ``execution.pr_wait`` seconds (True: look again), then let ``start`` exit 3."""
+        if self.pull_requests is None or not self.config.execution.pr_wait or not self._awaiting_review():
+            return False
+        now = time.monotonic()
+        if self._pr_waiting_since is None:
+            self._pr_waiting_since = now
+        if now - self._pr_waiting_since >= self.config.execution.pr_wait:
+            return False
+        assert self._change is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._change.wait(), timeout=max(0.0, self._pr_next_poll - now))
+        return True
+
     def _awaiting_review(self) -> str:
         """With nothing ready and nobody working: the tasks waiting for a person's review
         (``execution.handoff: review``), as the line ``start`` ends with (exit 3), or ""."""
@@ -253,6 +350,8 @@ class WorkerPool:
             return ""
         if not waiting:
             return ""
+        if self.pull_requests is not None:
+            return f"paused awaiting review: {', '.join(waiting)} wait(s) for their pull request to be merged"
         return (
             f"paused awaiting review: {', '.join(waiting)} wait(s) in in_review "
             "(`autonomous approve KEY`, or `autonomous reject KEY --note TEXT`)"
@@ -260,7 +359,8 @@ class WorkerPool:
 
     def _nothing_ready_reason(self) -> str:
         try:
-            decisions = scheduler.plan(self.provider.list_tasks(), ordering=self.config.execution.ordering)
+            ex = self.config.execution
+            decisions = scheduler.plan(self.provider.list_tasks(), None, ex.ordering, ex.review_unblocks_dependents)
         except AutonomousError as exc:
             return str(exc)
         if not decisions:

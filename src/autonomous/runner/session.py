@@ -20,7 +20,15 @@ from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend
 from autonomous.checks import baseline as checks_baseline
 from autonomous.config import Config, build_redactor, load_config
-from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, PreflightError, StaleClaim, TaskNotFound
+from autonomous.errors import (
+    AutonomousError,
+    ClaimConflict,
+    ExitCode,
+    PreflightError,
+    ProviderError,
+    StaleClaim,
+    TaskNotFound,
+)
 from autonomous.events import Event, EventKind
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import build_prompt
@@ -34,6 +42,7 @@ from autonomous.runner.worker import Worker
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
 from autonomous.workspace import git, remote
+from autonomous.workspace.pull_requests import PullRequests
 from autonomous.workspace.worktrees import Isolation
 
 Emit = Callable[[Event], None]
@@ -105,6 +114,9 @@ class AutonomousRunner(WorkerPool):
         self._trailing: asyncio.TimerHandle | None = None  # the write a throttled save put off
         self.isolation: Isolation | None = None
         self.remote: remote.Remote | None = None  # execution.git.remote, resolved at the session's start
+        self.pull_requests: PullRequests | None = None  # execution.handoff: pr
+        self._pr_next_poll = 0.0  # monotonic time of the next look at the open pull requests
+        self._pr_waiting_since: float | None = None  # when only pull requests were left (execution.pr_wait)
         self._kept: list[CurrentTask] = []  # interrupted tasks, kept in the state file for --resume
         self.dirty_at_start: list[str] = []  # tracked files modified before the run (--allow-dirty)
         self.backend_check = ""  # what preflight found the backend to be (the session's first event says it)
@@ -285,7 +297,8 @@ class AutonomousRunner(WorkerPool):
     def dry_run(self) -> str:
         """The execution plan: order, what waits on what, and the first task's prompt."""
         tasks = self.provider.list_tasks()
-        decisions = scheduler.plan(tasks, ordering=self.config.execution.ordering)
+        ex = self.config.execution
+        decisions = scheduler.plan(tasks, None, ex.ordering, ex.review_unblocks_dependents)
         auto = self.config.autonomous
         lines = [
             f"Execution plan ({self.config.execution.ordering} ordering, backend {auto.backend}, "
@@ -502,6 +515,13 @@ class AutonomousRunner(WorkerPool):
             self.remote = iso.remote = shared
         except git.GitError as exc:
             raise PreflightError(str(exc)) from None
+        if c.execution.handoff == "pr":
+            github = getattr(self.provider, "client", None) if self.provider.kind == "github" else None
+            pulls = c.execution.pull_requests
+            try:
+                self.pull_requests = PullRequests.open(pulls, shared.branch, shared=github, env=os.environ)
+            except ProviderError as exc:
+                raise PreflightError(str(exc)) from None
         if shared.branch != iso.integration:
             raise PreflightError(
                 f"execution.git.branch: the project has {iso.integration} checked out, not {shared.branch}; "

@@ -25,7 +25,7 @@ from autonomous.prompts.build import build_prompt, continuation_prompt, shorten,
 from autonomous.runner.verdict import Result, decide
 from autonomous.runner_state import CurrentTask
 from autonomous.tasks import Task, TaskStatus, utcnow
-from autonomous.workspace import changes, git, remote
+from autonomous.workspace import changes, git, pull_requests, remote
 from autonomous.workspace.commit import TaskCommit, commit_change_set
 from autonomous.workspace.worktrees import MERGE_NOTE, Isolation
 
@@ -209,6 +209,8 @@ class Worker:
             claude_path=c.autonomous.claude_path,
             context_window=c.autonomous.context_window,
             sandbox=sandbox.for_section(self.cwd, c.autonomous.sandbox, tool_dirs=(c.state_dir, c.log_dir)),
+            # the pull requests' token is the runner's, never the agent's
+            env={pulls.client.token_env: ""} if (pulls := self.runner.pull_requests) else {},
         )
 
     # -- one task ---------------------------------------------------------------------------
@@ -410,6 +412,33 @@ class Worker:
         result.duration_s = time.monotonic() - started
         return await self._record(task, token, result)
 
+    async def _pull_request(self, task: Task, result: TaskResult) -> tuple[TaskStatus, str]:
+        """``handoff: pr``: push the task's branch and open (or reuse) its pull request
+        (workspace/pull_requests.py). Returns the status and the note's head."""
+        c, shared, pulls = self.config, self.runner.remote, self.runner.pull_requests
+        assert shared is not None and pulls is not None and self.worktree is not None
+
+        async def check() -> verify.VerificationResult:
+            return await verify.verify(
+                self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
+            )
+
+        body = f"{task.description}\n\nOpened by autonomous for task {task.key} (id {task.id}).".strip()
+        done = await pull_requests.hand_off(
+            pulls, self.worktree, shared, task.key, title=f"{task.key}: {task.title}", body=body,
+            attempts=c.execution.git.max_push_attempts, verify=check,
+        )  # fmt: skip
+        result.commit = done.sha or result.commit
+        if done.pull is None:
+            result.verdict = Result.BLOCKED
+            return TaskStatus.BLOCKED, f"Blocked: {done.problem}"
+        result.verdict = Result.IN_REVIEW
+        return TaskStatus.IN_REVIEW, (
+            f"{history.PR_NOTE} #{done.pull.number} {done.pull.url} (branch {git.branch_name(task.key)}, "
+            f"commit {(result.commit or '-')[:12]}, {'opened' if done.opened else 'updated'}): "
+            "merged -> done, changes requested -> back to the agent"
+        )
+
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
             self.provider.add_note(task.id, self.runner.redactor.text(text), AUTHOR, token=token)
@@ -576,6 +605,9 @@ class Worker:
                     f"{history.REVIEW_NOTE}: branch {branch} (commit {(result.commit or '-')[:12]}, {where}) "
                     f"waits for `autonomous approve {task.key}` or `autonomous reject {task.key} --note TEXT`"
                 )
+            elif self.worktree is not None and c.execution.handoff == "pr":
+                status, head = await self._pull_request(task, result)
+                merge_failed = status is TaskStatus.BLOCKED  # the work stays committed on its branch
             elif self.isolation is not None and self.worktree is not None:
                 merge_ok, head = await self._merge(task, token, result)
                 merge_failed = not merge_ok

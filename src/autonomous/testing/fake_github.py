@@ -3,7 +3,8 @@
 A real HTTP server on 127.0.0.1 (a free port), holding one repository in memory: issues
 with numbers, labels, comments, ``state``/``state_reason``, issue dependencies
 ("blocked by"), and pull requests mixed into the issue listings (as GitHub does) so a
-client can prove it ignores them. It speaks the parts of the protocol a careful client
+client can prove it ignores them; the pulls endpoints, reviews and merges are in
+fake_github_pulls.py. It speaks the parts of the protocol a careful client
 must handle: ``Link`` pagination, ETags with ``304 Not Modified`` (which, as on GitHub,
 cost no rate limit), the ``x-ratelimit-*`` headers, and a fault plan for the failures
 worth rehearsing.
@@ -35,10 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import httpx
+
+from autonomous.testing.fake_github_pulls import PullsMixin
 
 API_VERSION = "2022-11-28"
 
@@ -79,8 +83,9 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeGitHub:
-    """See the module docstring. ``now`` is the clock of the timestamps it writes."""
+class FakeGitHub(PullsMixin):
+    """See the module docstring. ``now`` is the clock of the timestamps it writes;
+    ``git_dir`` the bare repository its pull requests live in (fake_github_pulls.py)."""
 
     def __init__(
         self,
@@ -92,9 +97,13 @@ class FakeGitHub:
         dependencies_api: bool = True,
         rate_limit: int = 5000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        git_dir: Path | None = None,
     ) -> None:
         self.owner, self.repo, self.login = owner, repo, login
-        self.tokens: dict[str, dict[str, str]] = {token: {"issues": "write", "metadata": "read"}}
+        self.git_dir = git_dir
+        self.tokens: dict[str, dict[str, str]] = {
+            token: {"issues": "write", "pull_requests": "write", "contents": "read", "metadata": "read"}
+        }
         self.dependencies_api = dependencies_api
         self.rate_limit = rate_limit
         self.rate_remaining = rate_limit
@@ -110,6 +119,7 @@ class FakeGitHub:
         self._next_number = 1
         self._next_id = 1000
         self._lock = threading.RLock()
+        self._arrived = threading.Condition(self._lock)  # notified on every request (wait_for_request)
         self._release = threading.Event()  # set at shutdown: ends every hanging request
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -175,6 +185,7 @@ class FakeGitHub:
                 )  # fmt: skip
                 with fake._lock:
                     fake.requests.append(ex)
+                    fake._arrived.notify_all()
                     fault = next((f for f in fake.faults if f.times > 0 and f.matches(ex.method, ex.path)), None)
                     if fault is not None:
                         fault.times -= 1
@@ -258,6 +269,18 @@ class FakeGitHub:
         with self._lock:
             return self._new_issue(title, body, labels or [])
 
+    def wait_for_request(self, method: str, path: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Block until ``count`` requests ``method`` ``path`` (a regular expression, searched)
+        arrived in all; AssertionError after ``timeout`` seconds. What a test waits on while
+        a client in another process works, instead of sleeping."""
+
+        def arrived() -> bool:
+            return sum(1 for ex in self.requests if ex.method == method and re.search(path, ex.path)) >= count
+
+        with self._arrived:
+            if not self._arrived.wait_for(arrived, timeout):
+                raise AssertionError(f"fake GitHub: {count} x {method} {path} did not arrive within {timeout}s")
+
     def counts(self) -> dict[str, int]:
         """Requests received by method, and 304s."""
         out: dict[str, int] = {}
@@ -327,7 +350,8 @@ class FakeGitHub:
             pr = f"https://github.com/{self.owner}/{self.repo}/pull/{number}"
             out["pull_request"] = {
                 "url": f"{self._api}/pulls/{number}", "html_url": pr, "diff_url": f"{pr}.diff",
-                "patch_url": f"{pr}.patch", "merged_at": None,
+                "patch_url": f"{pr}.patch",
+                "merged_at": st["closed_at"] if st.get("_pull", {}).get("merged") else None,
             }  # fmt: skip
         elif self.dependencies_api:
             blockers = self.blocked_by.get(number, [])
@@ -363,6 +387,7 @@ class FakeGitHub:
         ex = Exchange(h.command, path, query, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
             self.requests.append(ex)
+            self._arrived.notify_all()
             fault = next((f for f in self.faults if f.times > 0 and f.matches(h.command, path)), None)
             if fault is not None:
                 fault.times -= 1
@@ -466,6 +491,7 @@ class FakeGitHub:
              self._add_blocked_by, write),
             ("DELETE", r"/issues/(\d+)/dependencies/blocked_by/(\d+)",
              "/issues/{issue_number}/dependencies/blocked_by/{issue_id}", self._remove_blocked_by, write),
+            *self.pull_routes(),
         ]  # fmt: skip
         for m, pattern, template, handler, needs in table:
             found = re.fullmatch(pattern, rest)
