@@ -107,6 +107,21 @@ def test_approve_and_reject_answer_a_task_in_review_and_show_in_tasks_status_and
     assert approved["task"]["status"] == "todo" and approved["task"]["notes"][-1]["text"].startswith("Approved by ")
 
 
+def test_approve_refuses_a_task_whose_pull_request_decides(shop: Path) -> None:
+    """handoff: pr: the pull request is approved and merged on GitHub; a local approve would
+    send the task to be merged again by the runner, beside the pull request."""
+    note = "In review: pull request #7 https://github.com/acme/shop/pull/7 (branch autonomous/SHOP-1.1, opened)"
+    with store(shop) as p:
+        task = p.find_task("SHOP-1.1")
+        claimed = p.claim(task.id, "w1", 60)
+        p.release(task.id, claimed.claim.token, status=TaskStatus.IN_REVIEW, note=note)
+    line = error_line(cli("approve", "SHOP-1.1"), 1)
+    assert "waits on pull request #7 (https://github.com/acme/shop/pull/7)" in line
+    assert show("SHOP-1.1")["task"]["status"] == "in_review"
+    rejected = cli("reject", "SHOP-1.1", "--note", "use the shared cart")  # the agent's next round updates the PR
+    assert rejected.exit_code == 0 and show("SHOP-1.1")["task"]["status"] == "todo"
+
+
 # -- retry ---------------------------------------------------------------------------------------
 
 

@@ -68,7 +68,15 @@ def _review_answer(provider: StateProvider, ref: str, who: str, note: str) -> Ta
 
 def approve(provider: StateProvider, ref: str, who: str) -> Task:
     """A task in review is accepted: back to ``todo`` with an approval note, so the next
-    runner to claim it merges (and pushes) its branch without running the agent again."""
+    runner to claim it merges (and pushes) its branch without running the agent again.
+    A task waiting on a pull request (``handoff: pr``) is approved where it lives: merging
+    the pull request is what makes it done."""
+    pull = history.waiting_pull_request(provider.find_task(ref).notes)
+    if pull is not None:
+        raise ActionRefused(
+            f"{ref} waits on pull request #{pull[0]} ({pull[1]}): approve and merge it there; "
+            "the runner marks the task done when it sees the merge"
+        )
     return _review_answer(provider, ref, who, f"{history.APPROVED_NOTE} by {who}: to be merged as it is")
 
 

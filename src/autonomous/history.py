@@ -47,6 +47,15 @@ def pull_request(notes: Sequence[Note]) -> tuple[int, str] | None:
     return None
 
 
+def waiting_pull_request(notes: Sequence[Note]) -> tuple[int, str] | None:
+    """The pull request a task in review waits on: its latest review note is a PR note."""
+    for note in reversed(notes):
+        if note.text.startswith(REVIEW_NOTE):
+            found = _PR.match(note.text)
+            return (int(found["number"]), found["url"]) if found else None
+    return None
+
+
 def handled_reviews(notes: Sequence[Note]) -> set[int]:
     """The ids of the reviews whose requested changes went back to the agent."""
     return {int(m["review"]) for m in (_CHANGES.match(n.text) for n in notes) if m}

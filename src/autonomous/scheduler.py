@@ -111,7 +111,7 @@ def takeable(task: Task, now: datetime) -> tuple[bool, str]:
     if task.status is TaskStatus.BLOCKED:
         return False, "blocked (set it back to todo when the blocker is resolved)"
     if task.status is TaskStatus.IN_REVIEW:
-        return False, "in_review (waits for `autonomous approve` or `autonomous reject`)"
+        return False, "in_review (waits for `autonomous approve` or `autonomous reject`, or for its pull request)"
     return False, task.status.value
 
 
