@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 from autonomous.config import InitializerConfig
+from autonomous.init.dependencies import resolve_dependencies
+from autonomous.init.source import read_spec
+from autonomous.init.structured import parse_structured
 from autonomous.initializer import ProjectInitializer
-from autonomous.spec import parse_structured, read_spec, resolve_dependencies
 
 
 def make_spec(phases: int, per_phase: int) -> str:

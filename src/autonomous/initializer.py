@@ -2,7 +2,7 @@
 
 Steps, each of which can be re-run safely:
 
-1. read the spec (:func:`autonomous.spec.read_spec`: a bad file is a SpecError, exit 2);
+1. read the spec (:func:`autonomous.init.source.read_spec`: a bad file is a SpecError, exit 2);
 2. plan the tasks: a structured spec is parsed exactly (no model, no cost); a free-form
    spec is decomposed by the configured backend, section by section, and the answer is
    validated against :class:`Decomposition` (a malformed or truncated answer is asked
@@ -51,20 +51,13 @@ from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.fsutil import write_json_atomic
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
+from autonomous.init.common import SpecTask
+from autonomous.init.dependencies import resolve_dependencies
 from autonomous.init.ledger import clear_ledger, write_ledger
+from autonomous.init.sections import split_sections
+from autonomous.init.source import SpecFile, read_spec
+from autonomous.init.structured import ParsedSpec, dependency_keys, is_structured, parse_priority, parse_structured
 from autonomous.sandbox import Confinement
-from autonomous.spec import (
-    ParsedSpec,
-    SpecFile,
-    SpecTask,
-    dependency_keys,
-    is_structured,
-    parse_priority,
-    parse_structured,
-    read_spec,
-    resolve_dependencies,
-    split_sections,
-)
 from autonomous.tasks import NewTask, Priority, Task, TaskStatus, TitleKind, parse_title, utcnow
 from autonomous.workspace import git
 
