@@ -17,7 +17,7 @@ from autonomous.tasks import utcnow
 # -- state providers: the contract suite's fixtures ------------------------------------------
 #
 # Every provider kind registers one ProviderKit; ``provider`` and ``make_provider`` are
-# parametrised over all of them, so ``tests/test_provider_contract.py`` runs against each.
+# parametrised over all of them, so ``tests/providers/test_provider_contract.py`` runs against each.
 # Adding a kind (postgres, linear, github) is one more entry in PROVIDER_KITS (with
 # ``marks=`` for kinds that need a server).
 

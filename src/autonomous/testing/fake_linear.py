@@ -3,7 +3,7 @@
 It executes the documents a client sends (with graphql-core) against in-memory
 workspaces: teams with workflow states of every type, labels, projects, issues, comments
 and relations. Its schema, :data:`SCHEMA_SDL`, is a small subset of Linear's official one
-(``tests/test_linear_schema.py`` checks that every type, field and argument it declares
+(``tests/providers/test_linear_schema.py`` checks that every type, field and argument it declares
 exists there with the same type), so a document the fake accepts is shaped like one
 Linear accepts.
 

@@ -1,5 +1,5 @@
 """The GraphQL documents: every one the Linear provider can send, kept apart from the code
-that sends them so that ``tests/test_linear_schema.py`` can validate each against Linear's
+that sends them so that ``tests/providers/test_linear_schema.py`` can validate each against Linear's
 official schema (:data:`DOCUMENTS`). Each issue read carries its labels, relations and
 comments inline (the ``TaskIssue`` fragment), so one request usually reads a whole task.
 """

@@ -15,7 +15,7 @@ from autonomous.init.source import read_spec
 from autonomous.init.structured import dependency_keys, is_structured, parse_priority, parse_structured
 from autonomous.tasks import Priority, parse_title
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 TWO_PHASES = """\
 # Auth Service

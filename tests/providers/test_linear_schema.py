@@ -16,7 +16,7 @@ from autonomous.providers import linear
 from autonomous.providers.linear.client import operation_name
 from autonomous.testing import fake_linear
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "linear" / "schema-subset.graphql"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "linear" / "schema-subset.graphql"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 from autonomous.errors import ConfigError, ProviderError, StoreCorrupt
 from autonomous.providers import _sqlite as file_module
@@ -21,7 +22,6 @@ from autonomous.providers import get_provider
 from autonomous.providers._sqlite import APPLICATION_ID, MIGRATIONS
 from autonomous.providers.file import FILENAME, FileProvider
 from autonomous.tasks import NewTask, TaskStatus
-from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 
 def digest(path: Path) -> str:

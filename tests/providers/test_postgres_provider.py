@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 from psycopg import sql
 
 from autonomous.errors import AutonomousError, ConfigError, ProviderError, StoreCorrupt
@@ -28,7 +29,6 @@ from autonomous.providers import get_provider
 from autonomous.providers._pg import MIGRATIONS
 from autonomous.providers.postgres import PostgresProvider
 from autonomous.tasks import NewTask, TaskStatus
-from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 pytestmark = pytest.mark.postgres
 
