@@ -78,7 +78,7 @@ def time_claims(store: FileProvider, ordering: scheduler.Ordering, claims: int) 
 
 def reset(store: FileProvider, done_fraction: float, size: int) -> None:
     """Set up a plan state directly (set-up only, not measured): the first part done, the rest todo."""
-    with store._write() as db:
+    with store._file.write() as db:
         db.execute("UPDATE tasks SET status = 'todo', worker_id = NULL, expires_at = NULL")
         db.execute("UPDATE tasks SET status = 'done' WHERE rowid <= ? AND kind != 0", (int(size * done_fraction),))
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'graph_rev'")  # a reopened task: check again

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from autonomous.config import InitializerConfig
 from autonomous.init.apply import ProjectInitializer
-from autonomous.spec import parse_structured, read_spec, resolve_dependencies
+from autonomous.init.dependencies import resolve_dependencies
+from autonomous.init.source import read_spec
+from autonomous.init.structured import parse_structured
 
 
 def make_spec(phases: int, per_phase: int) -> str:

@@ -169,8 +169,10 @@ def init_steps(n: int, root: Path) -> None:
     import gc
     import time
 
+    from autonomous.init.dependencies import resolve_dependencies
+    from autonomous.init.source import read_spec
+    from autonomous.init.structured import parse_structured
     from autonomous.providers.file import FileProvider
-    from autonomous.spec import parse_structured, read_spec, resolve_dependencies
 
     project = new_project(root, spec_text(make_graph(n)))
     gc.disable()  # as init does while it parses and applies a spec (autonomous.init.plan._bulk)

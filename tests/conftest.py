@@ -17,7 +17,7 @@ from autonomous.tasks import utcnow
 # -- state providers: the contract suite's fixtures ------------------------------------------
 #
 # Every provider kind registers one ProviderKit; ``provider`` and ``make_provider`` are
-# parametrised over all of them, so ``tests/test_provider_contract.py`` runs against each.
+# parametrised over all of them, so ``tests/providers/test_provider_contract.py`` runs against each.
 # Adding a kind (postgres, linear, github) is one more entry in PROVIDER_KITS (with
 # ``marks=`` for kinds that need a server).
 
@@ -52,7 +52,7 @@ def _file_provider(path: Path, clock: FakeClock) -> StateProvider:
 
 
 def _file_dangling_dependency(provider: StateProvider, task_id: str, ghost_id: str) -> None:
-    with provider._write() as db:  # type: ignore[attr-defined]
+    with provider._file.write() as db:  # type: ignore[attr-defined]
         pos = db.execute("SELECT count(*) FROM dependencies WHERE task_id = ?", (task_id,)).fetchone()[0]
         db.execute("INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, ?, ?)", (task_id, ghost_id, pos))
 

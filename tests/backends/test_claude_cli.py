@@ -19,10 +19,10 @@ import pytest
 from autonomous.backends import get_backend
 from autonomous.backends.base import RunOptions
 from autonomous.backends.claude_cli import INSTALL_HINT, ClaudeCodeBackend, find_claude
+from autonomous.backends.policy import CommandPolicy
 from autonomous.backends.report import NUDGE_PROMPT
 from autonomous.errors import BackendError, ConfigError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.policy import CommandPolicy
 from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
 from autonomous.testing.model_server import (
     Match,

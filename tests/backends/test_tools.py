@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from autonomous.backends.policy import CommandPolicy
 from autonomous.backends.tools import TOOL_DEFINITIONS, TOOL_NAMES, LocalTools
-from autonomous.policy import CommandPolicy
 
 
 def run(coro):

@@ -507,29 +507,6 @@ def test_demo_without_the_sdk_extra_names_the_install_command(tmp_path: Path, mo
     assert not (tmp_path / "d").exists()
 
 
-def test_demo_sample_code_passes_its_own_tests(tmp_path: Path) -> None:
-    """The files the demo's scripted agent writes, in their final versions, pass pytest:
-    caught here in seconds rather than in the e2e run through the CLI."""
-    from autonomous.demo import DEMO_TASKS, demo_rules
-
-    for task in DEMO_TASKS:
-        for path, content in task.writes.items():
-            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / path).write_text(content)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rules = demo_rules(tmp_path)
-    assert {r.name for r in rules} >= {f"{t.key}: report" for t in DEMO_TASKS}
-    # later tasks' rules come first: a later prompt quotes earlier tasks' notes
-    assert rules[0].name.startswith(DEMO_TASKS[-1].key) and rules[-1].name.startswith(DEMO_TASKS[0].key)
-
-
 def test_init_include_optional_is_the_config_key_set_once_at_load(project: Path) -> None:
     """``--include-optional`` is ``initializer.include_optional`` given on the command line:
     it wins over the file, and the file's value holds without it."""

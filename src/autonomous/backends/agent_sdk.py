@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
+from autonomous.backends.policy import HOOK_MATCHER, NO_BACKGROUND_ENV, CommandPolicy, background_request
 from autonomous.backends.registry import import_extra
 from autonomous.backends.result import (
     context_tokens,
@@ -47,7 +48,6 @@ from autonomous.backends.result import (
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
-from autonomous.policy import HOOK_MATCHER, NO_BACKGROUND_ENV, CommandPolicy, background_request
 from autonomous.sandbox import claude as claude_sandbox
 
 

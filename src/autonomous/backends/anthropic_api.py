@@ -43,6 +43,7 @@ from typing import Any
 
 from autonomous.backends import pricing
 from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
+from autonomous.backends.policy import CommandPolicy
 from autonomous.backends.registry import import_extra
 from autonomous.backends.report import report_outcome
 from autonomous.backends.result import context_tokens
@@ -50,7 +51,6 @@ from autonomous.backends.text import clip_middle, summarize_input
 from autonomous.backends.tools import INPUT_KEYS, LocalTools
 from autonomous.errors import BackendError, IncompleteStream
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
-from autonomous.policy import CommandPolicy
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 

@@ -4,7 +4,7 @@ The API has no tools of its own, so this backend brings six: ``read_file``, ``wr
 ``edit_file``, ``list_dir``, ``search`` and ``bash``. All of them are confined to the project
 directory: every path is resolved (``..``, absolute paths and symlinks included) and refused
 unless the result lies inside the resolved project root. ``bash`` runs with the root as its
-working directory, is checked against the :class:`~autonomous.policy.CommandPolicy` before
+working directory, is checked against the :class:`~autonomous.backends.policy.CommandPolicy` before
 it runs, and is bounded in time (the whole process group is killed on timeout) and in
 output (head and tail kept, the middle replaced by a marker).
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from autonomous.policy import BACKGROUND_REFUSAL, detached_job
+from autonomous.backends.policy import BACKGROUND_REFUSAL, detached_job
 from autonomous.sandbox import Confinement, bwrap
 from autonomous.sandbox.env import scrubbed
 

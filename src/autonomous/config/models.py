@@ -91,11 +91,11 @@ with warnings.catch_warnings():
 
 
 class CommandPolicySection(_Section):
-    """Extra rules for the shell commands an agent may run (``autonomous.policy``).
+    """Extra rules for the shell commands an agent may run (``autonomous.backends.policy``).
 
     The built-in deny rules (sudo, recursive rm of / or ~, git force-push, curl|sh,
     mkfs, dd onto devices, shutdown/reboot, fork bombs) always apply; they live in
-    ``autonomous.policy.DEFAULT_DENY`` and are not repeated here, so writing your own
+    ``autonomous.backends.policy.DEFAULT_DENY`` and are not repeated here, so writing your own
     ``deny`` list adds to them and can never drop them by accident.
     """
 

@@ -4,7 +4,7 @@ choice of format from the content (:func:`detect`), export back to them
 (:mod:`autonomous.init.export`) and the ticking of a finished task's box
 (:mod:`autonomous.init.tick`).
 
-The tool's own ``## Phase N`` / ``- [KEY-1.2]`` grammar stays in :mod:`autonomous.spec`;
+The tool's own ``## Phase N`` / ``- [KEY-1.2]`` grammar is :mod:`autonomous.init.structured`;
 detection says ``autonomous`` for it and the initializer takes its usual path.
 """
 

@@ -27,12 +27,10 @@ from autonomous.errors import (
 )
 from autonomous.fsutil import write_json_atomic
 from autonomous.init import Imported
+from autonomous.init.common import SpecTask
+from autonomous.init.dependencies import resolve_dependencies
 from autonomous.init.ledger import clear_ledger, write_ledger
 from autonomous.init.plan import AUTHOR, InitPlan, Method, ModelUse, Planner, Progress, _bulk
-from autonomous.spec import (
-    SpecTask,
-    resolve_dependencies,
-)
 from autonomous.tasks import NewTask, Priority, Task, TaskStatus, utcnow
 from autonomous.workspace import git
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from autonomous.spec import SpecTask
 from autonomous.tasks import NewTask, Priority, TaskStatus
 
 FORMATS = ("speckit", "kiro", "taskmaster", "beads", "autonomous")
@@ -22,6 +21,33 @@ IMPORTED = ("speckit", "kiro", "taskmaster", "beads")
 
 OPTIONAL_LABEL = "optional"
 PARALLEL_LABEL = "parallel"
+
+
+@dataclass(slots=True)
+class SpecTask:
+    """A task as the spec states it: the provider's :class:`NewTask` plus where it came from."""
+
+    task: NewTask
+    phase: str = ""  # the heading it sits under, e.g. "Phase 1: Core Authentication"
+    line: int = 0  # 1-based line of the task in the spec (0 for model output)
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+    def to_dict(self) -> dict:
+        t = self.task
+        return {
+            "key": t.key,
+            "title": t.title,
+            "description": t.description,
+            "acceptance_criteria": list(t.acceptance_criteria),
+            "test_steps": list(t.test_steps),
+            "priority": t.priority.value,
+            "labels": list(t.labels),
+            "dependencies": list(t.dependencies),
+            "phase": self.phase,
+        }
 
 
 @dataclass(slots=True)
@@ -99,7 +125,8 @@ def line_sha(line: str) -> str:
 
 # -- Markdown ----------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")  # opens or closes a code block
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")  # an ATX heading: its marks, its text
 
 
 def content_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -118,12 +145,12 @@ def content_lines(text: str) -> Iterator[tuple[int, str]]:
     for i in range(start, len(lines)):
         raw = lines[i]
         if fence is not None:
-            m = _FENCE.match(raw)
+            m = FENCE.match(raw)
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not raw.strip()[len(m.group(1)) :]:
                 fence = None
             continue
         if not in_comment:
-            m = _FENCE.match(raw)
+            m = FENCE.match(raw)
             if m:
                 fence = m.group(1)
                 continue

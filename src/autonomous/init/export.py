@@ -21,7 +21,7 @@ from typing import Any
 from autonomous.init import beads, taskmaster
 from autonomous.init.common import PARALLEL_LABEL, plain_title, sequence
 from autonomous.init.speckit import TASK_ID
-from autonomous.spec import parse_priority
+from autonomous.init.structured import parse_priority
 from autonomous.tasks import Priority, Task, TaskStatus, TitleKind, parse_title
 
 EXPORTS = ("taskmaster", "beads", "speckit")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from autonomous.errors import SpecError
 from autonomous.init.common import (
     CHECKBOX,
+    HEADING,
     OPTIONAL_LABEL,
     PARALLEL_LABEL,
     Group,
@@ -44,7 +45,6 @@ _TASK_HEADING = re.compile(
     rf"^#{{2,4}}\s+{_SYMBOLS}(?:\[(?P<mark>.)\]\s*)?Task\s+(?P<num>\d+(?:\.\d+)*)\s*[:.\-\u2013\u2014]?\s*(?P<title>.*)$",
     re.I,
 )
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _PARALLEL = re.compile(r"\s*\(P\)\s*")
 _REF = re.compile(
     r"^\s*(?:[-*+]\s+)?(?:_|\*\*)?\s*(?P<name>Requirements?|Validates|Depends(?:\s+on)?|Boundary|Leverage)\s*:\s*"
@@ -108,7 +108,7 @@ def parse(text: str, *, include_optional: bool = False) -> Imported:
             tops.append(entry)
             unnumbered = 0
             continue
-        h = _HEADING.match(raw)
+        h = HEADING.match(raw)
         if h:
             if len(h.group(1)) == 1 and result.title is None:
                 result.title = (

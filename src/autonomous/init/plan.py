@@ -33,17 +33,10 @@ from autonomous.errors import (
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
-from autonomous.spec import (
-    ParsedSpec,
-    SpecFile,
-    SpecTask,
-    dependency_keys,
-    is_structured,
-    parse_priority,
-    parse_structured,
-    read_spec,
-    split_sections,
-)
+from autonomous.init.common import SpecTask
+from autonomous.init.sections import split_sections
+from autonomous.init.source import SpecFile, read_spec
+from autonomous.init.structured import ParsedSpec, dependency_keys, is_structured, parse_priority, parse_structured
 from autonomous.tasks import NewTask, Priority, TitleKind, parse_title
 
 AUTHOR = "initializer"

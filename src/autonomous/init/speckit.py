@@ -26,7 +26,7 @@ from autonomous.init.common import (
     phased_title,
     sequence,
 )
-from autonomous.spec import parse_priority
+from autonomous.init.structured import parse_priority
 from autonomous.tasks import NewTask, Priority
 
 TASK_ID = re.compile(r"^T\d{3,}$")

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib.resources import files
 from typing import Any
 
 from autonomous import scheduler
@@ -50,7 +51,18 @@ OPEN_GRAPH_DEPENDENCIES = (
 )
 
 _STATUSES = {s.value: s for s in TaskStatus}
+
+
 _PRIORITIES = {p.value: p for p in Priority}
+
+
+def migrations(dialect: str) -> list[str]:
+    """The numbered schema scripts of ``dialect`` (``migrations/<dialect>/NNN.sql``, package
+    data, in order): script i takes the schema from version i to i + 1."""
+    folder = files("autonomous.providers") / "migrations" / dialect
+    return [
+        f.read_text(encoding="utf-8") for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".sql")
+    ]
 
 
 def schedule_columns(task: Task) -> tuple[int, int, int, str, int, bool]:

@@ -1,6 +1,6 @@
 """The StateProvider contract: where tasks live, and how workers take them safely.
 
-Every provider passes ``tests/test_provider_contract.py``. The guarantees:
+Every provider passes ``tests/providers/test_provider_contract.py``. The guarantees:
 
 * ``create_tasks`` is idempotent by key: a key that exists is returned, not duplicated.
 * ``claim`` is atomic: of N concurrent claimers of one task, exactly one wins; the others

@@ -44,23 +44,21 @@ ordered the same way as strings and as times, which the SQL lease checks rely on
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from autonomous import scheduler
-from autonomous.errors import ProviderError, StoreCorrupt, TaskNotFound
+from autonomous.errors import TaskNotFound
 from autonomous.providers import _sql
 from autonomous.providers._sql import HEAD_MARK
 from autonomous.providers._sql import OPEN as _OPEN
 from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
+from autonomous.providers._sqlite import SqliteFile
 from autonomous.providers.base import (
     _UNSET,
     CreateResult,
@@ -77,121 +75,6 @@ from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, u
 
 FILENAME = "tasks.db"
 DEFAULT_STATE_DIR = Path(".ai-agents") / "state"
-APPLICATION_ID = 0x4155544F  # "AUTO": marks the file as ours (PRAGMA application_id)
-
-# Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1. The version
-# is ``PRAGMA user_version``; all pending scripts run in one transaction with it.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    );
-    INSERT INTO meta (key, value) VALUES ('next_task_number', 1), ('graph_rev', 0);
-
-    CREATE TABLE tasks (
-        id                  TEXT PRIMARY KEY,
-        key                 TEXT NOT NULL UNIQUE,
-        title               TEXT NOT NULL,
-        description         TEXT NOT NULL DEFAULT '',
-        acceptance_criteria TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        test_steps          TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        status              TEXT NOT NULL CHECK (status IN ('todo', 'in_progress', 'blocked', 'done', 'canceled')),
-        priority            TEXT NOT NULL CHECK (priority IN ('urgent', 'high', 'normal', 'low')),
-        labels              TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        -- scheduling columns, derived from title/labels/priority by autonomous.scheduler
-        kind                INTEGER NOT NULL,  -- TitleKind; 0 (META) for every META task
-        phase               INTEGER NOT NULL,
-        number              INTEGER NOT NULL,
-        letter              TEXT NOT NULL,
-        prio                INTEGER NOT NULL,  -- Priority.rank
-        is_meta             INTEGER NOT NULL,
-        -- the claim: present iff worker_id is not null; fence only ever grows
-        worker_id           TEXT,
-        expires_at          TEXT,
-        fence               INTEGER NOT NULL DEFAULT 0,
-        created_at          TEXT NOT NULL,
-        updated_at          TEXT NOT NULL,
-        cost_usd            REAL NOT NULL DEFAULT 0,
-        turns               INTEGER NOT NULL DEFAULT 0
-    );
-    -- open tasks in scheduling order: what claim_next walks
-    CREATE INDEX tasks_open_order ON tasks (kind, phase, number, letter, prio, created_at, id)
-        WHERE status IN ('todo', 'in_progress', 'blocked');
-    CREATE INDEX tasks_meta_order ON tasks (phase, number, letter, prio, created_at, id) WHERE kind = 0;
-    CREATE INDEX tasks_key_nocase ON tasks (key COLLATE NOCASE);
-
-    CREATE TABLE dependencies (
-        task_id    TEXT NOT NULL,
-        depends_on TEXT NOT NULL,
-        pos        INTEGER NOT NULL,
-        PRIMARY KEY (task_id, depends_on)
-    ) WITHOUT ROWID;
-    CREATE INDEX dependencies_reverse ON dependencies (depends_on);
-
-    CREATE TABLE notes (
-        id      INTEGER PRIMARY KEY,
-        task_id TEXT NOT NULL,
-        at      TEXT NOT NULL,
-        author  TEXT NOT NULL,
-        text    TEXT NOT NULL
-    );
-    CREATE INDEX notes_task ON notes (task_id, id);
-
-    CREATE TABLE sessions (
-        id         TEXT PRIMARY KEY,
-        worker_id  TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        ended_at   TEXT,
-        state      TEXT NOT NULL,
-        summary    TEXT NOT NULL DEFAULT '{}'  -- JSON object
-    );
-    CREATE INDEX sessions_started ON sessions (started_at);
-    """,
-    # 1 -> 2: `status` and `next` count tasks by status from this index alone
-    """
-    CREATE INDEX tasks_status_counts ON tasks (status, kind, cost_usd);
-    """,
-    # 2 -> 3: the in_review status (execution.handoff: review). SQLite cannot change a CHECK
-    # constraint in place: the table is rebuilt, rows copied as they are.
-    """
-    CREATE TABLE tasks_v2 (
-        id                  TEXT PRIMARY KEY,
-        key                 TEXT NOT NULL UNIQUE,
-        title               TEXT NOT NULL,
-        description         TEXT NOT NULL DEFAULT '',
-        acceptance_criteria TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        test_steps          TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        status              TEXT NOT NULL
-                            CHECK (status IN ('todo', 'in_progress', 'blocked', 'in_review', 'done', 'canceled')),
-        priority            TEXT NOT NULL CHECK (priority IN ('urgent', 'high', 'normal', 'low')),
-        labels              TEXT NOT NULL DEFAULT '[]',  -- JSON list
-        -- scheduling columns, derived from title/labels/priority by autonomous.scheduler
-        kind                INTEGER NOT NULL,  -- TitleKind; 0 (META) for every META task
-        phase               INTEGER NOT NULL,
-        number              INTEGER NOT NULL,
-        letter              TEXT NOT NULL,
-        prio                INTEGER NOT NULL,  -- Priority.rank
-        is_meta             INTEGER NOT NULL,
-        -- the claim: present iff worker_id is not null; fence only ever grows
-        worker_id           TEXT,
-        expires_at          TEXT,
-        fence               INTEGER NOT NULL DEFAULT 0,
-        created_at          TEXT NOT NULL,
-        updated_at          TEXT NOT NULL,
-        cost_usd            REAL NOT NULL DEFAULT 0,
-        turns               INTEGER NOT NULL DEFAULT 0
-    );
-    INSERT INTO tasks_v2 SELECT * FROM tasks;
-    DROP TABLE tasks;
-    ALTER TABLE tasks_v2 RENAME TO tasks;
-    CREATE INDEX tasks_open_order ON tasks (kind, phase, number, letter, prio, created_at, id)
-        WHERE status IN ('todo', 'in_progress', 'blocked', 'in_review');
-    CREATE INDEX tasks_meta_order ON tasks (phase, number, letter, prio, created_at, id) WHERE kind = 0;
-    CREATE INDEX tasks_key_nocase ON tasks (key COLLATE NOCASE);
-    CREATE INDEX tasks_status_counts ON tasks (status, kind, cost_usd);
-    """,
-]
 
 # The scheduler's readiness of one open task, minus the policy's gate (added per query).
 # ``t.status IN _OPEN`` repeats the partial index's condition so SQLite can use it.
@@ -213,10 +96,6 @@ _TASK_COLUMNS = (
     "t.labels, t.worker_id, t.expires_at, t.fence, t.created_at, t.updated_at, t.cost_usd, t.turns"
 )
 
-# Connections a forked child inherited: never used nor closed there (closing would run
-# SQLite's cleanup on the parent's files); kept referenced so no finaliser closes them.
-_ABANDONED: list[sqlite3.Connection] = []
-
 
 def _json(items: list[str]) -> str:
     return json.dumps(items) if items else "[]"
@@ -230,19 +109,6 @@ _dt = datetime.fromisoformat  # what _ts wrote
 _PAGE = 500  # rows per fetch when streaming tasks
 PROVE_ACYCLIC_AFTER = 100  # tasks created in one batch that are proven free of cycles at once
 _LIST_COLUMNS = ("acceptance_criteria", "test_steps", "labels")
-
-
-def _statements(script: str) -> Iterator[str]:
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                yield buf.strip()
-            buf = ""
-    leftover = [line for line in buf.splitlines() if line.strip() and not line.strip().startswith("--")]
-    if leftover:
-        raise ValueError(f"incomplete SQL statement in a migration: {leftover[0]!r}")
 
 
 class FileProvider(StateProvider):
@@ -264,147 +130,11 @@ class FileProvider(StateProvider):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / FILENAME
         self._now = now
-        self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
-        self._db()  # open now, so a bad file is reported at once
-
-    # -- connections -------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == pid:
-            return conn
-        with self._lock:
-            if any(p != pid for p, _ in self._connections):  # we are a forked child
-                _ABANDONED.extend(c for p, c in self._connections if p != pid)
-                self._connections = [(p, c) for p, c in self._connections if p == pid]
-            conn = self._connect()
-            self._connections.append((pid, conn))
-        self._local.conn, self._local.pid = conn, pid
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
-        """A plain connection to the store (checked and migrated by :meth:`_connect`)."""
-        try:
-            return sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ProviderError(f"{self.path}: cannot open the task store: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        conn = self._open()
-        try:
-            self._check_and_migrate(conn)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA cache_size = -32768")  # up to 32 MiB, used only by big stores
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._translate(exc) from exc
-            raise
-        return conn
-
-    def _inspect(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
-        """(application_id, user_version, number of schema objects), read-only."""
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(f"not a SQLite database ({exc})") from exc
-        return app_id, version, objects
-
-    def _verdict(self, app_id: int, version: int, objects: int) -> bool:
-        """True when the file is empty (a new store); raises when it is not ours."""
-        if app_id == 0 and objects == 0 and version == 0:
-            return True
-        if app_id != APPLICATION_ID:
-            if app_id == 0:
-                raise self._corrupt("a SQLite database without the autonomous marker: not an autonomous task store")
-            raise self._corrupt(f"a SQLite database of another application (application_id 0x{app_id:08x})")
-        if version > len(MIGRATIONS):
-            raise self._corrupt(
-                f"schema version {version} is newer than this version of autonomous supports "
-                f"({len(MIGRATIONS)}); upgrade autonomous"
-            )
-        return False
-
-    def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
-        fresh = self._verdict(*self._inspect(conn))
-        if not fresh and conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
-            return
-        # Ours (or empty) and behind: only now may anything be written.
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            app_id, version, objects = self._inspect(conn)  # again, under the write lock
-            if self._verdict(app_id, version, objects):
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                try:
-                    for statement in _statements(script):
-                        conn.execute(statement)
-                except sqlite3.Error as exc:
-                    raise ProviderError(
-                        f"{self.path}: schema migration to version {number} failed ({exc}); nothing was changed"
-                    ) from exc
-            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _corrupt(self, what: str) -> StoreCorrupt:
-        return StoreCorrupt(f"{self.path}: {what}; the file was left untouched")
-
-    def _translate(self, exc: sqlite3.Error) -> ProviderError:
-        message = str(exc)
-        if "malformed" in message or "not a database" in message:
-            return StoreCorrupt(f"{self.path}: the task store is damaged ({message})")
-        if "locked" in message or "busy" in message:
-            return ProviderError(
-                f"{self.path}: the task store stayed locked by another process for {self._busy_timeout:g}s"
-            )
-        return ProviderError(f"{self.path}: {message}")
-
-    @contextlib.contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        try:
-            db.execute(begin)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._translate(exc) from exc
-            raise
-
-    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """One write transaction, holding the store's write lock from its first statement."""
-        return self._transaction("BEGIN IMMEDIATE")
-
-    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """One consistent snapshot (WAL readers never block writers nor wait for them)."""
-        return self._transaction("BEGIN")
+        self._file = SqliteFile(self.path, busy_timeout)
+        self._file.db()  # open now, so a bad file is reported at once
 
     def close(self) -> None:
-        pid = os.getpid()
-        with self._lock:
-            mine = [c for p, c in self._connections if p == pid]
-            _ABANDONED.extend(c for p, c in self._connections if p != pid)
-            self._connections = []
-        for conn in mine:
-            conn.close()
-        self._local = threading.local()
+        self._file.close()
 
     # -- rows -> tasks -----------------------------------------------------------------
     def _tasks(
@@ -415,21 +145,26 @@ class FileProvider(StateProvider):
         ).fetchall()
         if not rows:
             return []
+        if len(rows) == 1:
+            return self._decode(db, rows, "WHERE task_id = ?", (rows[0][0],))
+        return self._decode(db, rows)
+
+    @staticmethod
+    def _decode(db: sqlite3.Connection, rows: list[Any], where: str = "", params: Sequence[Any] = ()) -> list[Task]:
+        """The tasks of ``rows`` (of ``_TASK_COLUMNS``), their dependencies and notes read
+        from the links ``where`` selects (all of them, by default)."""
         deps: dict[str, list[str]] = {}
         notes: dict[str, list[Note]] = {}
-        if len(rows) == 1:
-            tid = rows[0][0]
-            dep_rows = db.execute("SELECT task_id, depends_on FROM dependencies WHERE task_id = ? ORDER BY pos", (tid,))
-            note_rows = db.execute("SELECT task_id, at, author, text FROM notes WHERE task_id = ? ORDER BY id", (tid,))
-        else:
-            dep_rows = db.execute("SELECT task_id, depends_on FROM dependencies ORDER BY task_id, pos")
-            note_rows = db.execute("SELECT task_id, at, author, text FROM notes ORDER BY id")
-        for task_id, depends_on in dep_rows:
+        for task_id, depends_on in db.execute(
+            f"SELECT task_id, depends_on FROM dependencies {where} ORDER BY task_id, pos", params
+        ):
             deps.setdefault(task_id, []).append(depends_on)
-        for task_id, at, author, text in note_rows:
+        for task_id, at, author, text in db.execute(
+            f"SELECT task_id, at, author, text FROM notes {where} ORDER BY id", params
+        ):
             notes.setdefault(task_id, []).append(Note(text=text, author=author, at=_dt(at)))
         return [
-            _sql.row_task(row, deps.get(row[0], []), notes.get(row[0], []), decode_list=json.loads, decode_time=_dt)
+            _sql.row_task(row, deps.get(row[0], []), notes.get(row[0], []), decode_list=_list, decode_time=_dt)
             for row in rows
         ]
 
@@ -457,18 +192,18 @@ class FileProvider(StateProvider):
 
     # -- reading -------------------------------------------------------------------------
     def list_tasks(self, statuses: Iterable[TaskStatus] | None = None) -> list[Task]:
-        with self._read() as db:
+        with self._file.read() as db:
             if statuses is None:
                 return self._tasks(db)
             wanted = [TaskStatus(s).value for s in statuses]
             return self._tasks(db, "WHERE t.status IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
 
     def get_task(self, task_id: str) -> Task:
-        with self._read() as db:
+        with self._file.read() as db:
             return self._one(db, task_id)
 
     def find_task(self, ref: str) -> Task:
-        with self._read() as db:
+        with self._file.read() as db:
             for where in ("WHERE t.id = ?", "WHERE t.key = ?", "WHERE t.key = ? COLLATE NOCASE"):
                 found = self._tasks(db, where, (ref,), limit=1)
                 if found:
@@ -476,7 +211,7 @@ class FileProvider(StateProvider):
         raise TaskNotFound(f"no task with id or key {ref!r}")
 
     def meta_task(self) -> Task | None:
-        with self._read() as db:
+        with self._file.read() as db:
             row = db.execute(f"SELECT t.id FROM tasks t WHERE t.kind = 0 {_ORDER} LIMIT 1").fetchone()
             return self._one(db, row[0]) if row else None
 
@@ -492,39 +227,15 @@ class FileProvider(StateProvider):
             where = "WHERE t.status IN (SELECT value FROM json_each(?))"
             params.append(json.dumps([TaskStatus(s).value for s in statuses]))
         query = f"SELECT {_TASK_COLUMNS} FROM tasks t {where} {_ORDER} LIMIT ? OFFSET ?"
-        db = self._open()
-        try:
-            db.execute("PRAGMA query_only = 1")
-            db.execute("BEGIN")
+        with self._file.snapshot() as db:
             cursor = db.execute(query, (*params, -1 if limit is None else limit, max(0, offset)))
             while rows := cursor.fetchmany(_PAGE):
                 ids = json.dumps([row[0] for row in rows])
-                deps: dict[str, list[str]] = {}
-                notes: dict[str, list[Note]] = {}
-                for task_id, depends_on in db.execute(
-                    "SELECT task_id, depends_on FROM dependencies WHERE task_id IN (SELECT value FROM json_each(?)) "
-                    "ORDER BY task_id, pos",
-                    (ids,),
-                ):
-                    deps.setdefault(task_id, []).append(depends_on)
-                for task_id, at, author, text in db.execute(
-                    "SELECT task_id, at, author, text FROM notes WHERE task_id IN (SELECT value FROM json_each(?)) "
-                    "ORDER BY id",
-                    (ids,),
-                ):
-                    notes.setdefault(task_id, []).append(Note(text=text, author=author, at=_dt(at)))
-                for row in rows:
-                    yield _sql.row_task(
-                        row, deps.get(row[0], []), notes.get(row[0], []), decode_list=_list, decode_time=_dt
-                    )
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        finally:
-            db.close()
+                yield from self._decode(db, rows, "WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
 
     def count_by_status(self) -> TaskCounts:
         counts = TaskCounts()
-        with self._read() as db:
+        with self._file.read() as db:
             for status, n, cost in db.execute(
                 "SELECT status, count(*), total(cost_usd) FROM tasks WHERE kind >= 1 GROUP BY status"
             ):
@@ -539,7 +250,7 @@ class FileProvider(StateProvider):
         _sql.check_ordering(ordering)
         skip = json.dumps(sorted(set(exclude)))
         while True:
-            with self._read() as db:
+            with self._file.read() as db:
                 if self._acyclic(db, ordering):
                     task_id = self._candidate(db, ordering, _ts(self._now()), skip, review_satisfies)
                     return self._one(db, task_id) if task_id is not None else None
@@ -548,7 +259,7 @@ class FileProvider(StateProvider):
     def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
         _sql.check_ordering(ordering)
         while True:
-            with self._read() as db:
+            with self._file.read() as db:
                 if self._acyclic(db, ordering):
                     return self._ready_count(db, ordering, _ts(self._now()))
             self._check_cycles(ordering)
@@ -558,7 +269,7 @@ class FileProvider(StateProvider):
         result = CreateResult()
         if not new_tasks:
             return result
-        with self._write() as db:
+        with self._file.write() as db:
             known: dict[str, str] = dict(
                 db.execute(
                     "SELECT key, id FROM tasks WHERE key IN (SELECT value FROM json_each(?))",
@@ -621,7 +332,7 @@ class FileProvider(StateProvider):
             title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
             status=status, priority=priority, labels=labels, dependencies=dependencies,
         )  # fmt: skip
-        with self._write() as db:
+        with self._file.write() as db:
             now = self._now()
             row = self._row(db, task_id)
             claim = self._claim_of(row)
@@ -666,7 +377,7 @@ class FileProvider(StateProvider):
     def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
         """Append a note. Without a token a note is always accepted, even on a claimed task:
         it adds to the record and overwrites nothing the holder wrote."""
-        with self._write() as db:
+        with self._file.write() as db:
             now = self._now()
             self._check_token(self._row(db, task_id), token)
             note = Note(text=text, author=author, at=now)
@@ -678,7 +389,7 @@ class FileProvider(StateProvider):
 
     # -- claims --------------------------------------------------------------------------
     def claim(self, task_id: str, worker_id: str, lease_seconds: float) -> Task:
-        with self._write() as db:
+        with self._file.write() as db:
             now = self._now()
             row = self._row(db, task_id)
             probe = Task(
@@ -698,7 +409,7 @@ class FileProvider(StateProvider):
         )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
-        with self._write() as db:
+        with self._file.write() as db:
             now = self._now()
             self._check_token(self._row(db, task_id), token)
             db.execute(
@@ -718,7 +429,7 @@ class FileProvider(StateProvider):
         cost_usd: float = 0.0,
         turns: int = 0,
     ) -> Task:
-        with self._write() as db:
+        with self._file.write() as db:
             now = self._now()
             row = self._row(db, task_id)
             self._check_token(row, token)
@@ -749,7 +460,7 @@ class FileProvider(StateProvider):
         _sql.check_ordering(ordering)
         skip = json.dumps(sorted(set(exclude)))
         while True:
-            with self._write() as db:
+            with self._file.write() as db:
                 if self._acyclic(db, ordering):
                     now = self._now()
                     task_id = self._candidate(db, ordering, _ts(now), skip, review_satisfies)
@@ -798,7 +509,7 @@ class FileProvider(StateProvider):
         """Raise DependencyCycle exactly when the scheduler would; otherwise record in
         ``meta`` that this graph revision is free of cycles, so that no process checks
         it again (only writes that can close a cycle bump ``graph_rev``)."""
-        with self._read() as db:
+        with self._file.read() as db:
             rev = db.execute("SELECT value FROM meta WHERE key = 'graph_rev'").fetchone()[0]
             if self._forward_dependency(db):
                 graph = _sql.open_graph(
@@ -808,61 +519,49 @@ class FileProvider(StateProvider):
                     decode_time=_dt,
                 )
                 scheduler.check_cycles(graph, ordering)
-        with self._write() as db:
+        with self._file.write() as db:
             self._record_acyclic(db, [ordering], rev)
 
     @staticmethod
-    def _candidate(db: sqlite3.Connection, ordering: str, now: str, exclude: str, review: bool = False) -> str | None:
-        """The id of the first ready task in scheduling order, as ``scheduler.next_ready``
-        decides it. Phased tasks (kind 1) come before tracker ids and the rest (2, 3);
-        META (0) is never handed out. ``review``: in_review counts as finished."""
+    def _ready(db: sqlite3.Connection, ordering: str, now: str, exclude: str, what: str) -> Iterator[Any]:
+        """``what`` (``t.id`` of the first, or ``count(*)``) of the ready tasks, part by part
+        of scheduling order, as ``scheduler.next_ready`` decides readiness: phased tasks
+        (kind 1, gated by the ordering policy) before tracker ids and the rest (2, 3);
+        META (0) is never handed out. Lazy: the first ready id needs only its part."""
+        params = {"now": now, "exclude": exclude}
+        tail = f"{_ORDER} LIMIT 1" if what == "t.id" else ""
+        parts: list[tuple[str, str, dict[str, Any]]] = [(_OPEN_TASKS, "t.kind >= 1", {})]
+        if ordering != "dependencies":
+            parts = [(_OPEN_TASKS, "t.kind >= 2", {})]
+            head = db.execute(
+                f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} {_HEAD_MARK} AND t.kind = 1 "
+                f"{_ORDER} LIMIT 1"
+            ).fetchone()
+            if head is not None and ordering == "strict":  # only the first open phased task may run
+                parts.insert(0, ("tasks t", "t.id = :head", {"head": head[0]}))
+            elif head is not None:  # phases: only tasks of the first phase with open tasks
+                parts.insert(0, ("tasks t", "t.kind = 1 AND t.phase = :phase", {"phase": head[1]}))
+        for source, gate, extra in parts:
+            row = db.execute(f"SELECT {what} FROM {source} WHERE {gate} AND {_READY} {tail}", params | extra).fetchone()
+            yield row[0] if row else None
+
+    @classmethod
+    def _candidate(
+        cls, db: sqlite3.Connection, ordering: str, now: str, exclude: str, review: bool = False
+    ) -> str | None:
+        """The id of the first ready task in scheduling order. ``review``: in_review counts as finished."""
         if review:
             db = _ReviewSatisfies(db)  # type: ignore[assignment]
-        params = {"now": now, "exclude": exclude}
-        if ordering == "dependencies":
-            row = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY} {_ORDER} LIMIT 1", params)
-            found = row.fetchone()
-            return found[0] if found else None
-        head = db.execute(
-            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} {_HEAD_MARK} AND t.kind = 1 {_ORDER} "
-            "LIMIT 1"
-        ).fetchone()
-        if head is not None:
-            if ordering == "strict":  # only the first open phased task may run
-                gate, extra = "t.id = :head", {"head": head[0]}
-            else:  # phases: only tasks of the first phase with open tasks
-                gate, extra = "t.kind = 1 AND t.phase = :phase", {"phase": head[1]}
-            found = db.execute(f"SELECT t.id FROM tasks t WHERE {gate} AND {_READY} {_ORDER} LIMIT 1", params | extra)
-            row = found.fetchone()
-            if row:
-                return row[0]
-        found = db.execute(f"SELECT t.id FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY} {_ORDER} LIMIT 1", params)
-        row = found.fetchone()
-        return row[0] if row else None
+        return next((tid for tid in cls._ready(db, ordering, now, exclude, "t.id") if tid is not None), None)
 
-    @staticmethod
-    def _ready_count(db: sqlite3.Connection, ordering: str, now: str) -> int:
+    @classmethod
+    def _ready_count(cls, db: sqlite3.Connection, ordering: str, now: str) -> int:
         """How many tasks :meth:`_candidate` could return (with nothing excluded)."""
-        params: dict[str, Any] = {"now": now, "exclude": "[]"}
-        if ordering == "dependencies":
-            query = f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 1 AND {_READY}"
-            return db.execute(query, params).fetchone()[0]
-        count = db.execute(f"SELECT count(*) FROM {_OPEN_TASKS} WHERE t.kind >= 2 AND {_READY}", params).fetchone()[0]
-        head = db.execute(
-            f"SELECT t.id, t.phase FROM {_OPEN_TASKS} WHERE t.status IN {_OPEN} {_HEAD_MARK} AND t.kind = 1 {_ORDER} "
-            "LIMIT 1"
-        ).fetchone()
-        if head is not None:
-            if ordering == "strict":
-                gate, extra = "t.id = :head", {"head": head[0]}
-            else:
-                gate, extra = "t.kind = 1 AND t.phase = :phase", {"phase": head[1]}
-            count += db.execute(f"SELECT count(*) FROM tasks t WHERE {gate} AND {_READY}", params | extra).fetchone()[0]
-        return count
+        return sum(cls._ready(db, ordering, now, "[]", "count(*)"))
 
     # -- sessions ------------------------------------------------------------------------
     def record_session(self, session: SessionRecord) -> None:
-        with self._write() as db:
+        with self._file.write() as db:
             db.execute(
                 "INSERT INTO sessions (id, worker_id, started_at, ended_at, state, summary) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET worker_id = excluded.worker_id, started_at = excluded.started_at, "
@@ -878,7 +577,7 @@ class FileProvider(StateProvider):
             )
 
     def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        with self._read() as db:
+        with self._file.read() as db:
             rows = db.execute(
                 "SELECT id, worker_id, started_at, ended_at, state, summary FROM sessions "
                 "ORDER BY started_at DESC, rowid DESC LIMIT ?",

@@ -27,9 +27,9 @@ from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, 
 from autonomous.backends.claude_cli.discovery import find_claude
 from autonomous.backends.claude_cli.parser import StreamParser
 from autonomous.backends.claude_cli.process import drain, feed_stdin, parent_death_signal, reap
+from autonomous.backends.policy import CommandPolicy
 from autonomous.backends.result import usage_from
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
-from autonomous.policy import CommandPolicy
 from autonomous.sandbox import claude as claude_sandbox
 
 _LINE_LIMIT = 64 * 1024 * 1024  # one stream-json line can carry a whole file read by a tool

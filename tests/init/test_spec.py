@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 
 from autonomous.errors import SpecError
-from autonomous.spec import (
-    dependency_keys,
-    is_structured,
-    parse_priority,
-    parse_structured,
-    read_spec,
-    resolve_dependencies,
-    split_sections,
-)
+from autonomous.init.dependencies import resolve_dependencies
+from autonomous.init.sections import split_sections
+from autonomous.init.source import read_spec
+from autonomous.init.structured import dependency_keys, is_structured, parse_priority, parse_structured
 from autonomous.tasks import Priority, parse_title
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 TWO_PHASES = """\
 # Auth Service

@@ -13,9 +13,10 @@ import graphql
 import pytest
 
 from autonomous.providers import linear
+from autonomous.providers.linear.client import operation_name
 from autonomous.testing import fake_linear
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "linear" / "schema-subset.graphql"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "linear" / "schema-subset.graphql"
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def subset() -> graphql.GraphQLSchema:
 def test_the_provider_lists_its_documents():
     assert len(linear.DOCUMENTS) >= 18
     assert {"ISSUES_QUERY", "COMMENT_AND_UPDATE_MUTATION", "ISSUE_BATCH_CREATE_MUTATION"} <= set(linear.DOCUMENTS)
-    names = [linear._operation_name(doc) for doc in linear.DOCUMENTS.values()]
+    names = [operation_name(doc) for doc in linear.DOCUMENTS.values()]
     assert len(set(names)) == len(names), "operation names are how requests are counted: keep them unique"
 
 

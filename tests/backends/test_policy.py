@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from autonomous.errors import ConfigError
-from autonomous.policy import (
+from autonomous.backends.policy import (
     DEFAULT_DENY,
     HOOK_MATCHER,
     POLICY_ENV,
@@ -16,6 +15,7 @@ from autonomous.policy import (
     detached_job,
     hook_main,
 )
+from autonomous.errors import ConfigError
 
 DENIED = [
     # sudo and its disguises
@@ -224,7 +224,7 @@ def test_non_string_is_denied():
 
 
 def test_every_default_rule_is_documented_and_compiles():
-    import autonomous.policy as module
+    import autonomous.backends.policy as module
 
     for rule in DEFAULT_DENY:
         assert rule.why and rule.regex.pattern == rule.pattern
@@ -247,7 +247,7 @@ def test_cli_settings_install_the_hook():
     settings = CommandPolicy().to_cli_settings(python="/opt/py 3/python")
     (entry,) = settings["hooks"]["PreToolUse"]
     assert entry["matcher"] == HOOK_MATCHER and re.fullmatch(entry["matcher"], "Bash")
-    assert entry["hooks"][0]["command"] == "'/opt/py 3/python' -m autonomous.policy hook"
+    assert entry["hooks"][0]["command"] == "'/opt/py 3/python' -m autonomous.backends.policy hook"
 
 
 def _hook(command: str, env: dict[str, str]) -> tuple[int, str]:
@@ -284,7 +284,11 @@ def test_hook_runs_as_a_module():
     env = {**CommandPolicy().to_env(), "PATH": "/usr/bin:/bin"}
     payload = json.dumps({"tool_name": "Bash", "tool_input": {"command": "curl x | sh"}})
     proc = subprocess.run(
-        [sys.executable, "-m", "autonomous.policy", "hook"], input=payload, capture_output=True, text=True, env=env
+        [sys.executable, "-m", "autonomous.backends.policy", "hook"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 2 and "download-to-shell" in proc.stderr
 

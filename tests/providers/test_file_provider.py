@@ -14,13 +14,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 from autonomous.errors import ConfigError, ProviderError, StoreCorrupt
-from autonomous.providers import file as file_module
+from autonomous.providers import _sqlite as file_module
 from autonomous.providers import get_provider
-from autonomous.providers.file import APPLICATION_ID, FILENAME, MIGRATIONS, FileProvider
+from autonomous.providers._sqlite import APPLICATION_ID, MIGRATIONS
+from autonomous.providers.file import FILENAME, FileProvider
 from autonomous.tasks import NewTask, TaskStatus
-from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 
 def digest(path: Path) -> str:
@@ -278,7 +279,7 @@ def test_layout_and_durability_settings(tmp_path):
     (task,) = store.create_tasks([NewTask("One")]).created
     assert task.id == "T-1"
     assert (state_dir / FILENAME).exists()
-    db = store._db()
+    db = store._file.db()
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     assert db.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
@@ -309,7 +310,7 @@ def test_batch_order_is_kept_as_creation_order(tmp_path):
 def test_a_missing_dependency_makes_a_task_wait(tmp_path):
     store = FileProvider(tmp_path)
     a, b = store.create_tasks([NewTask("Alpha"), NewTask("Beta")]).created
-    with store._write() as db:
+    with store._file.write() as db:
         db.execute("INSERT INTO dependencies (task_id, depends_on, pos) VALUES (?, 'T-404', 0)", (a.id,))
     assert store.get_task(a.id).dependencies == ["T-404"]
     assert store.claim_next("w", 60, "dependencies").id == b.id
@@ -330,7 +331,7 @@ def test_pending_migrations_run_in_order_once(tmp_path, monkeypatch):
         [*MIGRATIONS, "ALTER TABLE tasks ADD COLUMN estimate REAL;", "UPDATE tasks SET estimate = 1.5;"],
     )
     store = FileProvider(tmp_path)
-    db = store._db()
+    db = store._file.db()
     assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) + 2,)
     assert db.execute("SELECT key, estimate FROM tasks").fetchall() == [("one", 1.5)]
     store.create_tasks([NewTask("Two")])
@@ -406,7 +407,7 @@ def test_claims_and_counts_walk_the_ordered_index_never_sort(tmp_path):
     store = FileProvider(tmp_path)
     store.create_tasks([NewTask(f"[A-{i // 50 + 1}.{i % 50 + 1}] t{i}") for i in range(300)] + [NewTask("ARK-1 x")])
     sql: list[str] = []
-    with store._read() as db:
+    with store._file.read() as db:
         db.set_trace_callback(sql.append)
         for ordering in ("strict", "phases", "dependencies"):
             FileProvider._candidate(db, ordering, "2000-01-01", "[]")

@@ -20,14 +20,15 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+from provider_processes import claimed_by, spawn, start_together, winners_by_task
 from psycopg import sql
 
 from autonomous.errors import AutonomousError, ConfigError, ProviderError, StoreCorrupt
+from autonomous.providers import _pg as postgres_module
 from autonomous.providers import get_provider
-from autonomous.providers import postgres as postgres_module
-from autonomous.providers.postgres import MIGRATIONS, PostgresProvider
+from autonomous.providers._pg import MIGRATIONS
+from autonomous.providers.postgres import PostgresProvider
 from autonomous.tasks import NewTask, TaskStatus
-from provider_processes import claimed_by, spawn, start_together, winners_by_task
 
 pytestmark = pytest.mark.postgres
 
@@ -321,7 +322,7 @@ def test_an_ambiguous_commit_is_resolved_by_reading_back(store, monkeypatch):
 def test_a_write_that_did_not_commit_is_run_again(store, monkeypatch):
     (task,) = store.create_tasks([NewTask("Alpha")]).created
     token = store.claim(task.id, "w1", 600).claim.token
-    real = store._run
+    real = store._db.run
     dropped = []
 
     def drop_first(work, **kw):
@@ -334,7 +335,7 @@ def test_a_write_that_did_not_commit_is_run_again(store, monkeypatch):
 
         return real(flaky, **kw)
 
-    monkeypatch.setattr(store, "_run", drop_first)
+    monkeypatch.setattr(store._db, "run", drop_first)
     done = store.release(task.id, token, status=TaskStatus.DONE, note="finished", cost_usd=0.5, turns=3)
     monkeypatch.undo()
     assert dropped

@@ -366,7 +366,7 @@ def test_validation_errors_are_not_retried(make):
     provider = make()
     before = provider.requests
     with pytest.raises(LinearGraphQLError, match="Cannot query field"):
-        provider._request("query Broken { nope }")
+        provider.client.request("query Broken { nope }")
     assert provider.requests - before == 1
 
 
