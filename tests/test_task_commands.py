@@ -122,6 +122,22 @@ def test_approve_refuses_a_task_whose_pull_request_decides(shop: Path) -> None:
     assert rejected.exit_code == 0 and show("SHOP-1.1")["task"]["status"] == "todo"
 
 
+
+def test_next_and_show_follow_review_unblocks_dependents(shop: Path) -> None:
+    """With execution.review_unblocks_dependents the reading commands plan as the runner
+    claims: SHOP-1.2 (after SHOP-1.1) is next while SHOP-1.1 waits in review."""
+    with store(shop) as p:
+        task = p.find_task("SHOP-1.1")
+        claimed = p.claim(task.id, "w1", 60)
+        p.release(task.id, claimed.claim.token, status=TaskStatus.IN_REVIEW, note="In review: branch x")
+    nothing = json.loads(cli("next", "--json").output)
+    assert nothing["task"] is None and nothing["waiting_count"] == 3  # SHOP-1.1 in review, and the rest
+    assert show("SHOP-1.2")["ready"] is False
+    (shop / ".ai-agents" / "config.yml").write_text("execution:\n  review_unblocks_dependents: true\n")
+    ready = json.loads(cli("next", "--json").output)
+    assert ready["task"]["key"] == "SHOP-1.2" and ready["waiting_count"] == 2
+    assert show("SHOP-1.2")["ready"] is True
+
 # -- retry ---------------------------------------------------------------------------------------
 
 

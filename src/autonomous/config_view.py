@@ -105,6 +105,7 @@ class ReadingConfig:
     log_dir: Path
     ordering: str
     provider_type: str = "file"
+    review_unblocks_dependents: bool = False
 
     @property
     def state_provider(self) -> dict[str, Any]:
@@ -118,6 +119,7 @@ class ReadingConfig:
             "log_dir": str(self.log_dir),
             "ordering": self.ordering,
             "provider_type": self.provider_type,
+            "review_unblocks_dependents": self.review_unblocks_dependents,
         }
 
     @classmethod
@@ -129,18 +131,28 @@ class ReadingConfig:
             log_dir=Path(data["log_dir"]),
             ordering=str(data["ordering"]),
             provider_type=str(data["provider_type"]),
+            review_unblocks_dependents=bool(data.get("review_unblocks_dependents", False)),
         )
 
 
 # The settings a ReadingConfig holds, as key paths of the file: none may carry a secret.
 _READ_PATHS = (
     ("state_provider", "type"), ("state_provider", "state_dir"), ("logging", "dir"), ("execution", "ordering"),
+    ("execution", "review_unblocks_dependents"),
 )  # fmt: skip
 
 
 def ordering_of(config: ReadingConfig | Config) -> str:
     """``execution.ordering`` of either form."""
     return config.ordering if isinstance(config, ReadingConfig) else config.execution.ordering
+
+
+def review_satisfies_of(config: ReadingConfig | Config) -> bool:
+    """``execution.review_unblocks_dependents`` of either form: does an ``in_review`` task
+    let the tasks that wait on it go ahead?"""
+    if isinstance(config, ReadingConfig):
+        return config.review_unblocks_dependents
+    return config.execution.review_unblocks_dependents
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -220,6 +232,7 @@ def reading_view(config: Config) -> ReadingConfig | None:
         state_dir=config.state_dir,
         log_dir=config.log_dir,
         ordering=config.execution.ordering,
+        review_unblocks_dependents=config.execution.review_unblocks_dependents,
     )
 
 

@@ -450,10 +450,13 @@ def test_review_unblocks_dependents_lets_a_task_in_review_satisfy_what_follows(p
     assert claimed.key == "1.1"
     provider.release(claimed.id, claimed.claim.token, status=TaskStatus.IN_REVIEW)
     assert provider.next_ready(ordering) is None
+    assert provider.count_ready(ordering) == 0
     assert provider.claim_next("w1", 60, ordering) is None
     expected = scheduler.next_ready(provider.list_tasks(), ordering=ordering, review_satisfies=True)
     assert expected is not None and expected.key == "1.2"
     assert provider.next_ready(ordering, review_satisfies=True).key == "1.2"
+    plan = scheduler.plan(provider.list_tasks(), None, ordering, review_satisfies=True)
+    assert provider.count_ready(ordering, review_satisfies=True) == sum(d.ready for d in plan) > 0
     assert provider.claim_next("w1", 60, ordering, review_satisfies=True).key == "1.2"
     assert provider.get_task(first.id).status is TaskStatus.IN_REVIEW  # never handed out itself
 

@@ -35,14 +35,14 @@ def next_cmd(explain: bool, limit: int, config_path: Path | None, as_json: bool,
 
     Answered by the store's own candidate query (the one a claim uses) and two counts:
     no pass over every task unless --explain asks why tasks wait."""
-    from autonomous.config_view import ordering_of
+    from autonomous.config_view import ordering_of, review_satisfies_of
 
     config = load_for_reading(config_path)
-    ordering = ordering_of(config)
+    ordering, review = ordering_of(config), review_satisfies_of(config)
     with open_provider(config) as provider:
-        ready = provider.next_ready(ordering)
-        waiting_count = max(0, provider.count_by_status().open - provider.count_ready(ordering))
-        waiting = _waiting(provider, ordering, limit) if explain else []
+        ready = provider.next_ready(ordering, review_satisfies=review)
+        waiting_count = max(0, provider.count_by_status().open - provider.count_ready(ordering, review))
+        waiting = _waiting(provider, ordering, review, limit) if explain else []
     if as_json:
         payload: dict[str, Any] = {
             "task": ready.to_dict() if ready else None,
@@ -75,7 +75,7 @@ def next_cmd(explain: bool, limit: int, config_path: Path | None, as_json: bool,
         click.echo(f"... and {waiting_count - len(waiting)} more waiting (--limit shows more).")
 
 
-def _waiting(provider: Any, ordering: Any, limit: int) -> list:
+def _waiting(provider: Any, ordering: Any, review_satisfies: bool, limit: int) -> list:
     """The first ``limit`` waiting tasks' decisions, in scheduling order: the scheduler's
     plan over the open tasks as the store streams them, stopped as soon as enough wait."""
     from autonomous import scheduler
@@ -102,7 +102,7 @@ def _waiting(provider: Any, ordering: Any, limit: int) -> list:
     found = []
     stream = open_tasks()
     try:
-        for decision in scheduler.iter_plan(stream, lookup, utcnow(), ordering):
+        for decision in scheduler.iter_plan(stream, lookup, utcnow(), ordering, review_satisfies):
             if not decision.ready:
                 found.append(decision)
                 if len(found) >= limit:

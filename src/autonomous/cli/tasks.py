@@ -224,14 +224,15 @@ def _exists(provider, key: str) -> bool:
 def tasks_show(ref: str, config_path: Path | None, as_json: bool) -> None:
     """Show one task (by id or key) with its notes and why it waits."""
     from autonomous import scheduler
-    from autonomous.config_view import ordering_of
+    from autonomous.config_view import ordering_of, review_satisfies_of
 
     config = load_for_reading(config_path)
     with open_provider(config) as provider:
         task = provider.find_task(ref)
         all_tasks = provider.list_tasks()
     by_id = {t.id: t for t in all_tasks}
-    decision = next((d for d in scheduler.plan(all_tasks, ordering=ordering_of(config)) if d.task.id == task.id), None)
+    plan = scheduler.plan(all_tasks, None, ordering_of(config), review_satisfies_of(config))
+    decision = next((d for d in plan if d.task.id == task.id), None)
     if as_json:
         from autonomous import history
 

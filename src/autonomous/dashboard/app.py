@@ -128,6 +128,7 @@ def create_app(
     redactor = build_redactor(config)
     csrf = secrets.token_urlsafe(32)
     ordering = config.execution.ordering
+    review = config.execution.review_unblocks_dependents  # an in_review task lets its dependents go
     state: dict[str, StateProvider] = {}
     page = _static_text("index.html").replace("{{csrf}}", csrf).replace("{{read_only}}", str(read_only).lower())
 
@@ -162,11 +163,23 @@ def create_app(
         if column is not None and column not in views.COLUMNS:
             return _error(400, f"column: {column!r} is not one of {', '.join(views.COLUMNS)}")
         offset, limit = views.page_bounds(request.query_params.get("offset"), request.query_params.get("limit"), 50)
-        return reply(await call(views.board, store(), ordering=ordering, column=column, offset=offset, limit=limit))
+        return reply(
+            await call(
+                views.board,
+                store(),
+                ordering=ordering,
+                review_satisfies=review,
+                column=column,
+                offset=offset,
+                limit=limit,
+            )
+        )
 
     async def task(request: Request) -> Response:
         ref = request.path_params["ref"]
-        return reply(await call(views.task_page, store(), ref, config.project_dir, ordering=ordering))
+        return reply(
+            await call(views.task_page, store(), ref, config.project_dir, ordering=ordering, review_satisfies=review)
+        )
 
     async def cost(request: Request) -> Response:
         return reply({"points": await call(views.cost_series, config.log_dir)})

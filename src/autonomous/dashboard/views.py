@@ -67,6 +67,7 @@ def board(
     provider: StateProvider,
     *,
     ordering: scheduler.Ordering,
+    review_satisfies: bool = False,
     column: str | None = None,
     offset: int = 0,
     limit: int = PAGE,
@@ -75,7 +76,7 @@ def board(
     next page of one column), plus the META task. One read of the store per call."""
     everything = provider.list_tasks()
     ordered = scheduler.order(everything)
-    waits = {d.task.id: d for d in scheduler.plan(ordered, ordering=ordering) if not d.ready}
+    waits = {d.task.id: d for d in scheduler.plan(ordered, None, ordering, review_satisfies) if not d.ready}
     meta = next((t for t in ordered if scheduler.is_meta(t)), None)
     by_column: dict[str, list[Task]] = {c: [] for c in COLUMNS}
     for task in ordered:
@@ -95,11 +96,14 @@ def board(
     }
 
 
-def task_page(provider: StateProvider, ref: str, repo: Path, *, ordering: scheduler.Ordering) -> dict[str, Any]:
+def task_page(
+    provider: StateProvider, ref: str, repo: Path, *, ordering: scheduler.Ordering, review_satisfies: bool = False
+) -> dict[str, Any]:
     """Everything the task page shows: ``tasks show --json`` plus its commits' patch."""
     task = provider.find_task(ref)
     decision = next(
-        (d for d in scheduler.plan(provider.list_tasks(), ordering=ordering) if d.task.id == task.id), None
+        (d for d in scheduler.plan(provider.list_tasks(), None, ordering, review_satisfies) if d.task.id == task.id),
+        None,
     )
     patch, problem = "", None
     if history.commits(task.notes):

@@ -262,9 +262,10 @@ class StateProvider(abc.ABC):
         as finished (``execution.review_unblocks_dependents``)."""
         return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude, review_satisfies)
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
-        """How many open non-META tasks are ready now (the rest wait)."""
-        return sum(d.ready for d in scheduler.plan(self.list_tasks(), self._now(), ordering))
+    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
+        """How many open non-META tasks are ready now (the rest wait); ``review_satisfies``
+        as in :meth:`next_ready`."""
+        return sum(d.ready for d in scheduler.plan(self.list_tasks(), self._now(), ordering, review_satisfies))
 
     # -- writing -------------------------------------------------------------------
     @abc.abstractmethod

@@ -256,12 +256,12 @@ class FileProvider(StateProvider):
                     return self._one(db, task_id) if task_id is not None else None
             self._check_cycles(ordering)
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
+    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
         _sql.check_ordering(ordering)
         while True:
             with self._file.read() as db:
                 if self._acyclic(db, ordering):
-                    return self._ready_count(db, ordering, _ts(self._now()))
+                    return self._ready_count(db, ordering, _ts(self._now()), review_satisfies)
             self._check_cycles(ordering)
 
     # -- writing -------------------------------------------------------------------------
@@ -555,8 +555,10 @@ class FileProvider(StateProvider):
         return next((tid for tid in cls._ready(db, ordering, now, exclude, "t.id") if tid is not None), None)
 
     @classmethod
-    def _ready_count(cls, db: sqlite3.Connection, ordering: str, now: str) -> int:
+    def _ready_count(cls, db: sqlite3.Connection, ordering: str, now: str, review: bool = False) -> int:
         """How many tasks :meth:`_candidate` could return (with nothing excluded)."""
+        if review:
+            db = _ReviewSatisfies(db)  # type: ignore[assignment]
         return sum(cls._ready(db, ordering, now, "[]", "count(*)"))
 
     # -- sessions ------------------------------------------------------------------------

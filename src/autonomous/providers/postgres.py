@@ -221,8 +221,8 @@ class PostgresProvider(StateProvider):
         row = self._ready(NEXT_READY, ordering, sorted(set(exclude)), review_satisfies)
         return task_of(row[1:]) if row[1] is not None else None
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict") -> int:
-        return int(self._ready(COUNT_READY, ordering, [])[1])
+    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
+        return int(self._ready(COUNT_READY, ordering, [], review_satisfies)[1])
 
     def _ready(
         self,
