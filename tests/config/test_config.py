@@ -366,7 +366,7 @@ def test_unknown_keys_suggest_the_nearest_valid_one(tmp_path: Path, key: str, ex
         ("execution.checkpoints.context_threshold", 1.5, "expected a number <= 1, got 1.5"),
         # choices list the valid ones
         ("autonomous.backend", "claude", "expected one of claude-code, anthropic-sdk, claude-code-sdk, got 'claude'"),
-        ("state_provider.type", "jira", "expected one of file, linear, github, postgres, got 'jira'"),
+        ("state_provider.type", "jira", "expected one of file, postgres, linear, github, got 'jira'"),
         ("execution.mode", "yolo", "expected one of autonomous, interactive, supervised, got 'yolo'"),
         ("execution.git.merge_strategy", "squash", "expected one of rebase, merge, got 'squash'"),
         ("logging.level", "loud", "expected one of debug, info, warning, error, critical, got 'loud'"),

@@ -25,6 +25,7 @@ from autonomous.backends.registry import BACKEND_NAMES
 from autonomous.config.messages import Loc, is_model
 from autonomous.config.messages import fail as _fail
 from autonomous.config_view import find_project_root, lazy_regex
+from autonomous.providers.registry import PROVIDER_NAMES
 
 DEFAULT_ALLOWED_TOOLS = ("Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite")
 # The largest integer any setting takes (a 64-bit signed integer): beyond it a value is a
@@ -67,7 +68,7 @@ with warnings.catch_warnings():
     class StateProviderSection(_Section):
         """Where tasks live."""
 
-        type: Literal["file", "linear", "github", "postgres"] = "file"
+        type: Literal[PROVIDER_NAMES] = "file"  # type: ignore[valid-type]  # the registry's names
         state_dir: str = ".ai-agents/state"
         api_key_env: str | None = None  # None: the provider's own default (LINEAR_API_KEY, GITHUB_TOKEN)
         team_id: str | None = None
