@@ -787,8 +787,8 @@ def start_cmd(
     config_path: Path | None,
 ) -> None:
     """Run coding agents on the ready tasks until the work is done or a limit is reached."""
+    from autonomous.events.bus import build_bus
     from autonomous.runner import AutonomousRunner
-    from autonomous.sinks import build_bus
 
     config = load(config_path)
     if workers is not None:

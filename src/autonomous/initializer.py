@@ -47,7 +47,7 @@ from autonomous.errors import (
     DecompositionError,
     SpecError,
 )
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import Outcome, OutcomeStatus, Text
 from autonomous.fsutil import write_json_atomic
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
@@ -661,10 +661,8 @@ class ProjectInitializer:
             async for item in stream:
                 if isinstance(item, Outcome):
                     outcome = item
-                elif isinstance(item, Event) and item.kind is EventKind.TEXT and not item.data.get("subagent"):
-                    text = item.data.get("text")
-                    if isinstance(text, str):
-                        texts.append(text)
+                elif isinstance(item, Text) and not item.subagent:
+                    texts.append(item.text)
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

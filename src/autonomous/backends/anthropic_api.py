@@ -42,7 +42,18 @@ from autonomous.backends.result import context_tokens
 from autonomous.backends.text import clip_middle, summarize_input
 from autonomous.backends.tools import INPUT_KEYS, LocalTools
 from autonomous.errors import BackendError, IncompleteStream
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import (
+    BackendStart,
+    Event,
+    Outcome,
+    OutcomeStatus,
+    PermissionDenied,
+    Text,
+    ToolResult,
+    ToolUse,
+    Usage,
+    WarningEvent,
+)
 from autonomous.policy import CommandPolicy
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -236,19 +247,19 @@ class AnthropicBackend(Backend):
         offered = {name for tool, name in CLAUDE_CODE_TOOLS.items() if tool in options.allowed_tools}
         run.state.update(tools=tools, system=system, client=client, messages=[], model=model, offered=offered)
         names = [t["name"] for t in tools.definitions() if t["name"] in offered]
-        events = [run.ev(EventKind.BACKEND_START, model=model, tools=names)]
+        events = [run.ev(BackendStart, model=model, tools=names)]
         if not pricing.is_known(model):
             message = f"no price for model {model!r}: cost is estimated at the most expensive model's rates"
-            events.append(run.ev(EventKind.WARNING, message=message))
+            events.append(run.ev(WarningEvent, message=message))
         if options.session_id:
             message = "the anthropic-sdk backend cannot resume a session; starting fresh"
-            events.append(run.ev(EventKind.WARNING, message=message))
+            events.append(run.ev(WarningEvent, message=message))
         return events
 
     @staticmethod
     async def _tool(run: Run, tools: LocalTools, block: Any, *, truncated: bool) -> AsyncIterator[Any]:
         """Run one tool call: its events, then the ``tool_result`` block to send back."""
-        yield run.ev(EventKind.TOOL_USE, id=block.id, name=block.name, input=summarize_input(block.input, INPUT_KEYS))
+        yield run.ev(ToolUse, id=block.id, name=block.name, input=summarize_input(block.input, INPUT_KEYS))
         if truncated:
             # The call may have been cut off mid-input; never run a truncated command.
             text = "not run: your response hit max_tokens, so this call may be incomplete; send it again, shorter"
@@ -259,9 +270,9 @@ class AnthropicBackend(Backend):
             result = await tools.execute(block.name, block.input)
             text, is_error, denied = result.content, result.is_error, result.denied
         excerpt = clip_middle(text)
-        yield run.ev(EventKind.TOOL_RESULT, id=block.id, name=block.name, is_error=is_error, excerpt=excerpt)
+        yield run.ev(ToolResult, id=block.id, name=block.name, is_error=is_error, excerpt=excerpt)
         if denied:
-            yield run.ev(EventKind.PERMISSION_DENIED, id=block.id, name=block.name, reason=excerpt)
+            yield run.ev(PermissionDenied, id=block.id, name=block.name, reason=excerpt)
         yield {"type": "tool_result", "tool_use_id": block.id, "content": text, "is_error": is_error}
 
     async def _request(self, client: Any, request: dict[str, Any], run: Run) -> AsyncIterator[Any]:
@@ -279,7 +290,7 @@ class AnthropicBackend(Backend):
                     if event.type == "message_stop":
                         finished = True
                     elif event.type == "content_block_stop" and _text_of(event.content_block):
-                        yield run.ev(EventKind.TEXT, text=event.content_block.text)
+                        yield run.ev(Text, text=event.content_block.text)
                 if not finished:
                     raise IncompleteStream("the stream ended before message_stop")
                 message = await stream.get_final_message()

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from autonomous import checkpoints as cp
 from autonomous import scheduler
 from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, StaleClaim, TaskNotFound
-from autonomous.events import Event, EventKind
+from autonomous.events import RateLimit
 from autonomous.prompts.build import last_note
 from autonomous.runner.verdict import Result
 from autonomous.runner.worker import Worker
@@ -274,10 +274,12 @@ class WorkerPool:
             )
         self.budget.rate_limit_wait_left -= wait
         self.emit(
-            Event(
-                EventKind.RATE_LIMIT,
-                {"retry_at": (now + timedelta(seconds=wait)).isoformat(), "wait_s": round(wait, 1), "notify": True},
+            RateLimit(
+                retry_at=(now + timedelta(seconds=wait)).isoformat(),
+                wait_s=round(wait, 1),
+                notify=True,
                 task_id=task.id,
+                key=task.key,
             )
         )
         deadline = time.monotonic() + wait
@@ -288,5 +290,5 @@ class WorkerPool:
             if self.stopping:
                 return True, "stop requested"
             if deadline - time.monotonic() > 0:
-                self.emit(Event(EventKind.RATE_LIMIT, {"remaining_s": round(deadline - time.monotonic(), 1)}))
+                self.emit(RateLimit(remaining_s=round(deadline - time.monotonic(), 1)))
         return True, ""
