@@ -90,7 +90,7 @@ def emit_session(log_dir, task_id: str) -> None:
         bus.emit(SessionStart(session_id="s-20260509"))
         bus.emit(TaskClaimed(title="[AUTH-1.2] Password reset", task_id=task_id))
         bus.emit(ToolUse(name="Bash", input={"command": "pytest -q"}, task_id=task_id))
-        bus.emit(Verification(passed=False, command="pytest", task_id=task_id))
+        bus.emit(Verification(attempt=1, passed=False, reason="pytest", task_id=task_id))
 
 
 def dead_pid() -> int:

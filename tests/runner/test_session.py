@@ -21,6 +21,7 @@ from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, parse_config
 from autonomous.errors import RunnerBusy
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events.bus import EventBus
 from autonomous.providers.base import StateProvider
 from autonomous.providers.file import FileProvider
 from autonomous.runner import (
@@ -131,8 +132,11 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def __call__(self, event: Event) -> None:
+    def handle(self, event: Event) -> None:
         self.events.append(event)
+
+    def close(self) -> None:
+        pass
 
     def kinds(self, kind: EventKind) -> list[Event]:
         return [e for e in self.events if e.kind is kind]
@@ -146,7 +150,7 @@ def make_runner(project: Path, provider: Store, backend: Backend, **kw) -> tuple
         config(project, **kw),
         provider=provider,
         backend=backend,
-        emit=rec,
+        bus=EventBus([rec]),
         approver=approver,
         out=lambda s: None,
     )
@@ -405,7 +409,7 @@ def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
     assert task.claim.worker_id == "other:1:x"  # the new owner is untouched
     assert not [n for n in task.notes if n.author == "runner"]
     assert result.exit_code == EXIT_OK and result.tasks_completed == []
-    assert any("lost the lease" in e.data.get("message", "") for e in rec.kinds(EventKind.WARNING))
+    assert any("lost the lease" in e.message for e in rec.kinds(EventKind.WARNING))
 
 
 def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(project: Path) -> None:
@@ -463,7 +467,7 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
     state = runner_state.load(project / ".ai-agents" / "state")
     assert state.state == "paused" and state.pause_reason
     assert p.claims == ["DEMO-1.1"] and p.by_key("DEMO-1.1").status is TaskStatus.DONE
-    assert rec.kinds(EventKind.SESSION_END)[-1].data.get("notify") is True
+    assert rec.kinds(EventKind.SESSION_END)[-1].notify is True
 
     answers = iter(["d", "c", "c", "c"])
     approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -729,7 +733,7 @@ def test_three_workers_run_side_by_side_in_worktrees_and_merge_each_task(project
     # merged worktrees and branches are gone
     assert "autonomous/" not in git(project, "branch", "--list")
     assert "worktrees" not in git(project, "worktree", "list")
-    workers = {e.data["worker_id"] for e in rec.kinds(EventKind.TASK_CLAIMED)}
+    workers = {e.worker_id for e in rec.kinds(EventKind.TASK_CLAIMED)}
     assert len(workers) == 3 and all(w.startswith(runner.worker_id + ":w") for w in workers)
     assert "Done (commit" in p.by_key("PAR-1.1").notes[-1].text and "merged into" in p.by_key("PAR-1.1").notes[-1].text
 
@@ -931,11 +935,11 @@ def test_one_rate_limit_pauses_every_worker(project: Path) -> None:
     result = runner.start()
     assert result.exit_code == EXIT_OK, result.reason
     assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
-    pauses = [e for e in rec.kinds(EventKind.RATE_LIMIT) if "retry_at" in e.data]
+    pauses = [e for e in rec.kinds(EventKind.RATE_LIMIT) if e.retry_at is not None]
     assert len(pauses) == 1  # one pause for the session, counted once
     # nobody claimed during the pause: every claim after the rate limit came after retry_at
     claimed_after = [e for e in rec.kinds(EventKind.TASK_CLAIMED) if e.at > pauses[0].at]
-    assert claimed_after and all(e.at.isoformat() >= pauses[0].data["retry_at"] for e in claimed_after)
+    assert claimed_after and all(e.at.isoformat() >= pauses[0].retry_at for e in claimed_after)
 
 
 def test_status_shows_every_busy_worker(project: Path) -> None:

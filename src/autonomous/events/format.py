@@ -95,7 +95,7 @@ def describe(event: dict[str, Any]) -> str:
     if kind == EventKind.VERIFICATION:
         passed = data.get("passed", data.get("ok"))
         verdict = "passed" if passed else "failed" if passed is not None else ""
-        what = _first(data, "command", "summary", "message")
+        what = _first(data, "reason", "command", "summary", "message")
         return " ".join(p for p in (verdict, _one_line(what, 200) if what else "") if p)
     message = _first(data, "message", "reason", "text", "summary", "error")
     if message is not None:
