@@ -803,7 +803,7 @@ def start_cmd(
             runner.provider.close()
         sys.exit(result.exit_code)
     with build_bus(config) as bus:
-        runner = AutonomousRunner(config, emit=bus.emit)
+        runner = AutonomousRunner(config, bus=bus)
         try:
             result = runner.start(resume=resume, max_tasks=max_tasks, backend=backend)
         finally:

@@ -20,6 +20,7 @@ from autonomous.errors import StaleClaim
 from autonomous.events import (
     BackendStart,
     Event,
+    EventKind,
     Outcome,
     OutcomeEvent,
     OutcomeStatus,
@@ -30,6 +31,7 @@ from autonomous.events import (
     Verification,
     WarningEvent,
 )
+from autonomous.events.model import TYPES
 from autonomous.init.tick import Tick, tick_done
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import build_prompt, continuation_prompt, shorten, verification_feedback
@@ -100,9 +102,12 @@ class Worker:
     def cwd(self) -> Path:
         return self.workspace or self.settings.project_dir
 
-    def emit(self, event: Event, task: Task | None = None) -> None:
+    def emit(self, event: Event | EventKind, task: Task | None = None, **fields: Any) -> None:
         """Emit ``event`` stamped with this worker, its backend and ``task``: the bus keeps
-        each worker's live progress from these stamps."""
+        each worker's live progress from these stamps. A kind and its fields
+        (``emit(EventKind.WARNING, task, message=...)``) make the kind's typed event."""
+        if isinstance(event, EventKind):
+            event = TYPES[event](**fields)
         common: dict[str, Any] = {"worker_id": self.worker_id, "backend": self.backend.name}
         if task is not None:
             common.update(task_id=task.id, key=task.key)
