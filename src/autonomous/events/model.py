@@ -235,7 +235,7 @@ class CheckpointReached(Event):
 
     kind: ClassVar[EventKind] = EventKind.CHECKPOINT
     checkpoint: str
-    task_key: str | None = None
+    task_key: str | None = None  # the task the checkpoint is about (``Checkpoint.task_key``)
     reason: str = ""
     review: bool | None = None
     mode: str | None = None

@@ -203,6 +203,7 @@ class AutonomousRunner(WorkerPool):
         self.emit(
             CheckpointReached(
                 checkpoint=checkpoint.kind.value,
+                task_key=checkpoint.task_key,
                 reason=checkpoint.reason,
                 review=review,
                 mode=self.settings.mode.value,
@@ -222,6 +223,7 @@ class AutonomousRunner(WorkerPool):
             self.emit(
                 CheckpointReached(
                     checkpoint=checkpoint.kind.value,
+                    task_key=checkpoint.task_key,
                     reason=checkpoint.reason,
                     decision=decision.value,
                     task_id=task.id if task else None,

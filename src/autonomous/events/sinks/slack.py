@@ -332,7 +332,7 @@ class SlackSink:
             self.notifier.post(
                 message(
                     f":double_vertical_bar: Checkpoint *{_esc(event.checkpoint)}* on "
-                    f"{_esc(event.key or self._label(tid))}: {_esc(what)}",
+                    f"{_esc(event.task_key or event.key or self._label(tid))}: {_esc(what)}",
                     detail=_esc(event.reason),
                 )
             )
