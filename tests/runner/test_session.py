@@ -455,6 +455,40 @@ def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(proje
     assert all(p.by_key(k).status is TaskStatus.DONE for k in ("DEMO-1.1", "DEMO-1.2", "DEMO-2.1"))
 
 
+def test_the_state_file_shows_the_tasks_progress_across_its_runs_and_keeps_it_when_stopped(project: Path) -> None:
+    """Turns and cost in ``status`` count every run of the task (the bus follows its
+    events), and an interrupted task keeps them in the state file for ``--resume``."""
+    p = Store(project)
+    two_phase(p)
+    backend = ScriptedBackend(tool="Bash")
+
+    def first_run(prompt: str, options: RunOptions) -> Outcome:
+        backend.hold["DEMO-1.1"] = asyncio.Event()  # the follow-up run waits: the test stops it there
+        return complete(None, cost=0.25, turns=3)(prompt, options)
+
+    backend.enqueue("DEMO-1.1", first_run)
+    runner, _ = make_runner(project, p, backend, verification={"commands": ["test -f a.txt"], "max_attempts": 2})
+    state_dir = project / ".ai-agents" / "state"
+
+    async def scenario() -> tuple[int, runner_state.RunnerState]:
+        session = asyncio.ensure_future(runner.run())
+        while not backend.entered:  # the follow-up run started (its session id was saved at once)
+            await asyncio.sleep(0)
+        mid_run = runner_state.load(state_dir)
+        live = runner.bus.live[runner.worker_id]
+        assert (live.tool, live.turns, live.cost_usd) == ("Bash", 3, 0.25)
+        runner.request_stop("test stop")
+        return (await session).exit_code, mid_run
+
+    exit_code, mid_run = asyncio.run(scenario())
+    assert exit_code == EXIT_INTERRUPTED
+    assert mid_run is not None and mid_run.state == "running"
+    assert (mid_run.current[0].turns, mid_run.current[0].cost_usd) == (3, 0.25)
+    kept = runner_state.load(state_dir)
+    assert kept is not None and kept.state == "stopped"
+    assert (kept.current[0].key, kept.current[0].turns, kept.current[0].cost_usd) == ("DEMO-1.1", 3, 0.25)
+
+
 def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) -> None:
     p = Store(project)
     two_phase(p)
