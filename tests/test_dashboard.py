@@ -181,16 +181,16 @@ def test_what_counts_as_loopback() -> None:
 
 
 def test_cost_over_time_counts_the_session_and_the_task_in_flight(project: Path, web: TestClient) -> None:
-    from autonomous.events import Event, EventKind
-    from autonomous.sinks import JsonlSink
+    from autonomous.events import SessionStart, TaskRecorded, UsageUpdate
+    from autonomous.events.sinks.files import JsonlSink
 
     sink = JsonlSink(project / ".ai-agents" / "logs")
     for event in (
-        Event(EventKind.TASK_RECORDED, {"key": "OLD-1", "status": "done", "cost_usd": 5.0}, task_id="T-9"),
-        Event(EventKind.SESSION_START, {"session_id": "s-2"}),
-        Event(EventKind.USAGE, {"turns": 1, "cost_usd_estimate": 0.1}, task_id="T-2"),
-        Event(EventKind.TASK_RECORDED, {"key": "SHOP-1.1", "status": "done", "cost_usd": 0.12}, task_id="T-2"),
-        Event(EventKind.USAGE, {"turns": 1, "cost_usd_estimate": 0.05}, task_id="T-3"),
+        TaskRecorded(key="OLD-1", status="done", cost_usd=5.0, task_id="T-9"),
+        SessionStart(session_id="s-2"),
+        UsageUpdate(turns=1, cost_usd_estimate=0.1, task_id="T-2"),
+        TaskRecorded(key="SHOP-1.1", status="done", cost_usd=0.12, task_id="T-2"),
+        UsageUpdate(turns=1, cost_usd_estimate=0.05, task_id="T-3"),
     ):
         sink.handle(event)
     sink.close()

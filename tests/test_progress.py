@@ -11,11 +11,12 @@ import pytest
 
 from autonomous import runner_state
 from autonomous.config import parse_config
-from autonomous.events import Event, EventKind, Redactor
+from autonomous.events import Redactor, SessionStart, TaskClaimed, Text, ToolUse, Verification
+from autonomous.events.bus import EventBus
+from autonomous.events.sinks.files import EVENTS_FILENAME, JsonlSink
 from autonomous.progress import build_status, read_events, render_event, render_status, tail_events, task_refs
 from autonomous.providers.file import FileProvider
 from autonomous.runner_state import CurrentTask, RunnerState
-from autonomous.sinks import EVENTS_FILENAME, EventBus, JsonlSink
 from autonomous.tasks import NewTask, TaskStatus
 
 NOW = datetime(2026, 5, 9, 10, 0, 0, tzinfo=UTC)
@@ -86,10 +87,10 @@ def save_state(project, pid: int, state: str = "running", **changes) -> RunnerSt
 
 def emit_session(log_dir, task_id: str) -> None:
     with EventBus([JsonlSink(log_dir)], Redactor()) as bus:
-        bus.emit(Event(EventKind.SESSION_START, {"session_id": "s-20260509"}))
-        bus.emit(Event(EventKind.TASK_CLAIMED, {"title": "[AUTH-1.2] Password reset"}, task_id=task_id))
-        bus.emit(Event(EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "pytest -q"}}, task_id=task_id))
-        bus.emit(Event(EventKind.VERIFICATION, {"passed": False, "command": "pytest"}, task_id=task_id))
+        bus.emit(SessionStart(session_id="s-20260509"))
+        bus.emit(TaskClaimed(title="[AUTH-1.2] Password reset", task_id=task_id))
+        bus.emit(ToolUse(name="Bash", input={"command": "pytest -q"}, task_id=task_id))
+        bus.emit(Verification(attempt=1, passed=False, reason="pytest", task_id=task_id))
 
 
 def dead_pid() -> int:
@@ -212,7 +213,7 @@ def test_tail_handles_lines_across_blocks_and_torn_lines(tmp_path):
 def test_logs_filtered_by_task_key_or_id(project):
     emit_session(project.log_dir, project.claimed.id)
     with EventBus([JsonlSink(project.log_dir)]) as bus:
-        bus.emit(Event(EventKind.TASK_CLAIMED, {"title": "other"}, task_id="T-99"))
+        bus.emit(TaskClaimed(title="other", task_id="T-99"))
     refs = task_refs(project.provider, "AUTH-1.2")
     assert refs == {"AUTH-1.2", project.claimed.id}
     events = list(read_events(project.log_dir, task=refs))
@@ -225,7 +226,7 @@ def test_logs_filtered_by_task_key_or_id(project):
 def test_follow_yields_appended_events_and_survives_partial_writes(tmp_path):
     path = tmp_path / EVENTS_FILENAME
     sink = JsonlSink(tmp_path)
-    sink.handle(Event(EventKind.TEXT, {"text": "old"}))
+    sink.handle(Text(text="old"))
     # stop() is called once per poll: it lets the test act between polls, without sleeping
     actions: list = []
     polls = []
@@ -239,7 +240,7 @@ def test_follow_yields_appended_events_and_survives_partial_writes(tmp_path):
     stream = read_events(tmp_path, tail=10, follow=True, poll_interval=0.001, stop=between_polls)
     assert next(stream)["text"] == "old"
 
-    sink.handle(Event(EventKind.TEXT, {"text": "new"}))
+    sink.handle(Text(text="new"))
     assert next(stream)["text"] == "new"
 
     # A line written in two pieces, with polls in between, is yielded once, whole.

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from autonomous.cli import main
-from autonomous.events import Event, EventKind
+from autonomous.events import TaskClaimed, Text, ToolUse
+from autonomous.events.sinks.files import JsonlSink
 from autonomous.providers.file import FileProvider
-from autonomous.sinks import JsonlSink
 from autonomous.tasks import TaskStatus
 
 SPEC = """\
@@ -323,11 +323,11 @@ def test_logs_label_every_line_of_a_task_with_its_key(shop: Path) -> None:
     sink = JsonlSink(shop / ".ai-agents" / "logs")
     # an older log: only the claim carried the key, the backend's events only the id
     for event in (
-        Event(EventKind.TASK_CLAIMED, {"key": "SHOP-1.2", "title": "Price the cart"}, task_id=tid),
-        Event(EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "pytest"}}, task_id=tid),
+        TaskClaimed(key="SHOP-1.2", title="Price the cart", task_id=tid),
+        ToolUse(name="Bash", input={"command": "pytest"}, task_id=tid),
     ):
         sink._file.write_line(json.dumps(event.to_dict()))
-    sink.handle(Event(EventKind.TEXT, {"text": "working"}, task_id=tid))  # the sink adds the key now
+    sink.handle(Text(text="working", task_id=tid))  # the sink adds the key now
     sink.close()
     for args in (("logs",), ("logs", "--tail", "1"), ("logs", "--tail", "2")):
         lines = cli(*args).output.splitlines()

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from autonomous import runner_state
 from autonomous.errors import StoreCorrupt, TaskNotFound
-from autonomous.sinks import EVENTS_FILENAME, format_event
+from autonomous.events.format import format_event
+from autonomous.events.sinks.files import EVENTS_FILENAME
 from autonomous.tasks import TaskStatus, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -10,7 +10,7 @@ import pytest
 
 from autonomous.backends.claude_cli import StreamParser, parse_stream
 from autonomous.backends.text import summarize_input
-from autonomous.events import EventKind, OutcomeStatus
+from autonomous.events import EventKind, OutcomeStatus, UsageUpdate
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code-stream-json"
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -86,13 +86,13 @@ def test_cost_is_estimated_from_each_message_while_the_run_goes_on():
         for line in transcript("success.jsonl")
     ]
     events, outcome = replay(raw, task_id="T1")
-    usage = [e.data for e in events if e.kind is EventKind.USAGE]
-    estimates = [u["cost_usd_estimate"] for u in usage if "cost_usd_estimate" in u]
+    usage = [e for e in events if isinstance(e, UsageUpdate)]
+    estimates = [u.cost_usd_estimate for u in usage if u.cost_usd_estimate is not None]
     assert len(estimates) == 2 and 0 < estimates[0] < estimates[1]  # grows with each message
-    assert usage[-1]["cost_usd"] == pytest.approx(outcome.cost_usd)  # the CLI's own figure at the end
+    assert usage[-1].cost_usd == pytest.approx(outcome.cost_usd)  # the CLI's own figure at the end
     # a model without a price gets no made-up estimate
     unpriced, _ = replay(transcript("success.jsonl"), task_id="T1")
-    assert not any("cost_usd_estimate" in e.data for e in unpriced)
+    assert not any(isinstance(e, UsageUpdate) and e.cost_usd_estimate is not None for e in unpriced)
 
 
 def test_maxturns_transcript():

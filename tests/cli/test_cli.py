@@ -18,9 +18,9 @@ from click.testing import CliRunner, Result
 
 from autonomous import __version__
 from autonomous.cli import main
-from autonomous.events import Event, EventKind
+from autonomous.events import Text
+from autonomous.events.sinks.files import JsonlSink
 from autonomous.providers.file import FileProvider
-from autonomous.sinks import JsonlSink
 
 SPEC = """\
 # Shop
@@ -384,7 +384,7 @@ def test_status_of_an_empty_project_through_python_m(project: Path) -> None:
 def test_logs_tail(shop: Path) -> None:
     sink = JsonlSink(shop / ".ai-agents" / "logs")
     for n in range(5):
-        sink.handle(Event(EventKind.TEXT, {"text": f"message {n}"}, task_id="T-2"))
+        sink.handle(Text(text=f"message {n}", task_id="T-2"))
     sink.close()
     lines = cli("logs", "--tail", "2").output.splitlines()
     assert len(lines) == 2 and "message 3" in lines[0] and "message 4" in lines[1]

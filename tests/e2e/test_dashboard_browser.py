@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from autonomous.demo import DEMO_TASKS
-from autonomous.events import Event, EventKind, Redactor
-from autonomous.sinks import EventBus, JsonlSink
+from autonomous.events import Redactor, WarningEvent
+from autonomous.events.bus import EventBus
+from autonomous.events.sinks.files import JsonlSink
 from autonomous.testing.cli_env import bundled_claude_path
 
 pytestmark = [
@@ -149,7 +150,7 @@ def test_an_event_appears_without_a_reload(project: Path, dashboard: Dashboard, 
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     with EventBus([JsonlSink(project / ".ai-agents" / "logs")], Redactor()) as bus:
-        bus.emit(Event(EventKind.WARNING, {"message": "disk almost full on the build box"}))
+        bus.emit(WarningEvent(message="disk almost full on the build box"))
     line = page.wait_for_selector('#events li[data-kind="warning"]:has-text("disk almost full on the build box")')
     assert line is not None and navigations == []
 

@@ -21,6 +21,7 @@ from autonomous.backends.base import Backend, RunOptions
 from autonomous.config import Config, parse_config
 from autonomous.errors import RunnerBusy
 from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events.bus import EventBus
 from autonomous.providers.base import StateProvider
 from autonomous.providers.file import FileProvider
 from autonomous.runner import (
@@ -127,8 +128,11 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def __call__(self, event: Event) -> None:
+    def handle(self, event: Event) -> None:
         self.events.append(event)
+
+    def close(self) -> None:
+        pass
 
     def kinds(self, kind: EventKind) -> list[Event]:
         return [e for e in self.events if e.kind is kind]
@@ -142,7 +146,7 @@ def make_runner(project: Path, provider: Store, backend: Backend, **kw) -> tuple
         config(project, **kw),
         provider=provider,
         backend=backend,
-        emit=rec,
+        bus=EventBus([rec]),
         approver=approver,
         out=lambda s: None,
     )
@@ -401,7 +405,7 @@ def test_lost_lease_interrupts_and_records_nothing(project: Path) -> None:
     assert task.claim.worker_id == "other:1:x"  # the new owner is untouched
     assert not [n for n in task.notes if n.author == "runner"]
     assert result.exit_code == EXIT_OK and result.tasks_completed == []
-    assert any("lost the lease" in e.data.get("message", "") for e in rec.kinds(EventKind.WARNING))
+    assert any("lost the lease" in e.message for e in rec.kinds(EventKind.WARNING))
 
 
 def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(project: Path) -> None:
@@ -447,6 +451,40 @@ def test_stop_interrupts_checkpoints_and_resume_continues_the_conversation(proje
     assert all(p.by_key(k).status is TaskStatus.DONE for k in ("DEMO-1.1", "DEMO-1.2", "DEMO-2.1"))
 
 
+def test_the_state_file_shows_the_tasks_progress_across_its_runs_and_keeps_it_when_stopped(project: Path) -> None:
+    """Turns and cost in ``status`` count every run of the task (the bus follows its
+    events), and an interrupted task keeps them in the state file for ``--resume``."""
+    p = Store(project)
+    two_phase(p)
+    backend = ScriptedBackend(tool="Bash")
+
+    def first_run(prompt: str, options: RunOptions) -> Outcome:
+        backend.hold["DEMO-1.1"] = asyncio.Event()  # the follow-up run waits: the test stops it there
+        return complete(None, cost=0.25, turns=3)(prompt, options)
+
+    backend.enqueue("DEMO-1.1", first_run)
+    runner, _ = make_runner(project, p, backend, verification={"commands": ["test -f a.txt"], "max_attempts": 2})
+    state_dir = project / ".ai-agents" / "state"
+
+    async def scenario() -> tuple[int, runner_state.RunnerState]:
+        session = asyncio.ensure_future(runner.run())
+        while not backend.entered:  # the follow-up run started (its session id was saved at once)
+            await asyncio.sleep(0)
+        mid_run = runner_state.load(state_dir)
+        live = runner.bus.live[runner.worker_id]
+        assert (live.tool, live.turns, live.cost_usd) == ("Bash", 3, 0.25)
+        runner.request_stop("test stop")
+        return (await session).exit_code, mid_run
+
+    exit_code, mid_run = asyncio.run(scenario())
+    assert exit_code == EXIT_INTERRUPTED
+    assert mid_run is not None and mid_run.state == "running"
+    assert (mid_run.current[0].turns, mid_run.current[0].cost_usd) == (3, 0.25)
+    kept = runner_state.load(state_dir)
+    assert kept is not None and kept.state == "stopped"
+    assert (kept.current[0].key, kept.current[0].turns, kept.current[0].cost_usd) == ("DEMO-1.1", 3, 0.25)
+
+
 def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) -> None:
     p = Store(project)
     two_phase(p)
@@ -459,7 +497,7 @@ def test_supervised_pause_without_terminal_exits_3_and_resumes(project: Path) ->
     state = runner_state.load(project / ".ai-agents" / "state")
     assert state.state == "paused" and state.pause_reason
     assert p.claims == ["DEMO-1.1"] and p.by_key("DEMO-1.1").status is TaskStatus.DONE
-    assert rec.kinds(EventKind.SESSION_END)[-1].data.get("notify") is True
+    assert rec.kinds(EventKind.SESSION_END)[-1].notify is True
 
     answers = iter(["d", "c", "c", "c"])
     approver = cp.TerminalApprover(input_fn=lambda prompt: next(answers), stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -725,7 +763,7 @@ def test_three_workers_run_side_by_side_in_worktrees_and_merge_each_task(project
     # merged worktrees and branches are gone
     assert "autonomous/" not in git(project, "branch", "--list")
     assert "worktrees" not in git(project, "worktree", "list")
-    workers = {e.data["worker_id"] for e in rec.kinds(EventKind.TASK_CLAIMED)}
+    workers = {e.worker_id for e in rec.kinds(EventKind.TASK_CLAIMED)}
     assert len(workers) == 3 and all(w.startswith(runner.worker_id + ":w") for w in workers)
     assert "Done (commit" in p.by_key("PAR-1.1").notes[-1].text and "merged into" in p.by_key("PAR-1.1").notes[-1].text
 
@@ -927,11 +965,11 @@ def test_one_rate_limit_pauses_every_worker(project: Path) -> None:
     result = runner.start()
     assert result.exit_code == EXIT_OK, result.reason
     assert all(p.by_key(f"PAR-1.{i}").status is TaskStatus.DONE for i in range(1, 5))
-    pauses = [e for e in rec.kinds(EventKind.RATE_LIMIT) if "retry_at" in e.data]
+    pauses = [e for e in rec.kinds(EventKind.RATE_LIMIT) if e.retry_at is not None]
     assert len(pauses) == 1  # one pause for the session, counted once
     # nobody claimed during the pause: every claim after the rate limit came after retry_at
     claimed_after = [e for e in rec.kinds(EventKind.TASK_CLAIMED) if e.at > pauses[0].at]
-    assert claimed_after and all(e.at.isoformat() >= pauses[0].data["retry_at"] for e in claimed_after)
+    assert claimed_after and all(e.at.isoformat() >= pauses[0].retry_at for e in claimed_after)
 
 
 def test_status_shows_every_busy_worker(project: Path) -> None:

@@ -47,7 +47,19 @@ from autonomous.backends.result import (
 )
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import (
+    ApiRetry,
+    BackendStart,
+    ErrorEvent,
+    Event,
+    Outcome,
+    OutcomeStatus,
+    PermissionDenied,
+    RateLimit,
+    Text,
+    ToolResult,
+    ToolUse,
+)
 from autonomous.sandbox import claude as claude_sandbox
 
 
@@ -70,7 +82,7 @@ class AgentSDKBackend(Backend):
             if message.subtype == "init":
                 events.append(
                     ev(
-                        EventKind.BACKEND_START,
+                        BackendStart,
                         session_id=data.get("session_id"),
                         model=data.get("model"),
                         tools=data.get("tools") or [],
@@ -83,7 +95,7 @@ class AgentSDKBackend(Backend):
             elif message.subtype == "api_retry":
                 events.append(
                     ev(
-                        EventKind.API_RETRY,
+                        ApiRetry,
                         attempt=data.get("attempt"),
                         max_retries=data.get("max_retries"),
                         retry_delay_ms=data.get("retry_delay_ms"),
@@ -97,12 +109,12 @@ class AgentSDKBackend(Backend):
                 if isinstance(block, sdk.TextBlock) and block.text:
                     if top_level:
                         last_text.append(block.text)
-                    events.append(ev(EventKind.TEXT, text=block.text, subagent=not top_level))
+                    events.append(ev(Text, text=block.text, subagent=not top_level))
                 elif isinstance(block, sdk.ToolUseBlock):
                     tool_names[block.id] = block.name
                     events.append(
                         ev(
-                            EventKind.TOOL_USE,
+                            ToolUse,
                             id=block.id,
                             name=block.name,
                             input=summarize_input(block.input),
@@ -110,13 +122,13 @@ class AgentSDKBackend(Backend):
                         )
                     )
             if message.error:
-                events.append(ev(EventKind.ERROR, message=f"API error: {message.error}", status=None))
+                events.append(ev(ErrorEvent, message=f"API error: {message.error}", status=None))
         elif isinstance(message, sdk.UserMessage) and isinstance(message.content, list):
             for block in message.content:
                 if isinstance(block, sdk.ToolResultBlock):
                     events.append(
                         ev(
-                            EventKind.TOOL_RESULT,
+                            ToolResult,
                             id=block.tool_use_id,
                             name=tool_names.get(block.tool_use_id, "?"),
                             is_error=bool(block.is_error),
@@ -128,7 +140,7 @@ class AgentSDKBackend(Backend):
             resets = resets_at(_rate_limit_info(info))
             events.append(
                 ev(
-                    EventKind.RATE_LIMIT,
+                    RateLimit,
                     status=info.status,
                     limit_type=info.rate_limit_type,
                     utilization=info.utilization,
@@ -209,7 +221,7 @@ class AgentSDKBackend(Backend):
             # Bash denials by our hook were reported as they happened.
             if isinstance(denial, dict) and denial.get("tool_name") != "Bash":
                 yield run.ev(
-                    EventKind.PERMISSION_DENIED,
+                    PermissionDenied,
                     id=denial.get("tool_use_id"),
                     name=denial.get("tool_name"),
                     reason="not permitted (permission mode / allowed_tools)",
@@ -240,7 +252,7 @@ class AgentSDKBackend(Backend):
                 allowed, reason = policy.check(command if isinstance(command, str) else "")
                 if allowed:
                     return {}  # no opinion: the normal permission rules apply
-            denials.append(run.ev(EventKind.PERMISSION_DENIED, id=tool_use_id, name=name, reason=reason))
+            denials.append(run.ev(PermissionDenied, id=tool_use_id, name=name, reason=reason))
             return {
                 "hookSpecificOutput": {
                     "hookEventName": "PreToolUse",

@@ -50,7 +50,18 @@ from autonomous.backends.result import context_tokens
 from autonomous.backends.text import clip_middle, summarize_input
 from autonomous.backends.tools import INPUT_KEYS, LocalTools
 from autonomous.errors import BackendError, IncompleteStream
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import (
+    BackendStart,
+    Event,
+    Outcome,
+    OutcomeStatus,
+    PermissionDenied,
+    Text,
+    ToolResult,
+    ToolUse,
+    Usage,
+    WarningEvent,
+)
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -257,16 +268,16 @@ class AnthropicBackend(Backend):
             self._sessions.popitem(last=False)
         run.state.update(tools=tools, system=system, client=client, messages=messages, model=model, offered=offered)
         names = [t["name"] for t in tools.definitions() if t["name"] in offered]
-        events = [run.ev(EventKind.BACKEND_START, model=model, tools=names, session_id=session_id)]
+        events = [run.ev(BackendStart, model=model, tools=names, session_id=session_id)]
         if not pricing.is_known(model):
             message = f"no price for model {model!r}: cost is estimated at the most expensive model's rates"
-            events.append(run.ev(EventKind.WARNING, message=message))
+            events.append(run.ev(WarningEvent, message=message))
         return events
 
     @staticmethod
     async def _tool(run: Run, tools: LocalTools, block: Any, *, truncated: bool) -> AsyncIterator[Any]:
         """Run one tool call: its events, then the ``tool_result`` block to send back."""
-        yield run.ev(EventKind.TOOL_USE, id=block.id, name=block.name, input=summarize_input(block.input, INPUT_KEYS))
+        yield run.ev(ToolUse, id=block.id, name=block.name, input=summarize_input(block.input, INPUT_KEYS))
         if truncated:
             # The call may have been cut off mid-input; never run a truncated command.
             text = "not run: your response hit max_tokens, so this call may be incomplete; send it again, shorter"
@@ -277,9 +288,9 @@ class AnthropicBackend(Backend):
             result = await tools.execute(block.name, block.input)
             text, is_error, denied = result.content, result.is_error, result.denied
         excerpt = clip_middle(text)
-        yield run.ev(EventKind.TOOL_RESULT, id=block.id, name=block.name, is_error=is_error, excerpt=excerpt)
+        yield run.ev(ToolResult, id=block.id, name=block.name, is_error=is_error, excerpt=excerpt)
         if denied:
-            yield run.ev(EventKind.PERMISSION_DENIED, id=block.id, name=block.name, reason=excerpt)
+            yield run.ev(PermissionDenied, id=block.id, name=block.name, reason=excerpt)
         yield {"type": "tool_result", "tool_use_id": block.id, "content": text, "is_error": is_error}
 
     async def _request(self, client: Any, request: dict[str, Any], run: Run) -> AsyncIterator[Any]:
@@ -297,7 +308,7 @@ class AnthropicBackend(Backend):
                     if event.type == "message_stop":
                         finished = True
                     elif event.type == "content_block_stop" and _text_of(event.content_block):
-                        yield run.ev(EventKind.TEXT, text=event.content_block.text)
+                        yield run.ev(Text, text=event.content_block.text)
                 if not finished:
                     raise IncompleteStream("the stream ended before message_stop")
                 message = await stream.get_final_message()

@@ -40,7 +40,18 @@ from typing import Any, ClassVar, final
 from autonomous.backends.report import NUDGE_PROMPT, Nudges
 from autonomous.backends.text import clip
 from autonomous.errors import AutonomousError
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import (
+    ApiRetry,
+    BackendStart,
+    ErrorEvent,
+    Event,
+    Nudge,
+    Outcome,
+    OutcomeStatus,
+    Usage,
+    UsageUpdate,
+)
+from autonomous.events.model import E
 from autonomous.sandbox import Confinement
 
 DEFAULT_ALLOWED_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash", "TodoWrite"]
@@ -151,9 +162,9 @@ class Run:
         self.cleanup = contextlib.AsyncExitStack()  # closed when the run ends
         self.started = time.monotonic()
 
-    def ev(self, kind: EventKind, **data: Any) -> Event:
-        """An event stamped with this run's task and backend."""
-        return Event(kind, data, task_id=self.options.task_id, backend=self.backend)
+    def ev(self, kind: type[E], **fields: Any) -> E:
+        """An event of ``kind`` stamped with this run's task and backend."""
+        return kind(task_id=self.options.task_id, backend=self.backend, **fields)
 
     @property
     def turns_left(self) -> int:
@@ -288,7 +299,7 @@ class Backend(abc.ABC):
                         outcome = stop
                     else:
                         yield run.ev(
-                            EventKind.NUDGE,
+                            Nudge,
                             nudge=nudges.take(),
                             max_nudges=self.max_nudges,
                             turns_left=run.turns_left,
@@ -299,7 +310,7 @@ class Backend(abc.ABC):
         except Exception as exc:  # a backend failure must end in an outcome, never a traceback
             if outcome is None:
                 outcome = self._failure(exc)
-                yield run.ev(EventKind.ERROR, message=outcome.error)
+                yield run.ev(ErrorEvent, message=outcome.error)
         if outcome is None:  # cleanup raised after an outcome-less exit; cannot happen, but stay honest
             outcome = Outcome(OutcomeStatus.ERROR, error="the run ended without an outcome")
         yield run.finish(outcome)
@@ -319,7 +330,7 @@ class Backend(abc.ABC):
                     return
                 except TimeoutError:
                     error = f"no output for {timeout:g} s: the run was stopped"
-                    yield run.ev(EventKind.ERROR, message=error)
+                    yield run.ev(ErrorEvent, message=error)
                     raise _Stop(Outcome(OutcomeStatus.ERROR, error=error)) from None
                 if isinstance(item, Spend):
                     started_turn = item.turns > 0
@@ -330,8 +341,8 @@ class Backend(abc.ABC):
                         # a turn started that the allowance did not cover: stop the agent now
                         raise _Stop(run.limit_reached() or Outcome(OutcomeStatus.MAX_TURNS))
                     continue
-                if isinstance(item, Event) and item.kind is EventKind.BACKEND_START and item.data.get("session_id"):
-                    run.session_id = str(item.data["session_id"])
+                if isinstance(item, BackendStart) and item.session_id:
+                    run.session_id = item.session_id
                 yield item
                 if isinstance(item, Outcome | NoReport):
                     return
@@ -349,7 +360,7 @@ class Backend(abc.ABC):
     def _usage_event(run: Run, spend: Spend) -> Event:
         """The one shape of USAGE events: the run's totals so far."""
         return run.ev(
-            EventKind.USAGE,
+            UsageUpdate,
             turns=run.turns,
             cost_usd=run.cost_usd,
             usage=run.usage.to_dict(),
@@ -404,7 +415,7 @@ class Backend(abc.ABC):
                     raise _Stop(Outcome(status, error=f"{detail} ({why})", retry_at=retry_at)) from None
                 attempt += 1
                 yield run.ev(
-                    EventKind.API_RETRY,
+                    ApiRetry,
                     attempt=attempt,
                     max_retries=self.max_retries,
                     retry_delay_ms=int(delay * 1000),

@@ -49,8 +49,8 @@ def start_cmd(
     config_path: Path | None,
 ) -> None:
     """Run coding agents on the ready tasks until the work is done or a limit is reached."""
+    from autonomous.events.bus import build_bus
     from autonomous.runner import AutonomousRunner
-    from autonomous.sinks import build_bus
 
     given = {
         "autonomous.max_tasks_per_session": ("--max-tasks", max_tasks),
@@ -67,7 +67,7 @@ def start_cmd(
             runner.provider.close()
         sys.exit(result.exit_code)
     with build_bus(config) as bus:
-        runner = AutonomousRunner(config, emit=bus.emit)
+        runner = AutonomousRunner(config, bus=bus)
         try:
             result = runner.start(resume=resume)
         finally:

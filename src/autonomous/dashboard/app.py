@@ -24,11 +24,11 @@ from autonomous.config import Config, build_redactor
 from autonomous.dashboard import views
 from autonomous.errors import ActionRefused, AutonomousError, TaskNotFound
 from autonomous.events import Redactor
+from autonomous.events.format import describe
 from autonomous.jsondoc import envelope
 from autonomous.progress import build_status, read_events, with_task_keys
 from autonomous.providers import get_provider
 from autonomous.providers.base import StateProvider
-from autonomous.sinks import describe
 from autonomous.tasks import TaskStatus
 
 COOKIE = "autonomous_dashboard"

@@ -30,7 +30,7 @@ from autonomous.errors import (
     DecompositionError,
     SpecError,
 )
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import Outcome, OutcomeStatus, Text
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
 from autonomous.init.common import SpecTask
@@ -381,10 +381,8 @@ class Planner:
             async for item in stream:
                 if isinstance(item, Outcome):
                     outcome = item
-                elif isinstance(item, Event) and item.kind is EventKind.TEXT and not item.data.get("subagent"):
-                    text = item.data.get("text")
-                    if isinstance(text, str):
-                        texts.append(text)
+                elif isinstance(item, Text) and not item.subagent:
+                    texts.append(item.text)
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

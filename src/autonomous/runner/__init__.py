@@ -9,7 +9,9 @@ One session of ``autonomous start``::
         remaining budget cannot cover at its expected cost)
         claim_next (a unique worker id, a lease renewed at lease/3 by a heartbeat)
         prompt (prompts/task.md: task, conventions, bounded handoff notes, report rules)
-        backend.run in a fresh context, events streamed to the bus
+        backend.run in a fresh context, its typed events stamped with the worker and the
+        task and streamed to the event bus (autonomous.events.bus), which redacts them
+        once, fans them out to the sinks and keeps each worker's live progress
         outcome -> verification (the runner decides completion) -> git commit -> release
         checkpoints (stop-on-failure, context high, reviews in supervised mode)
     end session (summary note on META, record_session, runner_state.json)
@@ -42,6 +44,7 @@ Where each part lives::
 
 Prompts are built in :mod:`autonomous.prompts.build`; worktrees and the merge queue are
 :mod:`autonomous.workspace.worktrees`; what a task commits is :mod:`autonomous.workspace.commit`.
+Events are :mod:`autonomous.events` (``model.py`` one class per kind, ``bus.py``, ``sinks/``).
 """
 
 from __future__ import annotations

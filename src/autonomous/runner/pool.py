@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from autonomous import checkpoints as cp
 from autonomous import history, scheduler
 from autonomous.errors import AutonomousError, ClaimConflict, ExitCode, StaleClaim, TaskNotFound
-from autonomous.events import Event, EventKind
+from autonomous.events import RateLimit, TaskRecorded, WarningEvent
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import last_note
 from autonomous.runner.verdict import Result
@@ -267,7 +267,7 @@ class WorkerPool:
         try:
             waiting = self.provider.list_tasks([TaskStatus.IN_REVIEW])
         except AutonomousError as exc:
-            self.emit(Event(EventKind.WARNING, {"message": f"could not list the tasks in review: {exc}"}))
+            self.emit(WarningEvent(message=f"could not list the tasks in review: {exc}"))
             return
         for task in waiting:
             found = history.pull_request(task.notes)
@@ -279,7 +279,7 @@ class WorkerPool:
                 )
                 self._settle_pull_request(task, verdict)
             except AutonomousError as exc:  # GitHub or the store hiccupped: the next poll tries again
-                self.emit(Event(EventKind.WARNING, {"message": f"pull request of {task.key}: {exc}"}, task_id=task.id))
+                self.emit(WarningEvent(message=f"pull request of {task.key}: {exc}", task_id=task.id, key=task.key))
 
     def _settle_pull_request(self, task: Task, verdict: PullVerdict) -> None:
         """Merged -> done; closed unmerged -> blocked; changes requested -> back to the agent
@@ -318,10 +318,12 @@ class WorkerPool:
             self.state.tasks_blocked.append(task.key)
         self._pr_waiting_since = None  # something moved: execution.pr_wait counts from here
         self.emit(
-            Event(
-                EventKind.TASK_RECORDED,
-                {"key": task.key, "status": status.value, "verdict": verdict.kind, "message": note.splitlines()[0]},
+            TaskRecorded(
+                status=status.value,
+                verdict=verdict.kind,
+                message=note.splitlines()[0],
                 task_id=task.id,
+                key=task.key,
             )
         )
         self._changed()
@@ -379,10 +381,12 @@ class WorkerPool:
             )
         self.budget.rate_limit_wait_left -= wait
         self.emit(
-            Event(
-                EventKind.RATE_LIMIT,
-                {"retry_at": (now + timedelta(seconds=wait)).isoformat(), "wait_s": round(wait, 1), "notify": True},
+            RateLimit(
+                retry_at=(now + timedelta(seconds=wait)).isoformat(),
+                wait_s=round(wait, 1),
+                notify=True,
                 task_id=task.id,
+                key=task.key,
             )
         )
         deadline = time.monotonic() + wait
@@ -393,5 +397,5 @@ class WorkerPool:
             if self.stopping:
                 return True, "stop requested"
             if deadline - time.monotonic() > 0:
-                self.emit(Event(EventKind.RATE_LIMIT, {"remaining_s": round(deadline - time.monotonic(), 1)}))
+                self.emit(RateLimit(remaining_s=round(deadline - time.monotonic(), 1)))
         return True, ""

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from autonomous.errors import (
     StaleClaim,
     TaskNotFound,
 )
-from autonomous.events import Event, EventKind
+from autonomous.events import CheckpointReached, Event, SessionEnd, SessionStart, WarningEvent
+from autonomous.events.bus import EventBus
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import build_prompt
 from autonomous.providers.base import SessionRecord, StateProvider
@@ -44,12 +44,6 @@ from autonomous.tasks import Task, TaskStatus, utcnow
 from autonomous.workspace import git, remote
 from autonomous.workspace.pull_requests import PullRequests
 from autonomous.workspace.worktrees import Isolation
-
-Emit = Callable[[Event], None]
-
-
-def _noop_emit(event: Event) -> None:
-    return None
 
 
 @dataclass(slots=True)
@@ -75,7 +69,8 @@ class AutonomousRunner(WorkerPool):
     """``AutonomousRunner(config).start()``: run the loop; returns a :class:`RunResult`
     (``.exit_code``). ``config`` is a :class:`~autonomous.config.Config` (``load_config``,
     ``RunnerConfig``; default: the project's config file); ``provider``, ``backend``,
-    ``emit`` and ``approver`` can be given for embedding and tests.
+    ``bus`` (an :class:`~autonomous.events.bus.EventBus` with the sinks the events go to)
+    and ``approver`` can be given for embedding and tests.
     """
 
     def __init__(
@@ -84,7 +79,7 @@ class AutonomousRunner(WorkerPool):
         *,
         provider: StateProvider | None = None,
         backend: Backend | None = None,
-        emit: Emit | None = None,
+        bus: EventBus | None = None,
         approver: cp.Approver | None = None,
         out: Callable[[str], None] | None = None,
         worker_id: str | None = None,
@@ -92,11 +87,11 @@ class AutonomousRunner(WorkerPool):
         self.config = config if config is not None else load_config()
         self._provider = provider
         self._backend = backend
-        self._emit = emit or _noop_emit
         self.approver = approver or cp.TerminalApprover()
         self.out = out or (lambda text: print(text, flush=True))
         self.worker_id = worker_id or new_worker_id()
         self.redactor = build_redactor(self.config)
+        self.bus = bus if bus is not None else EventBus(redactor=self.redactor)
         self.budget = SessionBudget(self.config)
         self.state: RunnerState | None = None
         self.workers: list[Worker] = []
@@ -110,8 +105,6 @@ class AutonomousRunner(WorkerPool):
         self._meta_id: str | None = None
         self._last_done_id: str | None = None
         self._lock = threading.Lock()
-        self._saved_at = 0.0  # monotonic time of the last state write
-        self._trailing: asyncio.TimerHandle | None = None  # the write a throttled save put off
         self.isolation: Isolation | None = None
         self.remote: remote.Remote | None = None  # execution.git.remote, resolved at the session's start
         self.pull_requests: PullRequests | None = None  # execution.handoff: pr
@@ -149,10 +142,8 @@ class AutonomousRunner(WorkerPool):
         return self._backend
 
     def emit(self, event: Event) -> None:
-        try:
-            self._emit(self.redactor.event(event))
-        except Exception as exc:  # a broken sink must not stop the work; say so on stderr
-            print(f"autonomous: event sink failed: {exc}", file=sys.stderr)
+        """Hand an event to the bus, which redacts it once for every sink."""
+        self.bus.emit(event)
 
     def prompt_context(self, task: Task) -> list[Task]:
         """The tasks a prompt's handoff notes come from: the task, its dependencies, the
@@ -182,27 +173,25 @@ class AutonomousRunner(WorkerPool):
         return list(related.values())
 
     # -- state file ---------------------------------------------------------------------------
-    def save_state(self, at_most_every: float = 0.0) -> None:
-        """Write runner_state.json; with ``at_most_every`` skip the write when the last
-        one is more recent than that many seconds (live progress, not decisions)."""
+    def save_state(self) -> None:
+        """Write runner_state.json, with each task in flight as the bus sees it (tool,
+        turns, cost so far): the bus calls this when live progress changes, at most once
+        a second; the runner at every decision."""
         if self.state is None:
             return
-        now = time.monotonic()
-        if at_most_every and now - self._saved_at < at_most_every:
-            if self._trailing is None:  # what was skipped is written a moment later, never lost
-                self._trailing = asyncio.get_running_loop().call_later(
-                    at_most_every - (now - self._saved_at), self.save_state
-                )
-            return
-        if self._trailing is not None:
-            self._trailing.cancel()
-            self._trailing = None
-        self._saved_at = now
         with self._lock:
+            current = [self.with_progress(w.current) for w in self.workers if w.current is not None]
             self.state.updated_at = utcnow().isoformat()
             self.state.cost_usd = round(self.budget.spent, 6)
-            self.state.current = [w.current for w in self.workers if w.current is not None] + self._kept
+            self.state.current = current + self._kept
             runner_state.save(self.config.state_dir, self.state)
+
+    def with_progress(self, cur: CurrentTask) -> CurrentTask:
+        """``cur`` with the tool, turns and cost so far that the bus saw for its task."""
+        live = self.bus.live.get(cur.worker_id or "")
+        if live is not None and live.task_id == cur.id:
+            cur.tool, cur.turns, cur.cost_usd = live.tool, live.turns, round(live.cost_usd, 6)
+        return cur
 
     def set_current(self, worker: Worker, current: CurrentTask) -> None:
         worker.current = current
@@ -222,10 +211,15 @@ class AutonomousRunner(WorkerPool):
         """Record a checkpoint; in a mode that reviews it, the review happens between tasks."""
         review = cp.requires_review(checkpoint.kind, cp.ExecutionMode(self.config.execution.mode))
         self.emit(
-            Event(
-                EventKind.CHECKPOINT,
-                {**checkpoint.to_dict(), "review": review, "mode": self.config.execution.mode},
+            CheckpointReached(
+                checkpoint=checkpoint.kind.value,
+                task_key=checkpoint.task_key,
+                reason=checkpoint.reason,
+                review=review,
+                mode=self.config.execution.mode,
                 task_id=task.id if task else None,
+                key=checkpoint.task_key,
+                worker_id=worker.worker_id if worker else None,
             )
         )
         if review:
@@ -234,9 +228,18 @@ class AutonomousRunner(WorkerPool):
     def _review(self) -> tuple[int, str] | None:
         """Ask about pending checkpoints. Returns an exit (paused / aborted) or None."""
         while self._pending_review:
-            checkpoint, _task = self._pending_review.pop(0)
+            checkpoint, task = self._pending_review.pop(0)
             decision = self.approver.ask(checkpoint)
-            self.emit(Event(EventKind.CHECKPOINT, {**checkpoint.to_dict(), "decision": decision.value}))
+            self.emit(
+                CheckpointReached(
+                    checkpoint=checkpoint.kind.value,
+                    task_key=checkpoint.task_key,
+                    reason=checkpoint.reason,
+                    decision=decision.value,
+                    task_id=task.id if task else None,
+                    key=checkpoint.task_key,
+                )
+            )
             if decision is cp.Decision.PAUSE:
                 self._pending_review.clear()
                 return ExitCode.PAUSED, f"paused at {checkpoint.describe()}"
@@ -262,10 +265,10 @@ class AutonomousRunner(WorkerPool):
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
-            self.emit(Event(EventKind.WARNING, {"message": f"{name}: finishing up (again to kill the agent at once)"}))
+            self.emit(WarningEvent(message=f"{name}: finishing up (again to kill the agent at once)"))
             self.request_stop(f"interrupted by {name}")
             return
-        self.emit(Event(EventKind.WARNING, {"message": f"second {name}: killing the agent now"}))
+        self.emit(WarningEvent(message=f"second {name}: killing the agent now"))
         kill_children()
         if self.state is not None:
             self.state.state = "stopped"
@@ -382,7 +385,7 @@ class AutonomousRunner(WorkerPool):
         self.dirty_at_start = workspace.dirty
         for warning in workspace.warnings:
             print(f"autonomous: warning: {warning}", file=sys.stderr, flush=True)
-            self.emit(Event(EventKind.WARNING, {"message": warning}))
+            self.emit(WarningEvent(message=warning))
         branch = git.current_branch(c.project_dir) if workspace.in_git else None
         if branch is not None and (c.autonomous.workers > 1 or c.execution.git.branch_per_task):
             preflight.check_merge_obstacles(c.project_dir, branch, git.branches(c.project_dir, git.BRANCH_PREFIX))
@@ -423,6 +426,7 @@ class AutonomousRunner(WorkerPool):
             self.state.counters = dict(previous.counters)
             self.budget.tasks_started = int(previous.counters.get("tasks_started", 0))
         self.save_state()
+        self.bus.track(self.save_state, asyncio.get_running_loop().call_later)
         record = SessionRecord(id=session_id, worker_id=self.worker_id, started_at=utcnow())
         self.provider.record_session(record)
         done, total = self._sync_meta(running=True) or (None, None)
@@ -432,19 +436,16 @@ class AutonomousRunner(WorkerPool):
             f"max {c.autonomous.max_tasks_per_session} tasks, cost limit {c.autonomous.cost_limit_per_session}"
         )
         self.emit(
-            Event(
-                EventKind.SESSION_START,
-                {
-                    "session_id": session_id,
-                    "worker_id": self.worker_id,
-                    "resumed": continuing,
-                    "pid": os.getpid(),
-                    **({"backend_check": self.backend_check} if self.backend_check else {}),
-                    "sandbox": self.sandbox,
-                    **({"allowed_dirty": self.dirty_at_start} if self.dirty_at_start else {}),
-                    "tasks_done": done,
-                    "tasks_total": total,
-                },
+            SessionStart(
+                session_id=session_id,
+                worker_id=self.worker_id,
+                resumed=continuing,
+                pid=os.getpid(),
+                backend_check=self.backend_check or None,
+                sandbox=self.sandbox,
+                allowed_dirty=list(self.dirty_at_start),
+                tasks_done=done,
+                tasks_total=total,
                 backend=worker.backend.name,
             )
         )
@@ -496,7 +497,7 @@ class AutonomousRunner(WorkerPool):
 
     def _warn(self, message: str) -> None:
         print(f"autonomous: warning: {message}", file=sys.stderr, flush=True)
-        self.emit(Event(EventKind.WARNING, {"message": message}))
+        self.emit(WarningEvent(message=message))
 
     async def _setup_remote(self) -> None:
         """Resolve ``execution.git.remote`` and publish what a runner killed mid-push left
@@ -545,7 +546,7 @@ class AutonomousRunner(WorkerPool):
                 f"{ahead} commit(s) on {iso.integration} could not be pushed to {shared.describe()}; "
                 f"kept on branch {kept}, {iso.integration} is back on {shared.describe()}: {pub.output.splitlines()[0]}"
             )
-        self.emit(Event(EventKind.WARNING, {"message": message}))
+        self.emit(WarningEvent(message=message))
 
     def _meta_note(self, text: str) -> None:
         try:
@@ -553,7 +554,7 @@ class AutonomousRunner(WorkerPool):
             if meta is not None:
                 self.provider.add_note(meta.id, self.redactor.text(text), AUTHOR)
         except Exception as exc:  # the META note is a courtesy; the session record is the truth
-            self.emit(Event(EventKind.WARNING, {"message": f"could not note on META: {exc}"}))
+            self.emit(WarningEvent(message=f"could not note on META: {exc}"))
 
     def _sync_meta(self, *, running: bool) -> tuple[int, int] | None:
         """META in progress while the session runs, done when every task is; returns
@@ -561,7 +562,7 @@ class AutonomousRunner(WorkerPool):
         try:
             return actions.sync_meta(self.provider, running=running)
         except Exception as exc:  # a courtesy, like the META note
-            self.emit(Event(EventKind.WARNING, {"message": f"could not update the META task: {exc}"}))
+            self.emit(WarningEvent(message=f"could not update the META task: {exc}"))
             return None
 
     def _recover(self, previous: RunnerState | None) -> list[CurrentTask]:
@@ -593,10 +594,10 @@ class AutonomousRunner(WorkerPool):
                         AUTHOR,
                     )
                     self.emit(
-                        Event(
-                            EventKind.WARNING,
-                            {"message": f"recovered {task.key} from dead runner pid {previous.pid}"},
+                        WarningEvent(
+                            message=f"recovered {task.key} from dead runner pid {previous.pid}",
                             task_id=task.id,
+                            key=task.key,
                         )
                     )
                 except (StaleClaim, ClaimConflict):
@@ -611,28 +612,23 @@ class AutonomousRunner(WorkerPool):
         try:
             cleaned, kept = self.isolation.scan_leftovers()
         except (git.GitError, OSError) as exc:
-            self.emit(Event(EventKind.WARNING, {"message": f"could not list the task worktrees: {exc}"}))
+            self.emit(WarningEvent(message=f"could not list the task worktrees: {exc}"))
             return
         if cleaned:
-            self.emit(Event(EventKind.WARNING, {"message": f"removed merged worktrees: {', '.join(cleaned)}"}))
+            self.emit(WarningEvent(message=f"removed merged worktrees: {', '.join(cleaned)}"))
         for k in kept:
             self.emit(
-                Event(
-                    EventKind.WARNING,
-                    {
-                        "message": f"worktree {k['path']} (branch {k['branch']}) kept: {k['reason']}; "
-                        "its task continues there when claimed again",
-                        "worktree": k,
-                    },
+                WarningEvent(
+                    message=f"worktree {k['path']} (branch {k['branch']}) kept: {k['reason']}; "
+                    "its task continues there when claimed again",
+                    worktree=k,
                 )
             )
 
     def _end(self, record: SessionRecord, exit_code: int, reason: str) -> RunResult:
         state = self.state
         assert state is not None
-        if self._trailing is not None:  # the end's own write below is the last word
-            self._trailing.cancel()
-            self._trailing = None
+        self.bus.untrack()  # the end's own write below is the last word
         # Every way a session ends passes here; a reason can quote a model's blocker or an
         # error text, and it goes to the state file, the META task, events and stderr.
         reason = self.redactor.text(reason)
@@ -676,11 +672,9 @@ class AutonomousRunner(WorkerPool):
         try:
             self.provider.record_session(record)
         except Exception as exc:
-            self.emit(Event(EventKind.WARNING, {"message": f"could not record the session end: {exc}"}))
-        event_data = {"session_id": state.session_id, **summary}
-        if exit_code == ExitCode.PAUSED:
-            event_data["notify"] = True
-        self.emit(Event(EventKind.SESSION_END, event_data))
+            self.emit(WarningEvent(message=f"could not record the session end: {exc}"))
+        paused = exit_code == ExitCode.PAUSED
+        self.emit(SessionEnd(session_id=state.session_id, notify=paused, worker_id=self.worker_id, **summary))
         return RunResult(
             exit_code=exit_code,
             reason=reason,

@@ -18,7 +18,19 @@ from autonomous.checks import review
 from autonomous.checks.review import ReviewVerdict
 from autonomous.config import secret_values
 from autonomous.errors import StaleClaim
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import (
+    BackendStart,
+    Event,
+    Outcome,
+    OutcomeEvent,
+    OutcomeStatus,
+    TaskClaimed,
+    TaskRecorded,
+    Text,
+    UsageUpdate,
+    Verification,
+    WarningEvent,
+)
 from autonomous.init.tick import Tick, tick_done
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.prompts.build import build_prompt, continuation_prompt, shorten, verification_feedback
@@ -32,7 +44,6 @@ from autonomous.workspace.worktrees import MERGE_NOTE, Isolation
 if TYPE_CHECKING:
     from autonomous.runner.session import AutonomousRunner
 
-STATUS_INTERVAL = 1.0  # seconds between live-progress writes of the state file
 # a review ending like this stops the task the same way an agent's run would
 _REVIEW_STOPS = (
     OutcomeStatus.INTERRUPTED,
@@ -90,10 +101,13 @@ class Worker:
     def cwd(self) -> Path:
         return self.workspace or self.config.project_dir
 
-    def emit(self, kind: EventKind, task: Task | None = None, **data: Any) -> None:
+    def emit(self, event: Event, task: Task | None = None) -> None:
+        """Emit ``event`` stamped with this worker, its backend and ``task``: the bus keeps
+        each worker's live progress from these stamps."""
+        common: dict[str, Any] = {"worker_id": self.worker_id, "backend": self.backend.name}
         if task is not None:
-            data.setdefault("key", task.key)
-        self.runner.emit(Event(kind, data, task_id=task.id if task else None, backend=self.backend.name))
+            common.update(task_id=task.id, key=task.key)
+        self.runner.emit(event.stamped(**common))
 
     # -- interruption ---------------------------------------------------------------------
     def interrupt(self, reason: str) -> None:
@@ -112,15 +126,14 @@ class Worker:
             try:
                 await asyncio.to_thread(self.provider.renew, task.id, token, self.config.autonomous.lease_seconds)
             except StaleClaim:
-                self.emit(EventKind.WARNING, task, message=f"lost the lease on {task.key}: another worker owns it now")
+                self.emit(WarningEvent(message=f"lost the lease on {task.key}: another worker owns it now"), task)
                 self.interrupt(Result.LOST)
                 return
             except Exception as exc:  # a store hiccup: try again next beat, the lease has slack
-                self.emit(EventKind.WARNING, task, message=f"could not renew the lease on {task.key}: {exc}")
+                self.emit(WarningEvent(message=f"could not renew the lease on {task.key}: {exc}"), task)
 
     # -- one backend run ----------------------------------------------------------------------
-    async def _drive(self, prompt: str, options: RunOptions, task: Task, before: TaskResult) -> Outcome:
-        counter = self.turn_counter
+    async def _drive(self, prompt: str, options: RunOptions, task: Task) -> Outcome:
         outcome: Outcome | None = None
         stream = self.backend.run(prompt, options)
         try:
@@ -128,8 +141,8 @@ class Worker:
                 if isinstance(item, Outcome):
                     outcome = item
                     continue
-                self._observe(item, task, before, counter)
-                self.runner.emit(item)
+                self.emit(item, task)
+                self._observe(item, task)
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -139,36 +152,32 @@ class Worker:
             outcome = Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
         return outcome
 
-    def _observe(self, event: Event, task: Task, before: TaskResult, counter: cp.TurnCounter) -> None:
-        """Live progress of the run in flight (``before``: what the task's earlier runs spent)."""
+    def _observe(self, event: Event, task: Task) -> None:
+        """What the runner decides from the run in flight: the conversation to resume, the
+        reviewer's answer, the turn-interval checkpoint and the session budget (from the
+        task's live progress, which the bus keeps)."""
         cur = self.current
         if cur is None:
             return
-        data = event.data
-        changed = False
-        if event.kind is EventKind.BACKEND_START and data.get("session_id"):
-            cur.backend_session_id = str(data["session_id"])
-            changed = True
-        elif event.kind is EventKind.TOOL_USE:
-            cur.tool = str(data.get("name") or data.get("tool") or "") or None
-        elif event.kind is EventKind.TEXT and self._texts is not None and not data.get("subagent"):
-            self._texts.append(str(data.get("text") or ""))
-        if "turns" in data and isinstance(data["turns"], int | float):
-            cur.turns = before.turns + int(data["turns"])
-            if counter.update(cur.turns):
+        if isinstance(event, BackendStart) and event.session_id:
+            cur.backend_session_id = event.session_id
+            self.runner.save_state()  # at once: --resume needs it
+        elif isinstance(event, Text) and self._texts is not None and not event.subagent:
+            self._texts.append(event.text)
+        elif isinstance(event, UsageUpdate):
+            live = self.runner.bus.live.get(self.worker_id)
+            if live is None or live.task_id != task.id:
+                return
+            if event.turns is not None and self.turn_counter.update(live.turns):
                 self.runner.checkpoint(
-                    cp.Checkpoint(cp.CheckpointKind.TURN_INTERVAL, task.key, f"{cur.turns} turns"), task, self
+                    cp.Checkpoint(cp.CheckpointKind.TURN_INTERVAL, task.key, f"{live.turns} turns"), task, self
                 )
-        if "cost_usd" in data and isinstance(data["cost_usd"], int | float):
-            cur.cost_usd = before.cost_usd + float(data["cost_usd"])
-            self.runner.budget.observe(self.worker_id, cur.cost_usd)
-        # `autonomous status` reads the state file: keep it as live as the event log, at
-        # most one write a second (a session id is worth a write at once: --resume needs it).
-        self.runner.save_state(at_most_every=0.0 if changed else STATUS_INTERVAL)
+            if event.cost_usd is not None:
+                self.runner.budget.observe(self.worker_id, live.cost_usd)
 
-    async def _run_backend(self, prompt: str, options: RunOptions, task: Task, before: TaskResult) -> Outcome:
+    async def _run_backend(self, prompt: str, options: RunOptions, task: Task) -> Outcome:
         started = time.monotonic()
-        self._run_task = asyncio.ensure_future(self._drive(prompt, options, task, before))
+        self._run_task = asyncio.ensure_future(self._drive(prompt, options, task))
         try:
             outcome = await self._run_task
         except asyncio.CancelledError:
@@ -184,7 +193,7 @@ class Worker:
         if self._interrupt_reason is not None and outcome.status is not OutcomeStatus.INTERRUPTED:
             outcome.status = OutcomeStatus.INTERRUPTED
             outcome.error = outcome.error or self._interrupt_reason
-        self.emit(EventKind.OUTCOME, task, **outcome.to_dict())
+        self.emit(OutcomeEvent.of(outcome), task)
         return outcome
 
     def _options(self, task: Task, session_id: str | None, allowance: TaskAllowance) -> RunOptions:
@@ -229,7 +238,7 @@ class Worker:
             worker_id=self.worker_id,
         )
         self.runner.set_current(self, self.current)
-        self.emit(EventKind.TASK_CLAIMED, task, title=task.title, token=token, worker_id=self.worker_id)
+        self.emit(TaskClaimed(title=task.title, token=token), task)
         heartbeat = asyncio.ensure_future(self._heartbeat(task, token))
         started = time.monotonic()
         result = TaskResult(Result.FAILED, task)
@@ -257,14 +266,14 @@ class Worker:
             self.turn_counter = self.runner.turn_counter = cp.TurnCounter(c.execution.checkpoints.turn_interval)
             allowance = self.allowance = self.runner.budget.allowance(self.worker_id)
             while True:
-                outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task, result)
+                outcome = await self._run_backend(prompt, self._options(task, session_id, allowance), task)
                 if session_id and outcome.status is OutcomeStatus.ERROR and not outcome.turns:
                     # The conversation could not be resumed (expired, another machine or process): start
                     # afresh with the whole task, and the checks' feedback when this is a later attempt.
-                    self.emit(EventKind.WARNING, task, message=f"could not resume session {session_id}: fresh start")
+                    self.emit(WarningEvent(message=f"could not resume session {session_id}: fresh start"), task)
                     resume_session = session_id = None
                     prompt = build_prompt(task, all_tasks, c) + (f"\n\n{prompt}" if attempt else "")
-                    outcome = await self._run_backend(prompt, self._options(task, None, allowance), task, result)
+                    outcome = await self._run_backend(prompt, self._options(task, None, allowance), task)
                 result.outcome = outcome
                 result.change_set = await asyncio.to_thread(self._changes_since, before)
                 result.cost_usd += outcome.cost_usd
@@ -273,15 +282,12 @@ class Worker:
                 session_id = outcome.session_id or seen or session_id
                 if self.current is not None:
                     self.current.backend_session_id = session_id
-                    self.current.turns = result.turns
-                    self.current.cost_usd = result.cost_usd
-                    self.current.tool = None
                 if outcome.status is not OutcomeStatus.COMPLETED:
                     break
                 attempt += 1
                 vr = await self._verify(task, result, before)
                 result.verification, result.attempts = vr, attempt
-                self.emit(EventKind.VERIFICATION, task, attempt=attempt, **vr.to_dict())
+                self.emit(Verification(attempt=attempt, **vr.to_dict()), task)
                 if vr.ran_anything:
                     self._note(task, token, f"{vr.evidence()}\n(attempt {attempt} of {c.verification.max_attempts})")
                 if vr.passed or result.outcome is not outcome:  # done, or the review was cut short
@@ -306,6 +312,8 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
+            if self.current is not None:
+                self.runner.with_progress(self.current)
             self.last_current, self.current = self.current, None
 
     async def _verify(self, task: Task, result: TaskResult, before: changes.TreeState) -> verify.VerificationResult:
@@ -340,7 +348,7 @@ class Worker:
         self._texts = []
         try:
             options = review.review_options(self._options(task, None, self._task_allowance()))
-            outcome = await self._run_backend(prompt, options, task, result)
+            outcome = await self._run_backend(prompt, options, task)
         finally:
             texts, self._texts = self._texts or [], None
             if self.current is not None:
@@ -386,9 +394,7 @@ class Worker:
             result.message = f"lost the lease on {task.key} before recording; nothing recorded"
             return result
         result.message = note.splitlines()[0]
-        self.emit(
-            EventKind.TASK_RECORDED, task, status="done", verdict=result.verdict, commit=sha, message=result.message
-        )
+        self.emit(TaskRecorded(status="done", verdict=result.verdict, commit=sha, message=result.message), task)
         return result
 
     async def _merge_approved(
@@ -408,7 +414,7 @@ class Worker:
         result.verification = await verify.verify(
             self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
         )
-        self.emit(EventKind.VERIFICATION, task, attempt=1, **result.verification.to_dict())
+        self.emit(Verification(attempt=1, **result.verification.to_dict()), task)
         result.duration_s = time.monotonic() - started
         return await self._record(task, token, result)
 
@@ -477,10 +483,10 @@ class Worker:
                 allow_files=c.execution.git.allow_files,
             )
         except git.GitError as exc:
-            self.emit(EventKind.WARNING, task, message=f"commit failed: {exc}")
+            self.emit(WarningEvent(message=f"commit failed: {exc}"), task)
             return TaskCommit(), f"commit failed: {exc}"
         if done.refused:
-            self.emit(EventKind.WARNING, task, message=f"nothing committed: {done.describe_refusal()}")
+            self.emit(WarningEvent(message=f"nothing committed: {done.describe_refusal()}"), task)
         return done, ""
 
     async def _merge(self, task: Task, token: int, result: TaskResult) -> tuple[bool, str]:
@@ -503,7 +509,7 @@ class Worker:
             try:
                 await asyncio.to_thread(iso.finish, path, branch)
             except git.GitError as exc:
-                self.emit(EventKind.WARNING, task, message=f"could not remove the worktree {path}: {exc}")
+                self.emit(WarningEvent(message=f"could not remove the worktree {path}: {exc}"), task)
             pushed = f", pushed to {self.runner.remote.describe()}" if self.runner.remote else ""
             if merged.rebased:
                 pushed += " after rebasing onto work pushed meanwhile"
@@ -528,13 +534,13 @@ class Worker:
             try:
                 kept = await asyncio.to_thread(iso.set_aside, path, branch)
             except git.GitError as exc:
-                self.emit(EventKind.WARNING, task, message=f"could not set the branch {branch} aside: {exc}")
+                self.emit(WarningEvent(message=f"could not set the branch {branch} aside: {exc}"), task)
             head = (
                 f"{MERGE_NOTE} ({what}, attempt {attempts} of {max_attempts}) into {iso.integration}: "
                 f"back to todo, to be redone on the new {iso.integration}; the earlier work is kept on branch {kept}"
             )
         head += "\n" + shorten(merged.output or "(no output)", 3000)
-        self.emit(EventKind.WARNING, task, message=head.splitlines()[0])
+        self.emit(WarningEvent(message=head.splitlines()[0]), task)
         return False, head
 
     async def _record(self, task: Task, token: int, result: TaskResult) -> TaskResult:
@@ -650,16 +656,17 @@ class Worker:
         except StaleClaim:
             result.verdict = Result.LOST
             result.message = f"lost the lease on {task.key} before recording; nothing recorded"
-            self.emit(EventKind.WARNING, task, message=result.message)
+            self.emit(WarningEvent(message=result.message), task)
             return result
         self.emit(
-            EventKind.TASK_RECORDED,
+            TaskRecorded(
+                status=status.value,
+                verdict=result.verdict,
+                cost_usd=round(result.cost_usd, 6),
+                turns=result.turns,
+                commit=result.commit,
+                message=head,
+            ),
             task,
-            status=status.value,
-            verdict=result.verdict,
-            cost_usd=round(result.cost_usd, 6),
-            turns=result.turns,
-            commit=result.commit,
-            message=head,
         )
         return result

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, StreamItem
 from autonomous.backends.report import report_outcome
-from autonomous.events import EventKind, Outcome, OutcomeStatus
+from autonomous.events import BackendStart, Outcome, OutcomeStatus, Text, ToolUse
 
 Step = Callable[[str, RunOptions], Outcome | str]
 
@@ -59,9 +59,9 @@ class ScriptedBackend(Backend):
         key = self._key(options)
         self.runs.append((key, prompt, options))
         session_id = run.session_id or f"sess-{len(self.runs)}"
-        yield run.ev(EventKind.BACKEND_START, session_id=session_id)
+        yield run.ev(BackendStart, session_id=session_id)
         if self.tool:
-            yield run.ev(EventKind.TOOL_USE, name=self.tool)
+            yield run.ev(ToolUse, name=self.tool)
         if key in self.hold:
             self.entered.append(key)
             await self.hold[key].wait()
@@ -69,7 +69,7 @@ class ScriptedBackend(Backend):
         step = queue.pop(0) if queue else self.default
         answer = step(prompt, options) if step else Outcome(OutcomeStatus.COMPLETED, summary="ok", turns=1)
         if isinstance(answer, str):
-            yield run.ev(EventKind.TEXT, text=answer)
+            yield run.ev(Text, text=answer)
             yield Spend(1, self.cost_per_text)
             verdict = report_outcome(answer)
             yield verdict if isinstance(verdict, Outcome) else NoReport(answer)

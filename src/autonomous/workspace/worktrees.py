@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autonomous import verify
-from autonomous.events import Event, EventKind
+from autonomous.events import Event, WarningEvent
 from autonomous.fsutil import write_json_atomic
 from autonomous.tasks import Task, utcnow
 from autonomous.workspace import git, remote
@@ -70,12 +70,11 @@ class Isolation:
         branch = git.current_branch(c.project_dir)
         if branch is None or git.head(c.project_dir) is None:
             emit(
-                Event(
-                    EventKind.WARNING,
-                    {"message": "no worktrees: the project has no commit or no branch checked out (detached HEAD); "
-                     "every worker works in the project itself"},
+                WarningEvent(
+                    message="no worktrees: the project has no commit or no branch checked out (detached HEAD); "
+                    "every worker works in the project itself"
                 )
-            )  # fmt: skip
+            )
             return None
         repo = git.toplevel(c.project_dir)
         iso = cls(config, repo, branch)

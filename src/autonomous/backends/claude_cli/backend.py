@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import uuid
@@ -29,7 +30,7 @@ from autonomous.backends.claude_cli.parser import StreamParser
 from autonomous.backends.claude_cli.process import drain, feed_stdin, parent_death_signal, reap
 from autonomous.backends.policy import CommandPolicy
 from autonomous.backends.result import usage_from
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Usage
+from autonomous.events import BackendStart, ErrorEvent, Event, Outcome, OutcomeStatus, Usage, UsageUpdate, WarningEvent
 from autonomous.sandbox import claude as claude_sandbox
 
 _LINE_LIMIT = 64 * 1024 * 1024  # one stream-json line can carry a whole file read by a tool
@@ -60,7 +61,7 @@ class _Invocation:
     turns: int = 0
     cost_usd: float = 0.0
 
-    def spend(self, event: Event) -> Spend:
+    def spend(self, event: UsageUpdate) -> Spend:
         """A parser USAGE event (process totals so far) as what was spent since the last one.
 
         Turns are the model's responses as they arrive; the result line's ``num_turns`` is
@@ -68,17 +69,16 @@ class _Invocation:
         (observed: ``--max-turns 1``, one request, ``num_turns: 2``). Cost: an estimate priced
         from each message's tokens while the run goes on, the result line's figure at the end.
         """
-        data = event.data
-        result = "cost_usd" in data
-        turns = self.turns if result else int(data.get("turns") or 0)
+        result = event.cost_usd is not None
+        turns = self.turns if result else event.turns or 0
         # before the result: the parser's estimate priced from each message's tokens (the
         # allowance must see money go while the run goes on); the result's figure corrects it
-        key = "cost_usd" if result else "cost_usd_estimate"
-        cost = float(data.get(key) or (0.0 if result else self.cost_usd))
+        figure = event.cost_usd if result else event.cost_usd_estimate
+        cost = figure or (0.0 if result else self.cost_usd)
         spend = Spend(
             turns=turns - self.turns,
             cost_usd=cost - self.cost_usd,
-            usage=usage_from(data["usage"]) if "usage" in data else Usage(),
+            usage=usage_from(event.usage) if event.usage is not None else Usage(),
             context_tokens=self.parser.context_tokens or None,
         )
         self.turns, self.cost_usd = turns, cost
@@ -192,7 +192,7 @@ class ClaudeCodeBackend(Backend):
         )  # fmt: skip
         async with contextlib.aclosing(invocation) as stream:
             async for event in stream:
-                yield inv.spend(event) if event.kind is EventKind.USAGE else event
+                yield inv.spend(event) if isinstance(event, UsageUpdate) else event
         run.state["resume"] = True  # a nudge continues this conversation
         out = inv.outcome or Outcome(OutcomeStatus.ERROR, error="the CLI run ended without an outcome")
         run.session_id = out.session_id or session_id
@@ -247,7 +247,7 @@ class ClaudeCodeBackend(Backend):
             )
         except OSError as exc:
             message = f"could not start {binary}: {exc}"
-            yield parser._ev(EventKind.ERROR, message=message)
+            yield parser._ev(ErrorEvent, message=message)
             inv.outcome = Outcome(OutcomeStatus.ERROR, error=message, session_id=session_id)
             return
         finally:
@@ -276,15 +276,15 @@ class ClaudeCodeBackend(Backend):
                     line = read.result()
                 except ValueError as exc:  # a line longer than the limit: skip it, keep reading
                     read = None
-                    yield parser._ev(EventKind.WARNING, message=f"skipped an oversized stream line: {exc}")
+                    yield parser._ev(WarningEvent, message=f"skipped an oversized stream line: {exc}")
                     continue
                 read = None
                 if not line:
                     eof = True
                     break
                 for event in parser.feed(line):
-                    if first and event.kind is EventKind.BACKEND_START:
-                        event.data["pid"] = proc.pid
+                    if first and isinstance(event, BackendStart):
+                        event = dataclasses.replace(event, pid=proc.pid)
                         first = False
                     yield event
                 if parser.stop is not None:

@@ -28,7 +28,22 @@ from autonomous.backends.result import (
     usage_from,
 )
 from autonomous.backends.text import clip, summarize_input, tool_result_text
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import (
+    ApiRetry,
+    BackendStart,
+    ErrorEvent,
+    Event,
+    Outcome,
+    OutcomeStatus,
+    PermissionDenied,
+    RateLimit,
+    Text,
+    ToolResult,
+    ToolUse,
+    UsageUpdate,
+    WarningEvent,
+)
+from autonomous.events.model import E
 
 # Message types the CLI prints that carry nothing for us; unknown ones get one warning.
 _QUIET_TYPES = frozenset(
@@ -88,8 +103,8 @@ class StreamParser:
         self._warned: set[str] = set()
 
     # -- lines -------------------------------------------------------------------------------
-    def _ev(self, kind: EventKind, **data: Any) -> Event:
-        return Event(kind, data, task_id=self.task_id, backend=self.backend)
+    def _ev(self, kind: type[E], **fields: Any) -> E:
+        return kind(task_id=self.task_id, backend=self.backend, **fields)
 
     def feed(self, line: str | bytes) -> list[Event]:
         if isinstance(line, bytes):
@@ -101,10 +116,10 @@ class StreamParser:
         try:
             msg = json.loads(line)
         except ValueError:
-            return [self._ev(EventKind.WARNING, message="claude printed a line that is not JSON", line=clip(line, 300))]
+            return [self._ev(WarningEvent, message="claude printed a line that is not JSON", line=clip(line, 300))]
         if not isinstance(msg, dict):
             return [
-                self._ev(EventKind.WARNING, message="claude printed JSON that is not an object", line=clip(line, 300))
+                self._ev(WarningEvent, message="claude printed JSON that is not an object", line=clip(line, 300))
             ]
         if isinstance(msg.get("session_id"), str) and msg["session_id"]:
             self.session_id = msg["session_id"]
@@ -121,11 +136,11 @@ class StreamParser:
             if kind in _QUIET_TYPES or kind in self._warned:
                 return []
             self._warned.add(str(kind))
-            return [self._ev(EventKind.WARNING, message=f"unknown stream-json message type {kind!r} (ignored)")]
+            return [self._ev(WarningEvent, message=f"unknown stream-json message type {kind!r} (ignored)")]
         try:
             return handler(msg)
         except Exception as exc:  # a shape we did not expect must not end the run
-            return [self._ev(EventKind.WARNING, message=f"could not read a {kind!r} message: {exc}")]
+            return [self._ev(WarningEvent, message=f"could not read a {kind!r} message: {exc}")]
 
     def _system(self, msg: dict[str, Any]) -> list[Event]:
         subtype = msg.get("subtype")
@@ -135,7 +150,7 @@ class StreamParser:
             errors = msg.get("mcp_server_errors") if isinstance(msg.get("mcp_server_errors"), list) else []
             warnings = [
                 self._ev(
-                    EventKind.WARNING,
+                    WarningEvent,
                     message=f"MCP server {e.get('name')!r} skipped ({e.get('type')}): {clip(str(e.get('message')))}",
                 )
                 for e in errors
@@ -144,7 +159,7 @@ class StreamParser:
             return [
                 *warnings,
                 self._ev(
-                    EventKind.BACKEND_START,
+                    BackendStart,
                     session_id=self.session_id,
                     model=self.model,
                     tools=[str(t) for t in tools],
@@ -163,7 +178,7 @@ class StreamParser:
         self.last_retry = msg
         events = [
             self._ev(
-                EventKind.API_RETRY,
+                ApiRetry,
                 attempt=as_int(msg.get("attempt")),
                 max_retries=msg.get("max_retries"),
                 retry_delay_ms=as_int(msg.get("retry_delay_ms")),
@@ -176,7 +191,7 @@ class StreamParser:
         self.stop = stop_for_api_retry(msg, self.max_api_retries, self.clock())
         if self.stop is not None and self.stop.retry_at is not None:
             retry_at = self.stop.retry_at.isoformat()
-            events.append(self._ev(EventKind.RATE_LIMIT, status=msg.get("error_status"), retry_at=retry_at))
+            events.append(self._ev(RateLimit, status=msg.get("error_status"), retry_at=retry_at))
         return events
 
     def _assistant(self, msg: dict[str, Any]) -> list[Event]:
@@ -203,7 +218,7 @@ class StreamParser:
             if not synthetic:
                 self.turns_seen += 1
                 live = {"cost_usd_estimate": round(sum(self._estimates.values()), 6)} if self._estimates else {}
-                events.append(self._ev(EventKind.USAGE, turns=self.turns_seen, **live))
+                events.append(self._ev(UsageUpdate, turns=self.turns_seen, **live))
         texts: list[str] = []
         for block in content:
             if not isinstance(block, dict):
@@ -211,7 +226,7 @@ class StreamParser:
             btype = block.get("type")
             if btype == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
-                events.append(self._ev(EventKind.TEXT, text=block["text"], subagent=not top_level))
+                events.append(self._ev(Text, text=block["text"], subagent=not top_level))
             elif btype in ("tool_use", "server_tool_use", "mcp_tool_use"):
                 name = str(block.get("name", "?"))
                 tool_id = str(block.get("id", ""))
@@ -221,7 +236,7 @@ class StreamParser:
                     self._background_calls[tool_id] = f"{name}: {summarize_input(tool_input)}"
                 events.append(
                     self._ev(
-                        EventKind.TOOL_USE,
+                        ToolUse,
                         id=tool_id,
                         name=name,
                         input=summarize_input(block.get("input")),
@@ -242,7 +257,7 @@ class StreamParser:
             }
             events.append(
                 self._ev(
-                    EventKind.ERROR, message=clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
+                    ErrorEvent, message=clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
                 )
             )
         return events
@@ -262,11 +277,11 @@ class StreamParser:
             name = self._tools.get(tool_id, "?")
             if tool_id in self._background_calls and not is_error:
                 self.background.append(self._background_calls.pop(tool_id))  # it started: it outlives the turn
-            events.append(self._ev(EventKind.TOOL_RESULT, id=tool_id, name=name, is_error=is_error, excerpt=clip(text)))
+            events.append(self._ev(ToolResult, id=tool_id, name=name, is_error=is_error, excerpt=clip(text)))
             if is_error and _looks_denied(text):
                 self._denied_ids.add(tool_id)
                 self.denials.append(f"{name}: {clip(' '.join(text.split()), 200)}")
-                events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, reason=clip(text, 300)))
+                events.append(self._ev(PermissionDenied, id=tool_id, name=name, reason=clip(text, 300)))
         return events
 
     def _result(self, msg: dict[str, Any]) -> list[Event]:
@@ -281,13 +296,13 @@ class StreamParser:
             if kind == "task-notification":
                 self.background.append(f"a background task reported back after the turn ({kind})")
             return [
-                self._ev(EventKind.WARNING, message=f"the CLI ran a turn of its own after the result ({kind})"),
-                self._ev(EventKind.USAGE, turns=as_int((self.result or {}).get("num_turns")), cost_usd=cost),
+                self._ev(WarningEvent, message=f"the CLI ran a turn of its own after the result ({kind})"),
+                self._ev(UsageUpdate, turns=as_int((self.result or {}).get("num_turns")), cost_usd=cost),
             ]
         self.result = msg
         events = [
             self._ev(
-                EventKind.USAGE,
+                UsageUpdate,
                 turns=as_int(msg.get("num_turns")),
                 cost_usd=float(msg.get("total_cost_usd") or 0.0),
                 usage=usage_from(msg.get("usage")).to_dict(),
@@ -304,7 +319,7 @@ class StreamParser:
             what = summarize_input(denial.get("tool_input"))
             self._denied_ids.add(tool_id)
             self.denials.append(f"{name}: {what}")
-            events.append(self._ev(EventKind.PERMISSION_DENIED, id=tool_id, name=name, input=what))
+            events.append(self._ev(PermissionDenied, id=tool_id, name=name, input=what))
         return events
 
     def _conversation_reset(self, msg: dict[str, Any]) -> list[Event]:
@@ -315,7 +330,7 @@ class StreamParser:
         if isinstance(new_id, str) and new_id:
             self.session_id = new_id
         trigger = msg.get("trigger") or "unspecified"
-        return [self._ev(EventKind.WARNING, message=f"the CLI reset the conversation (trigger {trigger})")]
+        return [self._ev(WarningEvent, message=f"the CLI reset the conversation (trigger {trigger})")]
 
     def _rate_limit(self, msg: dict[str, Any]) -> list[Event]:
         info = msg.get("rate_limit_info") if isinstance(msg.get("rate_limit_info"), dict) else {}
@@ -323,7 +338,7 @@ class StreamParser:
         self.rate_limit_reset = retry_at or self.rate_limit_reset
         events = [
             self._ev(
-                EventKind.RATE_LIMIT,
+                RateLimit,
                 status=info.get("status"),
                 limit_type=info.get("rateLimitType"),
                 utilization=info.get("utilization"),

@@ -21,8 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from autonomous.events import Event, EventKind
-from autonomous.sinks import describe
+from autonomous.events.format import describe
+from autonomous.events.model import (
+    Event,
+    EventKind,
+    OutcomeEvent,
+    SessionStart,
+    TaskClaimed,
+    TaskRecorded,
+    ToolUse,
+    UsageUpdate,
+    Verification,
+)
 
 # Events worth a plain line; the rest (text, token usage, tool results) stay in the logs.
 PLAIN_KINDS = frozenset(
@@ -127,40 +137,34 @@ class TerminalSink:
 
     # -- state ------------------------------------------------------------------------------
     def _update(self, event: Event) -> str | None:
-        data, tid = event.data, event.task_id
-        if event.kind is EventKind.SESSION_START:
+        tid = event.task_id
+        if isinstance(event, SessionStart):
             self._session_started = self._clock()
-            done, total = data.get("tasks_done"), data.get("tasks_total")
-            self._project = (int(done), int(total)) if isinstance(done, int) and isinstance(total, int) else None
-        if tid and event.kind is EventKind.TASK_CLAIMED:
-            label = str(data.get("key") or data.get("task_key") or data.get("title") or tid)
-            if data.get("key") and data.get("title"):
-                label = f"{data['key']} {data['title']}"
+            done, total = event.tasks_done, event.tasks_total
+            self._project = (done, total) if done is not None and total is not None else None
+        if tid and isinstance(event, TaskClaimed):
+            label = f"{event.key} {event.title}" if event.key and event.title else event.key or event.title or tid
             self._labels[tid] = label
             self._tasks[tid] = _TaskView(label, self._clock())
         view = self._tasks.get(tid) if tid else None
         if view is not None:
-            if event.kind is EventKind.TOOL_USE:
-                view.tool = str(data.get("name") or data.get("tool") or "")
-            if isinstance(data.get("turns"), int | float) and event.kind is not EventKind.TASK_RECORDED:
-                view.turns = int(data["turns"])
-            if event.kind is not EventKind.TASK_RECORDED:
+            if isinstance(event, ToolUse):
+                view.tool = event.name
+            elif isinstance(event, UsageUpdate | OutcomeEvent):
                 # the backend's own figure when it has one; else its running estimate
-                for name in ("cost_usd", "cost_usd_estimate"):
-                    if isinstance(data.get(name), int | float):
-                        view.cost_usd = float(data[name])
-                        break
-            if event.kind is EventKind.VERIFICATION:
+                view.turns = event.turns if event.turns is not None else view.turns
+                cost = event.cost_usd if event.cost_usd is not None else getattr(event, "cost_usd_estimate", None)
+                view.cost_usd = cost if cost is not None else view.cost_usd
+            elif isinstance(event, Verification):
                 view.tool = "verifying"
-        if event.kind is EventKind.TASK_RECORDED and tid:
+        if isinstance(event, TaskRecorded) and tid:
             return self._finished(event, self._tasks.pop(tid, None))
         return self._line(event)
 
-    def _finished(self, event: Event, view: _TaskView | None) -> str:
-        data = event.data
-        status = str(data.get("status") or "?")
-        cost = float(data.get("cost_usd") or (view.cost_usd if view else 0.0))
-        turns = int(data.get("turns") or (view.turns if view else 0))
+    def _finished(self, event: TaskRecorded, view: _TaskView | None) -> str:
+        status = event.status or "?"
+        cost = event.cost_usd if event.cost_usd is not None else view.cost_usd if view else 0.0
+        turns = event.turns if event.turns is not None else view.turns if view else 0
         self._cost += cost
         if status == "done":
             self._done += 1
@@ -169,7 +173,7 @@ class TerminalSink:
         mark = {"done": "✓", "blocked": "✗"}.get(status, "•")
         label = view.label if view else self._labels.get(event.task_id or "", event.task_id or "")
         elapsed = f", {_duration(self._clock() - view.started)}" if view else ""
-        message = data.get("message") or data.get("blocker") or ""
+        message = event.message
         tail = f" - {describe({'kind': 'text', 'text': message})[:160]}" if message and status != "done" else ""
         return f"{mark} {label}: {status} ({turns} turns, ${cost:.4f}{elapsed}){tail}"
 
@@ -177,7 +181,7 @@ class TerminalSink:
         record = event.to_dict()
         at = event.at.astimezone().strftime("%H:%M:%S") if isinstance(event.at, datetime) else ""
         who = self._labels.get(event.task_id or "", event.task_id or "")
-        if event.kind is EventKind.TASK_CLAIMED:
+        if isinstance(event, TaskClaimed):
             return f"{at} → {who}"
         where = f"[{who.split(' ', 1)[0]}] " if who else ""
         text = describe(record)

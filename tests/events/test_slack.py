@@ -9,9 +9,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from autonomous.config import parse_config
-from autonomous.events import Event, EventKind, Redactor
-from autonomous.sinks import EventBus
-from autonomous.slack import SlackNotifier, SlackSink
+from autonomous.events import (
+    CheckpointReached,
+    RateLimit,
+    Redactor,
+    SessionEnd,
+    SessionStart,
+    TaskClaimed,
+    TaskRecorded,
+    Text,
+    UsageUpdate,
+)
+from autonomous.events.bus import EventBus
+from autonomous.events.sinks.slack import SlackNotifier, SlackSink
 
 SECRET = "planted-secret-9f8e7d6c"
 HOOK_TOKEN = "XXhookTOKENsecretXX"
@@ -94,34 +104,27 @@ def session(bus: EventBus, clock: Clock | None = None) -> None:
             clock.now = 1000.0 + t
 
     at(0)
-    bus.emit(Event(EventKind.SESSION_START, {"session_id": "s-42"}))
-    bus.emit(Event(EventKind.TASK_CLAIMED, {"title": "[AUTH-1.1] Login", "key": "AUTH-1.1"}, task_id="T-1"))
+    bus.emit(SessionStart(session_id="s-42"))
+    bus.emit(TaskClaimed(title="[AUTH-1.1] Login", key="AUTH-1.1", task_id="T-1"))
     at(100)
-    bus.emit(Event(EventKind.TEXT, {"text": f"the password is {SECRET}"}, task_id="T-1"))
-    bus.emit(Event(EventKind.USAGE, {"turns": 5, "cost_usd": 0.25}, task_id="T-1"))
+    bus.emit(Text(text=f"the password is {SECRET}", task_id="T-1"))
+    bus.emit(UsageUpdate(turns=5, cost_usd=0.25, task_id="T-1"))
     at(200)
-    bus.emit(Event(EventKind.TASK_RECORDED, {"status": "done", "cost_usd": 0.25, "turns": 5}, task_id="T-1"))
-    bus.emit(Event(EventKind.TASK_CLAIMED, {"title": f"[AUTH-1.2] Reset {SECRET}"}, task_id="T-2"))
+    bus.emit(TaskRecorded(status="done", cost_usd=0.25, turns=5, task_id="T-1"))
+    bus.emit(TaskClaimed(title=f"[AUTH-1.2] Reset {SECRET}", task_id="T-2"))
     at(310)
-    bus.emit(Event(EventKind.USAGE, {"turns": 2, "cost_usd": 0.1}, task_id="T-2"))
+    bus.emit(UsageUpdate(turns=2, cost_usd=0.1, task_id="T-2"))
     bus.emit(
-        Event(
-            EventKind.TASK_RECORDED,
-            {"status": "blocked", "cost_usd": 0.1, "turns": 2, "message": f"SMTP refused {SECRET}"},
-            task_id="T-2",
-        )
+        TaskRecorded(status="blocked", cost_usd=0.1, turns=2, message=f"SMTP refused {SECRET}", task_id="T-2")
     )
     bus.emit(
-        Event(
-            EventKind.SESSION_END,
-            {"session_id": "s-42", "exit_code": 1, "reason": "stop on failure", "tasks_completed": ["AUTH-1.1"]},
-        )
+        SessionEnd(session_id="s-42", exit_code=1, reason="stop on failure", tasks_completed=["AUTH-1.1"])
     )
 
 
 def test_messages_arrive_with_blocks_and_text_and_no_secret(hook, caplog):
     clock = Clock()
-    notifier = SlackNotifier(hook.url, redactor=Redactor([SECRET, hook.url]))
+    notifier = SlackNotifier(hook.url)
     sink = SlackSink(notifier, interval=300, clock=clock)
     bus = EventBus([sink], Redactor([SECRET, hook.url]))
     with caplog.at_level(logging.DEBUG):
@@ -152,8 +155,8 @@ def test_at_most_one_message_per_second_and_bursts_are_merged(hook):
     sink = SlackSink(notifier, interval=0)
 
     def done(i: int) -> None:
-        sink.handle(Event(EventKind.TASK_CLAIMED, {"title": f"task {i}"}, task_id=f"T-{i}"))
-        sink.handle(Event(EventKind.TASK_RECORDED, {"status": "done"}, task_id=f"T-{i}"))
+        sink.handle(TaskClaimed(title=f"task {i}", task_id=f"T-{i}"))
+        sink.handle(TaskRecorded(status="done", task_id=f"T-{i}"))
 
     done(0)
     assert hook.received.wait(10)
@@ -249,10 +252,10 @@ def test_switches_respect_config(hook, tmp_path):
         },
         root=tmp_path,
     )
-    sink = SlackSink.from_config(config, redactor=Redactor([SECRET]))
+    sink = SlackSink.from_config(config)
     bus = EventBus([sink], Redactor([SECRET]))
     session(bus)
-    bus.emit(Event(EventKind.CHECKPOINT, {"checkpoint": "blocker", "review": True, "reason": "x"}))
+    bus.emit(CheckpointReached(checkpoint="blocker", review=True, reason="x"))
     bus.close()
     texts = [b["text"] for b in hook.bodies]
     joined = "\n".join(texts)
@@ -264,14 +267,12 @@ def test_switches_respect_config(hook, tmp_path):
 def test_pause_and_rate_limit_are_announced(hook):
     sink = SlackSink(SlackNotifier(hook.url, min_interval=0.0), interval=0)
     sink.handle(
-        Event(
-            EventKind.CHECKPOINT,
-            {"checkpoint": "regression_failure", "task_key": "AUTH-1.3", "reason": "tests broke", "review": True},
-            task_id="T-3",
+        CheckpointReached(
+            checkpoint="regression_failure", key="AUTH-1.3", reason="tests broke", review=True, task_id="T-3"
         )
     )
-    sink.handle(Event(EventKind.RATE_LIMIT, {"retry_at": "2026-05-09T08:00:00+00:00", "notify": True}))
-    sink.handle(Event(EventKind.SESSION_END, {"exit_code": 3, "reason": "paused at checkpoint"}))
+    sink.handle(RateLimit(retry_at="2026-05-09T08:00:00+00:00", notify=True))
+    sink.handle(SessionEnd(session_id="s-1", exit_code=3, reason="paused at checkpoint"))
     sink.close()
     joined = "\n".join(b["text"] for b in hook.bodies)
     assert "Checkpoint *regression_failure* on AUTH-1.3: awaiting review" in joined

@@ -12,9 +12,10 @@ one per second per webhook), merging whatever queued up meanwhile into one messa
 errors, timeouts and 429s (honouring ``Retry-After``, once) are logged and dropped, never
 raised. ``close`` drains the queue within a bounded time and stops the thread.
 
-Every payload passes through the :class:`~autonomous.events.Redactor` just before it is
-sent. The webhook URL is itself a secret: it is never logged (httpx's own request log
-line is scrubbed while a notifier is open) and never put into an event.
+The events come from the bus already redacted, so the messages built from them hold no
+secret. The webhook URL is itself a secret the sink alone knows: it is never logged
+(httpx's own request log line and the notifier's warnings are scrubbed of it) and never
+put into an event.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from autonomous.errors import ConfigError
-from autonomous.events import REDACTED, Event, EventKind, Redactor
+from autonomous.events.model import (
+    CheckpointReached,
+    Event,
+    RateLimit,
+    SessionEnd,
+    SessionStart,
+    TaskClaimed,
+    TaskRecorded,
+    UsageUpdate,
+)
+from autonomous.events.redact import REDACTED, Redactor
 
 if TYPE_CHECKING:  # pragma: no cover
     from autonomous.config import Config
@@ -103,7 +114,6 @@ class SlackNotifier:
         self,
         webhook_url: str,
         *,
-        redactor: Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 5.0,
         min_interval: float = 1.0,
@@ -112,7 +122,6 @@ class SlackNotifier:
     ):
         self._url = webhook_url
         url = httpx.URL(webhook_url)
-        self.redactor = redactor or Redactor()
         self._hide_url = Redactor([webhook_url, str(url), url.path if len(url.path) > 8 else ""])
         self.min_interval = min_interval
         self.max_pending = max_pending
@@ -248,7 +257,7 @@ class SlackNotifier:
         return None
 
     def _clean(self, value: Any) -> Any:
-        return self._hide_url.value(self.redactor.value(value))
+        return self._hide_url.value(value)
 
     def _failure(self, key: str, text: str) -> None:
         self.failed += 1
@@ -291,14 +300,12 @@ class SlackSink:
         self._cost = 0.0
 
     @classmethod
-    def from_config(
-        cls, config: Config, *, redactor: Redactor | None = None, transport: httpx.BaseTransport | None = None
-    ) -> SlackSink:
+    def from_config(cls, config: Config, *, transport: httpx.BaseTransport | None = None) -> SlackSink:
         """The sink for ``progress.slack_webhook`` (which must be set)."""
         progress = config.progress
         if not progress.slack_webhook:
             raise ConfigError("progress.slack_webhook: not set, so there is nowhere to post")
-        notifier = SlackNotifier(progress.slack_webhook, redactor=redactor, transport=transport)
+        notifier = SlackNotifier(progress.slack_webhook, transport=transport)
         return cls(
             notifier,
             interval=progress.notification_interval,
@@ -308,39 +315,34 @@ class SlackSink:
 
     # -- the sink ---------------------------------------------------------------------------
     def handle(self, event: Event) -> None:
-        data, tid, now = event.data, event.task_id, self._clock()
+        tid, now = event.task_id, self._clock()
         if self._started is None:
             self._started = self._last_progress = now
-        kind = event.kind
-        if kind is EventKind.SESSION_START:
-            self._session = str(data.get("session_id") or "") or None
+        if isinstance(event, SessionStart):
+            self._session = event.session_id or None
             self._started = self._last_progress = now
             self.notifier.post(message(f":rocket: Autonomous session started{self._sid()}"))
-        elif kind is EventKind.TASK_CLAIMED and tid:
-            self._labels[tid] = str(data.get("key") or data.get("title") or tid)
+        elif isinstance(event, TaskClaimed) and tid:
+            self._labels[tid] = event.key or event.title or tid
             self._current[tid] = 0.0
-        elif kind is EventKind.TASK_RECORDED and tid:
-            self._recorded(tid, data)
-        elif kind is EventKind.CHECKPOINT and data.get("review") and self.notify_on_blocked:
-            what = data.get("decision") or "awaiting review"
+        elif isinstance(event, TaskRecorded) and tid:
+            self._recorded(tid, event)
+        elif isinstance(event, CheckpointReached) and event.review and self.notify_on_blocked:
+            what = event.decision or "awaiting review"
             self.notifier.post(
                 message(
-                    f":double_vertical_bar: Checkpoint *{_esc(data.get('checkpoint', ''))}* on "
-                    f"{_esc(data.get('task_key') or self._label(tid))}: {_esc(what)}",
-                    detail=_esc(data.get("reason") or ""),
+                    f":double_vertical_bar: Checkpoint *{_esc(event.checkpoint)}* on "
+                    f"{_esc(event.task_key or event.key or self._label(tid))}: {_esc(what)}",
+                    detail=_esc(event.reason),
                 )
             )
-        elif kind is EventKind.RATE_LIMIT and data.get("notify") and self.notify_on_blocked:
-            self.notifier.post(message(f":hourglass: Rate limited; waiting until {_esc(data.get('retry_at', '?'))}"))
-        elif kind is EventKind.SESSION_END:
-            self._ended(data)
+        elif isinstance(event, RateLimit) and event.notify and self.notify_on_blocked:
+            self.notifier.post(message(f":hourglass: Rate limited; waiting until {_esc(event.retry_at or '?')}"))
+        elif isinstance(event, SessionEnd):
+            self._ended(event)
             return
-        if (
-            tid in self._current
-            and kind is not EventKind.TASK_RECORDED
-            and isinstance(data.get("cost_usd"), int | float)
-        ):
-            self._current[tid] = float(data["cost_usd"])
+        if tid in self._current and isinstance(event, UsageUpdate) and event.cost_usd is not None:
+            self._current[tid] = event.cost_usd
         if self.interval > 0 and self._last_progress is not None and now - self._last_progress >= self.interval:
             self._last_progress = now
             self.notifier.post(self._progress(now))
@@ -355,22 +357,22 @@ class SlackSink:
     def _label(self, tid: str | None) -> str:
         return self._labels.get(tid or "", tid or "")
 
-    def _recorded(self, tid: str, data: dict[str, Any]) -> None:
+    def _recorded(self, tid: str, event: TaskRecorded) -> None:
         label = self._labels.pop(tid, tid)
         self._current.pop(tid, None)
-        cost = float(data.get("cost_usd") or 0.0)
+        cost = event.cost_usd or 0.0
         self._cost += cost
-        status = data.get("status")
-        spent = f"{data.get('turns', 0)} turns, ${cost:.4f}"
-        if status == "done":
+        spent = f"{event.turns or 0} turns, ${cost:.4f}"
+        if event.status == "done":
             self._done.append(label)
             if self.notify_on_complete:
                 self.notifier.post(message(f":white_check_mark: Done: *{_esc(label)}* ({spent})"))
-        elif status == "blocked":
+        elif event.status == "blocked":
             self._blocked.append(label)
             if self.notify_on_blocked:
-                reason = data.get("message") or data.get("blocker") or ""
-                self.notifier.post(message(f":no_entry: Blocked: *{_esc(label)}* ({spent})", detail=_esc(reason)))
+                self.notifier.post(
+                    message(f":no_entry: Blocked: *{_esc(label)}* ({spent})", detail=_esc(event.message))
+                )
 
     def _progress(self, now: float) -> Message:
         elapsed = now - (self._started or now)
@@ -384,21 +386,16 @@ class SlackSink:
             context=f"{rate:.1f} tasks/hour",
         )
 
-    def _ended(self, data: dict[str, Any]) -> None:
-        def count(value: Any) -> int:
-            return len(value) if isinstance(value, list) else int(value or 0)
-
-        blocked = data.get("tasks_blocked", self._blocked)
-        paused = data.get("exit_code") == 3
+    def _ended(self, event: SessionEnd) -> None:
+        paused = event.exit_code == 3
         icon = ":double_vertical_bar:" if paused else ":checkered_flag:"
         head = "paused, awaiting review" if paused else "ended"
-        cost = float(data.get("cost_usd", self._cost) or 0.0)
-        minutes = float(data.get("duration_s") or 0) / 60
         text = (
-            f"{icon} Session{self._sid()} {head}: {count(data.get('tasks_completed', self._done))} done, "
-            f"{count(blocked)} blocked, {count(data.get('tasks_failed'))} failed, ${cost:.2f}, {minutes:.0f} min"
+            f"{icon} Session{self._sid()} {head}: {len(event.tasks_completed)} done, "
+            f"{len(event.tasks_blocked)} blocked, {len(event.tasks_failed)} failed, ${event.cost_usd:.2f}, "
+            f"{event.duration_s / 60:.0f} min"
         )
-        detail = _esc(data.get("reason") or "")
-        if isinstance(blocked, list) and blocked:
-            detail += ("\n" if detail else "") + "Blocked: " + ", ".join(_esc(b) for b in blocked[:20])
+        detail = _esc(event.reason)
+        if event.tasks_blocked:
+            detail += ("\n" if detail else "") + "Blocked: " + ", ".join(_esc(b) for b in event.tasks_blocked[:20])
         self.notifier.post(message(text, detail=detail))

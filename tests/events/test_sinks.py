@@ -9,41 +9,43 @@ from datetime import UTC, datetime
 import pytest
 
 from autonomous.config import parse_config
-from autonomous.display import TerminalSink
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus, Redactor
-from autonomous.sinks import EVENTS_FILENAME, LOG_FILENAME, EventBus, JsonlSink, LogFileSink, build_bus, format_event
+from autonomous.events import (
+    Event,
+    Outcome,
+    OutcomeEvent,
+    OutcomeStatus,
+    Redactor,
+    SessionEnd,
+    SessionStart,
+    TaskClaimed,
+    TaskRecorded,
+    Text,
+    ToolUse,
+    UsageUpdate,
+    WarningEvent,
+)
+from autonomous.events.bus import EventBus, build_bus
+from autonomous.events.format import format_event
+from autonomous.events.sinks.files import EVENTS_FILENAME, LOG_FILENAME, JsonlSink, LogFileSink
+from autonomous.events.sinks.terminal import TerminalSink
 
 SECRET = "s3cr3t-value-planted-42"
 ANTHROPIC = "sk-ant-api03-abcdefghijklmnop"
 AT = datetime(2026, 5, 9, 7, 35, 25, tzinfo=UTC)
+TASK = {"task_id": "T-2", "key": "AUTH-1.2", "worker_id": "host:1:ab", "at": AT}  # as the worker stamps them
 
 
 def leaky_events() -> list[Event]:
     """A session whose events carry secrets everywhere an agent could put them."""
     return [
-        Event(EventKind.SESSION_START, {"session_id": "s-1", "worker_id": "host:1:ab"}, at=AT),
-        Event(EventKind.TASK_CLAIMED, {"title": "[AUTH-1.2] Login form", "key": "AUTH-1.2"}, task_id="T-2", at=AT),
-        Event(EventKind.TEXT, {"text": f"I found the token {SECRET} in .env"}, task_id="T-2", at=AT),
-        Event(
-            EventKind.TOOL_USE,
-            {"name": "Bash", "input": {"command": f"curl -H 'x-api-key: {ANTHROPIC}' https://x"}},
-            task_id="T-2",
-            at=AT,
-        ),
-        Event(EventKind.USAGE, {"turns": 3, "cost_usd": 0.0123}, task_id="T-2", at=AT),
-        Event(
-            EventKind.OUTCOME,
-            Outcome(OutcomeStatus.BLOCKED, blocker=f"needs {SECRET}", cost_usd=0.02, turns=4).to_dict(),
-            task_id="T-2",
-            at=AT,
-        ),
-        Event(
-            EventKind.TASK_RECORDED,
-            {"status": "blocked", "cost_usd": 0.02, "turns": 4, "message": f"blocked: [{SECRET}]"},
-            task_id="T-2",
-            at=AT,
-        ),
-        Event(EventKind.SESSION_END, {"reason": f"done ({SECRET})", "tasks_completed": []}, at=AT),
+        SessionStart(session_id="s-1", worker_id="host:1:ab", at=AT),
+        TaskClaimed(title="[AUTH-1.2] Login form", **TASK),
+        Text(text=f"I found the token {SECRET} in .env", **TASK),
+        ToolUse(name="Bash", input={"command": f"curl -H 'x-api-key: {ANTHROPIC}' https://x"}, **TASK),
+        UsageUpdate(turns=3, cost_usd=0.0123, **TASK),
+        OutcomeEvent.of(Outcome(OutcomeStatus.BLOCKED, blocker=f"needs {SECRET}", cost_usd=0.02, turns=4), **TASK),
+        TaskRecorded(status="blocked", cost_usd=0.02, turns=4, message=f"blocked: [{SECRET}]", **TASK),
+        SessionEnd(session_id="s-1", exit_code=1, reason=f"done ({SECRET})", at=AT),
     ]
 
 
@@ -61,7 +63,7 @@ def test_bus_writes_log_and_jsonl_without_secrets(tmp_path):
         assert ANTHROPIC not in text
         assert "***" in text
 
-    # JSONL: one Event.to_dict() per line, in order, labelled with the task's key learnt from its claim
+    # JSONL: one Event.to_dict() per line, in order, with the common fields first
     records = [json.loads(line) for line in jsonl_text.splitlines()]
     assert [r["kind"] for r in records] == [e.kind.value for e in leaky_events()]
     assert records[2] == {
@@ -69,10 +71,12 @@ def test_bus_writes_log_and_jsonl_without_secrets(tmp_path):
         "kind": "text",
         "task_id": "T-2",
         "backend": None,
+        "worker_id": "host:1:ab",
+        "key": "AUTH-1.2",
         "text": "I found the token *** in .env",
-        "task_key": "AUTH-1.2",
+        "subagent": False,
     }
-    # The human log: one line per event, the task's key learnt from its claim.
+    # The human log: one line per event, labelled with the task's key.
     lines = log_text.splitlines()
     assert len(lines) == len(leaky_events())
     assert lines[3].startswith("2026-05-09T07:35:25 INFO  [AUTH-1.2] tool_use")
@@ -82,10 +86,10 @@ def test_bus_writes_log_and_jsonl_without_secrets(tmp_path):
 
 def test_events_emitted_after_close_are_dropped(tmp_path):
     bus = EventBus([JsonlSink(tmp_path)])
-    bus.emit(Event(EventKind.WARNING, {"message": "one"}))
+    bus.emit(WarningEvent(message="one"))
     bus.close()
     bus.close()  # idempotent
-    bus.emit(Event(EventKind.WARNING, {"message": "two"}))
+    bus.emit(WarningEvent(message="two"))
     assert len((tmp_path / EVENTS_FILENAME).read_text().splitlines()) == 1
 
 
@@ -106,7 +110,7 @@ def test_a_failing_sink_never_stops_emit_and_warns_once(tmp_path, caplog):
     bus = EventBus([bad, JsonlSink(tmp_path)], Redactor([SECRET]))
     with caplog.at_level(logging.WARNING, logger="autonomous.events"):
         for i in range(3):
-            bus.emit(Event(EventKind.TEXT, {"text": f"message {i} with {SECRET}"}))
+            bus.emit(Text(text=f"message {i} with {SECRET}"))
         bus.close()
     # every event still reached the healthy sink, and the broken one kept being tried
     assert len((tmp_path / EVENTS_FILENAME).read_text().splitlines()) == 3
@@ -120,7 +124,7 @@ def test_a_failing_sink_never_stops_emit_and_warns_once(tmp_path, caplog):
 def test_log_file_rotates_by_size(tmp_path):
     sink = LogFileSink(tmp_path, max_bytes=2000, backups=2)
     for i in range(100):
-        sink.handle(Event(EventKind.TEXT, {"text": f"line {i} " + "x" * 50}, at=AT))
+        sink.handle(Text(text=f"line {i} " + "x" * 50, at=AT))
     sink.close()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["autonomous.log", "autonomous.log.1", "autonomous.log.2"]
@@ -134,11 +138,11 @@ def test_jsonl_appends_from_several_processes_never_interleave(tmp_path):
         """
         import sys
         from pathlib import Path
-        from autonomous.events import Event, EventKind
-        from autonomous.sinks import JsonlSink
+        from autonomous.events import Text
+        from autonomous.events.sinks.files import JsonlSink
         sink = JsonlSink(Path(sys.argv[1]))
         for i in range(200):
-            sink.handle(Event(EventKind.TEXT, {"text": sys.argv[2] * 20000, "i": i}))
+            sink.handle(Text(text=sys.argv[2] * 20000, task_id=str(i)))
         sink.close()
         """
     )
@@ -148,12 +152,12 @@ def test_jsonl_appends_from_several_processes_never_interleave(tmp_path):
     assert len(lines) == 800
     records = [json.loads(line) for line in lines]
     for letter in "abcd":
-        assert sorted(r["i"] for r in records if r["text"] == letter * 20000) == list(range(200))
+        assert sorted(int(r["task_id"]) for r in records if r["text"] == letter * 20000) == list(range(200))
 
 
 def test_jsonl_is_visible_at_once(tmp_path):
     sink = JsonlSink(tmp_path)
-    sink.handle(Event(EventKind.WARNING, {"message": "hello"}))
+    sink.handle(WarningEvent(message="hello"))
     # no close, no flush: another reader sees the line immediately
     assert json.loads((tmp_path / EVENTS_FILENAME).read_text())["message"] == "hello"
     sink.close()
@@ -218,13 +222,13 @@ def test_terminal_live_panel_shows_task_tool_turns_cost():
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120, color_system=None)
     sink = TerminalSink(buffer, live=True, console=console)
-    sink.handle(Event(EventKind.SESSION_START, {"session_id": "s-1"}))
-    sink.handle(Event(EventKind.TASK_CLAIMED, {"title": "[AUTH-1.2] Login form"}, task_id="T-2"))
-    sink.handle(Event(EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "pytest"}}, task_id="T-2"))
-    sink.handle(Event(EventKind.USAGE, {"turns": 7, "cost_usd": 0.5}, task_id="T-2"))
+    sink.handle(SessionStart(session_id="s-1"))
+    sink.handle(TaskClaimed(title="[AUTH-1.2] Login form", task_id="T-2"))
+    sink.handle(ToolUse(name="Bash", input={"command": "pytest"}, task_id="T-2"))
+    sink.handle(UsageUpdate(turns=7, cost_usd=0.5, task_id="T-2"))
     panel = buffer.getvalue()
     assert "[AUTH-1.2] Login form" in panel and "Bash" in panel and "$0.5000" in panel and " 7 " in panel
-    sink.handle(Event(EventKind.TASK_RECORDED, {"status": "done", "turns": 7, "cost_usd": 0.5}, task_id="T-2"))
+    sink.handle(TaskRecorded(status="done", turns=7, cost_usd=0.5, task_id="T-2"))
     sink.close()
     assert "✓ [AUTH-1.2] Login form: done (7 turns, $0.5000" in buffer.getvalue()
     assert sink._live is None  # the refresh thread is stopped
@@ -236,15 +240,15 @@ def test_terminal_live_panel_keeps_the_history_above_it_and_shows_progress_and_l
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120, color_system=None)
     sink = TerminalSink(buffer, live=True, console=console)
-    sink.handle(Event(EventKind.SESSION_START, {"session_id": "s-1", "tasks_done": 3, "tasks_total": 8}))
-    sink.handle(Event(EventKind.TASK_CLAIMED, {"key": "AUTH-1.2", "title": "Login form"}, task_id="T-2"))
-    sink.handle(Event(EventKind.TOOL_USE, {"name": "Bash", "input": {"command": "pytest -q"}}, task_id="T-2"))
+    sink.handle(SessionStart(session_id="s-1", tasks_done=3, tasks_total=8))
+    sink.handle(TaskClaimed(key="AUTH-1.2", title="Login form", task_id="T-2"))
+    sink.handle(ToolUse(name="Bash", input={"command": "pytest -q"}, task_id="T-2"))
     # the CLI backend's running estimate: the cost grows before the task ends
-    sink.handle(Event(EventKind.USAGE, {"turns": 2, "cost_usd_estimate": 0.0123}, task_id="T-2"))
+    sink.handle(UsageUpdate(turns=2, cost_usd_estimate=0.0123, task_id="T-2"))
     assert "$0.0123" in buffer.getvalue()
     assert "done 3 of 8" in buffer.getvalue()
-    sink.handle(Event(EventKind.OUTCOME, {"status": "completed", "turns": 2, "cost_usd": 0.02}, task_id="T-2"))
-    sink.handle(Event(EventKind.TASK_RECORDED, {"status": "done", "turns": 2, "cost_usd": 0.02}, task_id="T-2"))
+    sink.handle(OutcomeEvent(status="completed", turns=2, cost_usd=0.02, task_id="T-2"))
+    sink.handle(TaskRecorded(status="done", turns=2, cost_usd=0.02, task_id="T-2"))
     assert "done 4 of 8" in buffer.getvalue()
     sink.close()
     # the panel is gone (transient); what was printed above it stays, in order
@@ -263,7 +267,7 @@ def test_build_bus_writes_where_the_config_says_and_scrubs_its_secrets(tmp_path)
     bus = build_bus(config, terminal=False)
     assert [type(s).__name__ for s in bus.sinks] == ["LogFileSink", "JsonlSink", "SlackSink"]
     bus.sinks.pop().close()  # nothing listens on port 9: only the files are checked here
-    bus.emit(Event(EventKind.TEXT, {"text": "posting to http://127.0.0.1:9/hook-secret-123"}))
+    bus.emit(Text(text="posting to http://127.0.0.1:9/hook-secret-123"))
     bus.close()
     assert config.log_dir == tmp_path / "var" / "logs"
     written = (config.log_dir / EVENTS_FILENAME).read_text() + (config.log_dir / LOG_FILENAME).read_text()
