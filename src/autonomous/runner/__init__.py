@@ -33,14 +33,15 @@ Safety rules kept here, in one place:
 
 Where each part lives::
 
-    session.py    AutonomousRunner: start/end, META notes, the session record, resume, signals
-    pool.py       the workers side by side: claims, halts, pauses, rate-limit waits
+    session.py    AutonomousRunner: start/end, META notes, the session record, resume
+    pool.py       the workers side by side: claims, halts, pauses, rate-limit waits, pull request polls
     worker.py     one task: claim -> prompt -> backend -> verify -> record
+    handoff.py    where verified work goes (execution.handoff merge | review | pr); the shared remote
     verdict.py    pure: outcome + checks + attempts -> status and note
     budget.py     SessionBudget: reservations, the task allowances, the limit
     preflight.py  what is checked before the first claim (exit 2 with the fix)
-    process.py    worker ids, the one-runner-per-project lock, killing children
-    state.py      what the last runner left: stop, recovery context
+    process.py    worker ids, the one-runner-per-project lock, signal handlers, killing children
+    state.py      what the last runner left: stop, dead-claim recovery, recovery context
 
 Prompts are built in :mod:`autonomous.prompts.build`; worktrees and the merge queue are
 :mod:`autonomous.workspace.worktrees`; what a task commits is :mod:`autonomous.workspace.commit`.

@@ -3,17 +3,21 @@
 * :func:`new_worker_id` names a worker ``hostname:pid:rand`` (unique, and tells a person
   where it runs);
 * :class:`RunnerLock` keeps one runner per project;
+* :func:`signal_handlers` routes SIGINT and SIGTERM to the session while it runs;
 * :func:`kill_children` ends every process the runner started (a second Ctrl-C).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import secrets
 import signal
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autonomous.errors import RunnerBusy
@@ -83,3 +87,23 @@ def kill_children() -> None:
                 os.killpg(group, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def signal_handlers(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler(signum)`` in the loop while the block runs (only
+    in the main thread: an embedding application's worker thread keeps its own handling)."""
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, handler, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)

@@ -14,18 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from autonomous import actions, runner_state, scheduler, verify
+from autonomous import actions, runner_state, scheduler
 from autonomous import checkpoints as cp
 from autonomous.backends.base import Backend
 from autonomous.checks import baseline as checks_baseline
 from autonomous.config import Config, build_redactor, load_config
 from autonomous.errors import (
     AutonomousError,
-    ClaimConflict,
     ExitCode,
     PreflightError,
-    ProviderError,
-    StaleClaim,
     TaskNotFound,
 )
 from autonomous.events import CheckpointReached, Event, SessionEnd, SessionStart, WarningEvent
@@ -35,9 +32,10 @@ from autonomous.prompts.build import build_prompt
 from autonomous.providers.base import SessionRecord, StateProvider
 from autonomous.runner import preflight
 from autonomous.runner.budget import SessionBudget
+from autonomous.runner.handoff import open_shared_remote
 from autonomous.runner.pool import WorkerPool
-from autonomous.runner.process import RunnerLock, kill_children, new_worker_id, same_host
-from autonomous.runner.state import load_previous
+from autonomous.runner.process import RunnerLock, kill_children, new_worker_id, signal_handlers
+from autonomous.runner.state import load_previous, recover_dead_claims
 from autonomous.runner.worker import Worker
 from autonomous.runner_state import CurrentTask, RunnerState
 from autonomous.tasks import Task, TaskStatus, utcnow
@@ -278,18 +276,6 @@ class AutonomousRunner(WorkerPool):
                 self.save_state()
         os._exit(ExitCode.INTERRUPTED)
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        if threading.current_thread() is not threading.main_thread():
-            return []
-        installed = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, self._on_signal, signum)
-                installed.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-        return installed
-
     # -- entry points --------------------------------------------------------------------------
     def start(self, *, resume: bool = False, dry_run: bool = False) -> RunResult:
         """Run the session to its end (sync). See the module docstring for exit codes.
@@ -343,13 +329,8 @@ class AutonomousRunner(WorkerPool):
             return RunResult(ExitCode.OK, "dry run: nothing claimed, nothing spent")
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        installed = self._install_signals(loop)
-        try:
+        with signal_handlers(loop, self._on_signal):
             return await self._session(resume)
-        finally:
-            for signum in installed:
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signum)
 
     # -- the session -----------------------------------------------------------------------------
     async def _session(self, resume: bool) -> RunResult:
@@ -396,7 +377,7 @@ class AutonomousRunner(WorkerPool):
         previous = load_previous(c.state_dir)
         backend_ = self.backend()
         self.isolation = Isolation.setup(self.config, self.emit)
-        await self._setup_remote()
+        await open_shared_remote(self)
         count = max(1, c.autonomous.workers)
         self.workers = [
             Worker(self, self.worker_id if count == 1 else f"{self.worker_id}:w{i + 1}", backend_) for i in range(count)
@@ -449,7 +430,7 @@ class AutonomousRunner(WorkerPool):
                 backend=worker.backend.name,
             )
         )
-        resume_targets = self._recover(previous)
+        resume_targets = recover_dead_claims(self.provider, previous, self.emit)
         self._leftovers()
         self.baseline, self._baseline_done, self._baseline_lock = None, False, asyncio.Lock()
         exit_code, reason = ExitCode.OK, ""
@@ -499,55 +480,6 @@ class AutonomousRunner(WorkerPool):
         print(f"autonomous: warning: {message}", file=sys.stderr, flush=True)
         self.emit(WarningEvent(message=message))
 
-    async def _setup_remote(self) -> None:
-        """Resolve ``execution.git.remote`` and publish what a runner killed mid-push left
-        unpushed (its tasks are then found on the remote and recorded done, not redone).
-        Review mode and a remote need task worktrees: a configuration without them is an
-        error before anything is claimed."""
-        c = self.config
-        if (c.execution.git.remote or c.execution.handoff == "review") and self.isolation is None:
-            need = "execution.git.remote" if c.execution.git.remote else "execution.handoff: review"
-            raise PreflightError(f"{need} needs a git repository with a commit and a branch checked out")
-        if not c.execution.git.remote or self.isolation is None:
-            return
-        iso = self.isolation
-        try:
-            shared = remote.resolve(iso.repo, c.execution.git.remote, c.execution.git.branch)
-            self.remote = iso.remote = shared
-        except git.GitError as exc:
-            raise PreflightError(str(exc)) from None
-        if c.execution.handoff == "pr":
-            github = getattr(self.provider, "client", None) if self.provider.kind == "github" else None
-            pulls = c.execution.pull_requests
-            try:
-                self.pull_requests = PullRequests.open(pulls, shared.branch, shared=github, env=os.environ)
-            except ProviderError as exc:
-                raise PreflightError(str(exc)) from None
-        if shared.branch != iso.integration:
-            raise PreflightError(
-                f"execution.git.branch: the project has {iso.integration} checked out, not {shared.branch}; "
-                f"check out {shared.branch} (the runner merges into the branch checked out)"
-            )
-        if await asyncio.to_thread(remote.catch_up, iso.repo, shared) is None:
-            return  # the remote has no such branch yet: the first push creates it
-        ahead = await asyncio.to_thread(git.count_ahead, iso.repo, shared.ref)
-        if not ahead:
-            return
-
-        async def check() -> verify.VerificationResult | None:
-            return await iso.check_checkout(self.redactor.text)
-
-        pub = await remote.publish(iso.repo, shared, attempts=c.execution.git.max_push_attempts, verify=check)
-        if pub.pushed:
-            message = f"pushed {ahead} commit(s) left unpushed on {iso.integration} to {shared.describe()}"
-        else:
-            kept = await asyncio.to_thread(remote.set_aside, iso.repo, shared, "unpushed")
-            message = (
-                f"{ahead} commit(s) on {iso.integration} could not be pushed to {shared.describe()}; "
-                f"kept on branch {kept}, {iso.integration} is back on {shared.describe()}: {pub.output.splitlines()[0]}"
-            )
-        self.emit(WarningEvent(message=message))
-
     def _meta_note(self, text: str) -> None:
         try:
             meta = self.provider.meta_task()
@@ -564,45 +496,6 @@ class AutonomousRunner(WorkerPool):
         except Exception as exc:  # a courtesy, like the META note
             self.emit(WarningEvent(message=f"could not update the META task: {exc}"))
             return None
-
-    def _recover(self, previous: RunnerState | None) -> list[CurrentTask]:
-        """Claims left by a runner of this project that died (kill -9, power cut) go back
-        to the pool now rather than when their lease expires. Only for a runner on this
-        host whose pid is gone: a live runner's claims are never touched. Returns what
-        that runner was working on, for ``--resume``."""
-        if previous is None or not previous.current:
-            return []
-        dead = previous.pid != os.getpid() and not runner_state.pid_alive(previous.pid)
-        targets = []
-        for cur in previous.current:
-            targets.append(cur)
-            if not dead or not same_host(cur.worker_id or previous.worker_id):
-                continue
-            try:
-                task = self.provider.get_task(cur.id)
-            except TaskNotFound:
-                continue
-            holder = task.claim.worker_id if task.claim else None
-            if task.status is TaskStatus.IN_PROGRESS and holder in (cur.worker_id, previous.worker_id):
-                try:
-                    self.provider.update_task(task.id, force=True, status=TaskStatus.TODO)
-                    self.provider.add_note(
-                        task.id,
-                        f"Recovered: runner {holder} (pid {previous.pid}) died while working on this task; "
-                        "back to todo"
-                        + (f"; its conversation was {cur.backend_session_id}" if cur.backend_session_id else ""),
-                        AUTHOR,
-                    )
-                    self.emit(
-                        WarningEvent(
-                            message=f"recovered {task.key} from dead runner pid {previous.pid}",
-                            task_id=task.id,
-                            key=task.key,
-                        )
-                    )
-                except (StaleClaim, ClaimConflict):
-                    pass
-        return targets
 
     def _leftovers(self) -> None:
         """Worktrees a previous runner left: merged ones go, unmerged ones are kept and

@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autonomous import runner_state
 from autonomous.config import Config
-from autonomous.errors import AutonomousError, TaskNotFound
+from autonomous.errors import AutonomousError, ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.events import Event, WarningEvent
+from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
 from autonomous.providers.base import StateProvider
 from autonomous.runner.process import same_host
-from autonomous.runner_state import RunnerState
+from autonomous.runner_state import CurrentTask, RunnerState
+from autonomous.tasks import TaskStatus
 
 
 def load_previous(state_dir: Path) -> RunnerState | None:
@@ -97,3 +101,45 @@ def recovery_context(config: Config, *, events: int = 20, provider: StateProvide
     else:
         info["would"] = f"continue session {state.session_id} with the next ready task"
     return info
+
+
+def recover_dead_claims(
+    provider: StateProvider, previous: RunnerState | None, emit: Callable[[Event], None]
+) -> list[CurrentTask]:
+    """Claims left by a runner of this project that died (kill -9, power cut) go back
+    to the pool now rather than when their lease expires. Only for a runner on this
+    host whose pid is gone: a live runner's claims are never touched. Returns what
+    that runner was working on, for ``--resume``."""
+    if previous is None or not previous.current:
+        return []
+    dead = previous.pid != os.getpid() and not runner_state.pid_alive(previous.pid)
+    targets = []
+    for cur in previous.current:
+        targets.append(cur)
+        if not dead or not same_host(cur.worker_id or previous.worker_id):
+            continue
+        try:
+            task = provider.get_task(cur.id)
+        except TaskNotFound:
+            continue
+        holder = task.claim.worker_id if task.claim else None
+        if task.status is TaskStatus.IN_PROGRESS and holder in (cur.worker_id, previous.worker_id):
+            try:
+                provider.update_task(task.id, force=True, status=TaskStatus.TODO)
+                provider.add_note(
+                    task.id,
+                    f"Recovered: runner {holder} (pid {previous.pid}) died while working on this task; "
+                    "back to todo"
+                    + (f"; its conversation was {cur.backend_session_id}" if cur.backend_session_id else ""),
+                    AUTHOR,
+                )
+                emit(
+                    WarningEvent(
+                        message=f"recovered {task.key} from dead runner pid {previous.pid}",
+                        task_id=task.id,
+                        key=task.key,
+                    )
+                )
+            except (StaleClaim, ClaimConflict):
+                pass
+    return targets

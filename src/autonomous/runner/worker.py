@@ -33,13 +33,14 @@ from autonomous.events import (
 )
 from autonomous.init.tick import Tick, tick_done
 from autonomous.prompts.build import RUNNER_AUTHOR as AUTHOR
-from autonomous.prompts.build import build_prompt, continuation_prompt, shorten, verification_feedback
+from autonomous.prompts.build import build_prompt, continuation_prompt, verification_feedback
+from autonomous.runner.handoff import Handoff
 from autonomous.runner.verdict import Result, decide
 from autonomous.runner_state import CurrentTask
 from autonomous.tasks import Task, TaskStatus, utcnow
-from autonomous.workspace import changes, git, pull_requests, remote
+from autonomous.workspace import changes, git
 from autonomous.workspace.commit import TaskCommit, commit_change_set
-from autonomous.workspace.worktrees import MERGE_NOTE, Isolation
+from autonomous.workspace.worktrees import Isolation
 
 if TYPE_CHECKING:
     from autonomous.runner.session import AutonomousRunner
@@ -76,7 +77,7 @@ class TaskResult:
 
 
 
-class Worker:
+class Worker(Handoff):
     """One agent taking tasks one after another. Shares the provider, the budget and the
     event bus with the other workers of the session."""
 
@@ -369,82 +370,6 @@ class Worker:
         assert self.allowance is not None, "a review runs inside a task"
         return self.allowance
 
-    # -- shared remote and review (docs/runner.md "Many machines") ----------------------------
-    def _remote_start(self, task: Task) -> str | None:
-        """The task's commit when the remote already holds it (a runner died after pushing
-        it, before recording it), as of a fresh fetch."""
-        shared, iso = self.runner.remote, self.isolation
-        assert shared is not None and iso is not None
-        with iso.git_lock:
-            git.fetch(iso.repo, shared.name, shared.branch)
-            return remote.published(iso.repo, shared, task.id)
-
-    async def _record_landed(self, task: Task, token: int, result: TaskResult, sha: str) -> TaskResult:
-        shared = self.runner.remote
-        assert shared is not None
-        result.verdict, result.commit = Result.DONE, sha
-        note = (
-            f"Done (commit {sha[:12]} already on {shared.describe()}: a runner stopped after pushing it, "
-            f"before recording it)\nTurns: 0, cost: $0.0000, duration: 0.0s, commit: {sha}"
-        )
-        try:
-            self.provider.release(task.id, token, status=TaskStatus.DONE, note=note, author=AUTHOR)
-        except StaleClaim:
-            result.verdict = Result.LOST
-            result.message = f"lost the lease on {task.key} before recording; nothing recorded"
-            return result
-        result.message = note.splitlines()[0]
-        self.emit(TaskRecorded(status="done", verdict=result.verdict, commit=sha, message=result.message), task)
-        return result
-
-    async def _merge_approved(
-        self, task: Task, token: int, result: TaskResult, before: changes.TreeState, started: float
-    ) -> TaskResult:
-        """A person approved the work in review: verify it once more and merge it as ``merge``
-        mode would, without running the agent again."""
-        c = self.config
-        result.approved = True
-        result.change_set = await asyncio.to_thread(self._changes_since, before)
-        if not result.change_set:  # the reviewed branch is not here (another machine, deleted): merge nothing
-            result.outcome = Outcome(
-                OutcomeStatus.BLOCKED, blocker=f"approved, but branch {git.branch_name(task.key)} holds no work here"
-            )
-            return await self._record(task, token, result)
-        result.outcome = Outcome(OutcomeStatus.COMPLETED, summary="approved in review")
-        result.verification = await verify.verify(
-            self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
-        )
-        self.emit(Verification(attempt=1, **result.verification.to_dict()), task)
-        result.duration_s = time.monotonic() - started
-        return await self._record(task, token, result)
-
-    async def _pull_request(self, task: Task, result: TaskResult) -> tuple[TaskStatus, str]:
-        """``handoff: pr``: push the task's branch and open (or reuse) its pull request
-        (workspace/pull_requests.py). Returns the status and the note's head."""
-        c, shared, pulls = self.config, self.runner.remote, self.runner.pull_requests
-        assert shared is not None and pulls is not None and self.worktree is not None
-
-        async def check() -> verify.VerificationResult:
-            return await verify.verify(
-                self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
-            )
-
-        body = f"{task.description}\n\nOpened by autonomous for task {task.key} (id {task.id}).".strip()
-        done = await pull_requests.hand_off(
-            pulls, self.worktree, shared, task.key, title=f"{task.key}: {task.title}", body=body,
-            attempts=c.execution.git.max_push_attempts, verify=check,
-        )  # fmt: skip
-        result.commit = done.sha or result.commit
-        if done.pull is None:
-            result.verdict = Result.BLOCKED
-            return TaskStatus.BLOCKED, f"Blocked: {done.problem}"
-        result.verdict = Result.IN_REVIEW
-        return TaskStatus.IN_REVIEW, (
-            f"{history.PR_NOTE} #{done.pull.number} {done.pull.url} (branch {git.branch_name(task.key)}, "
-            f"commit {(result.commit or '-')[:12]}, {'opened' if done.opened else 'updated'}): "
-            "merged -> done, changes requested -> back to the agent"
-        )
-
     def _note(self, task: Task, token: int, text: str) -> None:
         try:
             self.provider.add_note(task.id, self.runner.redactor.text(text), AUTHOR, token=token)
@@ -488,60 +413,6 @@ class Worker:
         if done.refused:
             self.emit(WarningEvent(message=f"nothing committed: {done.describe_refusal()}"), task)
         return done, ""
-
-    async def _merge(self, task: Task, token: int, result: TaskResult) -> tuple[bool, str]:
-        """Through the merge queue into the integration branch. Returns (merged, the head of
-        the task's note); on failure ``result.verdict`` is MERGE_RETRY (back to todo, redone
-        on the new base) or, after ``max_merge_attempts``, BLOCKED."""
-        iso, path = self.isolation, self.worktree
-        assert iso is not None and path is not None
-        c = self.config
-        branch = git.branch_name(task.key)
-        own = result.commit
-        try:
-            merged, vr = await iso.integrate(task, branch, path, self.runner.redactor.text, self.runner.baseline)
-        except git.GitError as exc:
-            merged, vr = git.MergeResult(False, output=str(exc)), None
-        if vr is not None and vr.ran_anything:
-            self._note(task, token, f"After merging into {iso.integration}: {vr.evidence()}")
-        if merged.merged:
-            result.commit = merged.after or own
-            try:
-                await asyncio.to_thread(iso.finish, path, branch)
-            except git.GitError as exc:
-                self.emit(WarningEvent(message=f"could not remove the worktree {path}: {exc}"), task)
-            pushed = f", pushed to {self.runner.remote.describe()}" if self.runner.remote else ""
-            if merged.rebased:
-                pushed += " after rebasing onto work pushed meanwhile"
-            return True, (
-                f"Done (commit {own[:12] if own else '-'}, merged into {iso.integration} "
-                f"as {(result.commit or '-')[:12]}, {c.execution.git.merge_strategy}{pushed})"
-            )
-        attempts = sum(1 for n in history.since_retry(task.notes) if n.text.startswith(MERGE_NOTE)) + 1
-        what = "conflict" if merged.conflict else "blocked by the checkout" if merged.obstacle else "failed"
-        max_attempts = c.execution.git.max_merge_attempts
-        if attempts >= max_attempts or merged.obstacle:
-            result.verdict = Result.BLOCKED
-            iso.kept.append({"key": task.key, "branch": branch, "path": str(path), "reason": f"merge {what}"})
-            await asyncio.to_thread(iso.save_leftovers)
-            head = (
-                f"{MERGE_NOTE} ({what}, attempt {attempts} of {max_attempts}): blocked; branch {branch} and "
-                f"worktree {path} are kept for a person"
-            )
-        else:
-            result.verdict = Result.MERGE_RETRY
-            kept = branch
-            try:
-                kept = await asyncio.to_thread(iso.set_aside, path, branch)
-            except git.GitError as exc:
-                self.emit(WarningEvent(message=f"could not set the branch {branch} aside: {exc}"), task)
-            head = (
-                f"{MERGE_NOTE} ({what}, attempt {attempts} of {max_attempts}) into {iso.integration}: "
-                f"back to todo, to be redone on the new {iso.integration}; the earlier work is kept on branch {kept}"
-            )
-        head += "\n" + shorten(merged.output or "(no output)", 3000)
-        self.emit(WarningEvent(message=head.splitlines()[0]), task)
-        return False, head
 
     async def _record(self, task: Task, token: int, result: TaskResult) -> TaskResult:
         """Decide the verdict and write it with the token: commit first, so the note can
@@ -599,26 +470,8 @@ class Worker:
                 # not on the task branch, so not mergeable: not done; the worktree keeps the work
                 result.verdict, status, merge_failed = Result.FAILED, TaskStatus.TODO, True
                 head = f"Failed: verified, but the work could not be committed in {self.worktree} ({commit_problem})"
-            elif self.worktree is not None and c.execution.handoff == "review" and not result.approved:
-                result.verdict, status = Result.IN_REVIEW, TaskStatus.IN_REVIEW
-                branch = git.branch_name(task.key)
-                where = f"worktree {self.worktree}"
-                if self.runner.remote is not None:  # any machine can then merge it once approved
-                    shared = self.runner.remote
-                    pushed = await asyncio.to_thread(git.push, self.worktree, shared.name, branch)
-                    where = f"pushed to {shared.name}" if pushed.pushed else f"{where}; push failed: {pushed.output}"
-                head = (
-                    f"{history.REVIEW_NOTE}: branch {branch} (commit {(result.commit or '-')[:12]}, {where}) "
-                    f"waits for `autonomous approve {task.key}` or `autonomous reject {task.key} --note TEXT`"
-                )
-            elif self.worktree is not None and c.execution.handoff == "pr":
-                status, head = await self._pull_request(task, result)
-                merge_failed = status is TaskStatus.BLOCKED  # the work stays committed on its branch
-            elif self.isolation is not None and self.worktree is not None:
-                merge_ok, head = await self._merge(task, token, result)
-                merge_failed = not merge_ok
-                if merge_failed:
-                    status = TaskStatus.BLOCKED if result.verdict == Result.BLOCKED else TaskStatus.TODO
+            elif self.worktree is not None:
+                status, head, merge_failed = await self._hand_off(task, token, result)
         if status not in (TaskStatus.DONE, TaskStatus.IN_REVIEW) and not merge_failed:
             committed, _ = await self._commit(
                 task, f"WIP {task.key}: {result.verdict}, not done\n\nautonomous: task {task.id}", change_set
