@@ -266,6 +266,24 @@ class Backend(abc.ABC):
         self.preflight(options)
         return self._run(prompt, options)
 
+    @final
+    async def complete(self, prompt: str, options: RunOptions, on_event: Callable[[Event], None]) -> Outcome:
+        """:meth:`run` to its end for a caller that wants the outcome: each event goes to
+        ``on_event`` as it happens; the stream is closed however this ends (an interruption
+        cancels it), and a stream that somehow ended without an outcome is an error."""
+        outcome: Outcome | None = None
+        stream = self.run(prompt, options)
+        try:
+            async for item in stream:
+                if isinstance(item, Outcome):
+                    outcome = item
+                else:
+                    on_event(item)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+        return outcome or Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
+
     async def _run(self, prompt: str, options: RunOptions) -> AsyncIterator[Event | Outcome]:
         run = Run(self.name, options)
         nudges = Nudges(self.max_nudges)

@@ -30,7 +30,7 @@ from autonomous.errors import (
     DecompositionError,
     SpecError,
 )
-from autonomous.events import Outcome, OutcomeStatus, Text
+from autonomous.events import Event, Outcome, OutcomeStatus, Text
 from autonomous.init import FORMATS, Imported, detect
 from autonomous.init import parse as parse_import
 from autonomous.init.common import SpecTask
@@ -375,20 +375,12 @@ class Planner:
             sandbox=sandbox.for_section(c.project_dir, c.autonomous.sandbox, tool_dirs=(c.state_dir, c.log_dir)),
         )
         texts: list[str] = []
-        outcome: Outcome | None = None
-        stream = self.backend.run(prompt, options)
-        try:
-            async for item in stream:
-                if isinstance(item, Outcome):
-                    outcome = item
-                elif isinstance(item, Text) and not item.subagent:
-                    texts.append(item.text)
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if outcome is None:
-            outcome = Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
+
+        def keep_text(event: Event) -> None:
+            if isinstance(event, Text) and not event.subagent:
+                texts.append(event.text)
+
+        outcome = await self.backend.complete(prompt, options, keep_text)
         return "\n".join(texts), outcome
 
 

@@ -135,23 +135,11 @@ class Worker(Handoff):
 
     # -- one backend run ----------------------------------------------------------------------
     async def _drive(self, prompt: str, options: RunOptions, task: Task) -> Outcome:
-        outcome: Outcome | None = None
-        stream = self.backend.run(prompt, options)
-        try:
-            async for item in stream:
-                if isinstance(item, Outcome):
-                    outcome = item
-                    continue
-                self.emit(item, task)
-                self._observe(item, task)
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-        if outcome is None:
-            outcome = Outcome(OutcomeStatus.ERROR, error="the backend ended without an outcome")
-        return outcome
+        def relay(event: Event) -> None:
+            self.emit(event, task)
+            self._observe(event, task)
+
+        return await self.backend.complete(prompt, options, relay)
 
     def _observe(self, event: Event, task: Task) -> None:
         """What the runner decides from the run in flight: the conversation to resume, the
