@@ -139,6 +139,23 @@ def test_force_applies_the_edited_spec_by_key(project: Path, spec: Path):
     assert total == 7
 
 
+def test_new_tasks_reopen_a_meta_that_said_everything_was_done(project: Path, spec: Path):
+    """A finished project whose spec gains a task: META goes back to todo, so the tracker
+    does not read "done" while work is open; a re-init that adds nothing leaves it done."""
+    initialize(project, spec)
+    with open_store(project) as store:
+        for task in store.list_tasks():
+            store.update_task(task.id, status=TaskStatus.DONE)
+    initialize(project, spec, force=True)
+    with open_store(project) as store:
+        assert store.find_task("META").status is TaskStatus.DONE
+    spec.write_text(SPEC + "- [SHOP-2.3] Send a receipt\n")
+    initialize(project, spec, force=True)
+    with open_store(project) as store:
+        assert store.find_task("META").status is TaskStatus.TODO
+        assert store.find_task("SHOP-2.3").status is TaskStatus.TODO
+
+
 def test_force_does_not_take_a_claimed_task_from_its_worker(project: Path, spec: Path):
     initialize(project, spec)
     with open_store(project) as store:

@@ -10,7 +10,6 @@ a second ``init`` refuse without ``--force``. Working out the tasks is
 :mod:`autonomous.init.plan`.
 """
 
-
 import asyncio
 import contextlib
 import json
@@ -136,7 +135,6 @@ def write_marker(path: Path, data: dict[str, Any]) -> None:
 # -- the initializer ---------------------------------------------------------------------------------
 
 
-
 class ProjectInitializer:
     """``ProjectInitializer(load_config()).initialize("spec.md", project_name=...)``.
 
@@ -242,6 +240,7 @@ class ProjectInitializer:
                 return self._apply(plan, marker or {}, prune=prune, dry_run=dry_run)
         finally:
             self.close()
+
     def plan(
         self, spec_path: str | Path, project_name: str | None = None, *, use_model: ModelUse = "auto", **formats: Any
     ) -> InitPlan:
@@ -366,8 +365,15 @@ class ProjectInitializer:
         if meta_new is None:
             wanted_title = f"META: {plan.project_name}"
             description = _meta_description(plan, created_at, now, len(plan.tasks))
+            # META said every task was done; new open work makes that untrue until a session does it
+            reopen = meta.status is TaskStatus.DONE and any(not t.status.satisfied for t in result.created)
             try:
-                meta = provider.update_task(meta.id, title=wanted_title, description=description)
+                meta = provider.update_task(
+                    meta.id,
+                    title=wanted_title,
+                    description=description,
+                    **({"status": TaskStatus.TODO} if reopen else {}),
+                )
             except ClaimConflict:  # pragma: no cover - nobody claims META
                 pass
         provider.add_note(
