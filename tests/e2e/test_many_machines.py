@@ -293,6 +293,7 @@ def test_review_mode_waits_for_approve_and_reject_and_exits_3_while_only_reviews
             assert task.notes[-1].text.startswith("In review: branch autonomous/RV-1.1")
             assert states(provider)["RV-2.1"].status is TaskStatus.TODO  # its dependant waits
         assert task_commits(bare, keys) == Counter()  # nothing lands before a person says so
+        assert git(bare, "branch", "--list", "autonomous/RV-1.1")  # pushed for a reviewer on any machine
 
         rejected = cli(project, "reject", "RV-1.1", "--note", "say it louder")
         assert rejected.returncode == 0, rejected.stderr
@@ -306,6 +307,7 @@ def test_review_mode_waits_for_approve_and_reject_and_exits_3_while_only_reviews
         assert third.returncode == 3 and "paused awaiting review: RV-2.1" in third.stderr, third.stderr
         assert conversations(server, "RV-1.1") == 1  # approval merged it without running the agent
         assert git(bare, "show", "main:RV-1.1.txt") == "RV-1.1!\n"
+        assert not git(bare, "branch", "--list", "autonomous/RV-1.1")  # landed: its review branch is gone
 
         assert cli(project, "approve", "RV-2.1").returncode == 0
         last = run(project, server, tmp_path)

@@ -166,6 +166,7 @@ class Handoff:
         c = self.config
         branch = git.branch_name(task.key)
         own = result.commit
+        tip = await asyncio.to_thread(git.head, path)  # what a review pushed of the branch, if anything
         try:
             merged, vr = await iso.integrate(task, branch, path, self.runner.redactor.text, self.runner.baseline)
         except git.GitError as exc:
@@ -178,7 +179,10 @@ class Handoff:
                 await asyncio.to_thread(iso.finish, path, branch)
             except git.GitError as exc:
                 self.emit(WarningEvent(message=f"could not remove the worktree {path}: {exc}"), task)
-            pushed = f", pushed to {self.runner.remote.describe()}" if self.runner.remote else ""
+            shared = self.runner.remote
+            pushed = f", pushed to {shared.describe()}" if shared else ""
+            if shared is not None and result.approved and tip:  # the reviewed branch has landed: it goes
+                await asyncio.to_thread(iso.delete_remote_branch, shared.name, branch, tip)
             if merged.rebased:
                 pushed += " after rebasing onto work pushed meanwhile"
             return True, (

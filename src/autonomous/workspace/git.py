@@ -542,6 +542,18 @@ def push(repo: Path, remote: str, branch: str) -> PushOutcome:
     return PushOutcome(False, rejected, output)
 
 
+def delete_remote_branch(repo: Path, remote: str, branch: str, expected: str) -> bool:
+    """Delete ``branch`` on the remote only while it still points at ``expected`` (what this
+    runner pushed): commits someone added to it since are never lost. True when deleted."""
+    proc = subprocess.run(
+        ["git", "push", "--porcelain", f"--force-with-lease=refs/heads/{branch}:{expected}", remote,
+         f":refs/heads/{branch}"],
+        cwd=repo, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_TIMEOUT,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )  # fmt: skip
+    return proc.returncode == 0
+
+
 def rebase_onto(repo: Path, upstream: str) -> tuple[bool, str]:
     """Rebase the checked-out branch onto ``upstream``; a conflict is aborted (the branch
     keeps its commits). Returns (rebased, git's output)."""

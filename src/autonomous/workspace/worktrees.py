@@ -149,6 +149,12 @@ class Isolation:
             git.delete_branch(self.repo, branch, merged_into=self.integration)
         self.forget(path)
 
+    def delete_remote_branch(self, remote: str, branch: str, expected: str) -> bool:
+        """After an approved task merged: its pushed branch leaves the remote, unless
+        someone added commits to it since (see :func:`git.delete_remote_branch`)."""
+        with self.git_lock:
+            return git.delete_remote_branch(self.repo, remote, branch, expected)
+
     def set_aside(self, path: Path, branch: str) -> str:
         """After a failed merge: the branch keeps its commits under another name and the
         worktree goes, so the retry starts on the new integration branch."""
