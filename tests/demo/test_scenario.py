@@ -3,6 +3,7 @@ checked in seconds rather than in the e2e run through the CLI (tests/e2e/test_de
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ def test_demo_sample_code_passes_its_own_tests(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        # as under `nohup autonomous start &`: SIGINT is inherited ignored, and Ctrl-C must still stop the server
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rules = demo_rules(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from todo_api.server import make_server
@@ -23,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Ctrl-C stops the server even when it was started in the background (nohup ... &),
+    # where SIGINT is inherited as ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server = make_server(store, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"Serving on http://{host}:{port}", flush=True)
     try:
+        host, port = server.server_address[:2]
+        print(f"Serving on http://{host}:{port}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
