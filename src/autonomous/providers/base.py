@@ -25,10 +25,10 @@ import abc
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.errors import ClaimConflict, ProviderError, StaleClaim, TaskNotFound
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, utcnow
 
 
@@ -94,7 +94,74 @@ class SessionRecord:
         )
 
 
-_UNSET: Any = object()
+_Member = TypeVar("_Member", TaskStatus, Priority)
+_TEXT_FIELDS = ("title", "description")
+_LIST_FIELDS = ("acceptance_criteria", "test_steps", "labels", "dependencies")
+
+
+def _member(kind: type[_Member], value: Any, what: str) -> _Member:
+    """``value`` as a member of the enum ``kind`` (a member or its value); ProviderError
+    naming ``what`` and the choices otherwise, so a typo is one clear line."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise ProviderError(f"{what} {value!r} is not one of {choices}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What a ``release`` writes besides ending the claim: the status the task goes to,
+    a note (None: none) by ``author``, and the cost and turns to add to the task's."""
+
+    status: TaskStatus
+    note: str | None
+    author: str
+    cost_usd: float
+    turns: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", _member(TaskStatus, self.status, "release: status"))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanges:
+    """The fields one ``update_task`` call gives, checked and normalised here once so that
+    no store checks them again: None leaves a field as it is (no field of a task can be
+    None). Lists are copies of the caller's; ``dependencies`` (task ids) lose repeats,
+    keeping their order. A malformed field is a ProviderError naming it."""
+
+    title: str | None = None
+    description: str | None = None
+    acceptance_criteria: list[str] | None = None
+    test_steps: list[str] | None = None
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    labels: list[str] | None = None
+    dependencies: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ProviderError(f"update_task: {name} must be text, not {type(value).__name__}")
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                raise ProviderError(f"update_task: {name} must be a list of text, not {type(value).__name__}")
+            items = list(dict.fromkeys(value) if name == "dependencies" else value)
+            if not all(isinstance(item, str) for item in items):
+                raise ProviderError(f"update_task: {name} must be a list of text")
+            object.__setattr__(self, name, items)
+        for name, kind in (("status", TaskStatus), ("priority", Priority)):
+            if (value := getattr(self, name)) is not None:
+                object.__setattr__(self, name, _member(kind, value, f"update_task: {name}"))
+
+    def given(self) -> dict[str, Any]:
+        """The fields given, by name."""
+        return {name: value for name in self.__dataclass_fields__ if (value := getattr(self, name)) is not None}
 
 
 # -- the contract's rules, shared by every store ----------------------------------------------
@@ -113,11 +180,6 @@ def parse_time(text: str) -> datetime:
     """An ISO time as stores and APIs write it (``Z`` or an offset; naive means UTC)."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def given(**fields: Any) -> dict[str, Any]:
-    """The fields of an ``update_task`` call that were given (not left unset)."""
-    return {name: value for name, value in fields.items() if value is not _UNSET}
 
 
 def stale_claim(key: str, task_id: str, token: int, fence: int, *, held: bool) -> StaleClaim:
@@ -149,7 +211,7 @@ def check_takeable(task: Task, now: datetime) -> None:
 
 
 def update_ends_claim(
-    key: str, task_id: str, claim: Claim | None, live: bool, *, token: int | None, force: bool, status_given: bool
+    key: str, task_id: str, claim: Claim | None, live: bool, changes: TaskChanges, *, token: int | None, force: bool
 ) -> bool:
     """Whether an ``update_task`` ends the task's claim (see the module docstring); the
     token, if any, has been checked already. Without a token a live claim refuses
@@ -164,7 +226,7 @@ def update_ends_claim(
                 "use force to take it over"
             )
         return True
-    return status_given
+    return changes.status is not None
 
 
 def status_after_update(old: TaskStatus, status: TaskStatus | None, end_claim: bool) -> TaskStatus:
@@ -273,24 +335,36 @@ class StateProvider(abc.ABC):
         """Create tasks, idempotent by key. Dependencies name keys (of this batch or of
         existing tasks) and are stored as ids; an unknown key raises TaskNotFound."""
 
-    @abc.abstractmethod
     def update_task(
         self,
         task_id: str,
         *,
         token: int | None = None,
         force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
+        title: str | None = None,
+        description: str | None = None,
+        acceptance_criteria: list[str] | None = None,
+        test_steps: list[str] | None = None,
+        status: TaskStatus | None = None,
+        priority: Priority | None = None,
+        labels: list[str] | None = None,
+        dependencies: list[str] | None = None,
     ) -> Task:
-        """Change fields of a task (only those given). See the module docstring for
-        the token and ``force`` rules."""
+        """Change fields of a task (only those given, None leaves one as it is) and return
+        it. With a token, StaleClaim unless it is the current claim's; without one, a live
+        claim refuses (ClaimConflict) unless ``force``, which ends it so its holder's token
+        is stale (see the module docstring and :func:`update_ends_claim`). Unknown
+        dependency ids raise TaskNotFound and nothing is written. The fields are checked
+        here once (:class:`TaskChanges`); each store writes them in ``_update_task``."""
+        changes = TaskChanges(
+            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
+            status=status, priority=priority, labels=labels, dependencies=dependencies,
+        )  # fmt: skip
+        return self._update_task(task_id, changes, token=token, force=force)
+
+    @abc.abstractmethod
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
+        """Write ``changes`` (already checked) under the rules :meth:`update_task` states."""
 
     @abc.abstractmethod
     def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
@@ -306,7 +380,6 @@ class StateProvider(abc.ABC):
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         """Extend the lease from now. StaleClaim if the token is not current."""
 
-    @abc.abstractmethod
     def release(
         self,
         task_id: str,
@@ -319,7 +392,13 @@ class StateProvider(abc.ABC):
         turns: int = 0,
     ) -> Task:
         """End the claim and set the status in one write, adding the note and the cost
-        and turns spent. StaleClaim if the token is not current."""
+        and turns spent. StaleClaim if the token is not current. The values are checked
+        here once (:class:`Release`); each store writes them in ``_release``."""
+        return self._release(task_id, token, Release(status, note, author, cost_usd, turns))
+
+    @abc.abstractmethod
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
+        """Write ``release`` (already checked) under the rules :meth:`release` states."""
 
     def claim_next(
         self,
