@@ -15,7 +15,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class PullsMixin:
     _error: Callable[[int, str], dict[str, Any]]
     _page: Callable[[Any, list[Any]], Answer]
     _new_issue: Callable[[str, str, list[str]], int]
+    _stamp: Callable[[], str]
 
     # -- test controls ---------------------------------------------------------------
     def pulls(self) -> list[int]:
@@ -197,8 +198,6 @@ class PullsMixin:
         return sha
 
     # -- JSON ------------------------------------------------------------------------
-    def _stamp(self) -> str:
-        return self.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _repo_json(self) -> dict[str, Any]:
         api, html = self._api, f"https://github.com/{self.owner}/{self.repo}"
