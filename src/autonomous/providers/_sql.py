@@ -237,12 +237,6 @@ def plan_update(current: Current, changes: TaskChanges, end_claim: bool) -> Upda
     return Update(sets, graph_changed, changes.dependencies)
 
 
-def check_ordering(ordering: str) -> None:
-    """ValueError for an ordering policy the SQL does not implement."""
-    if ordering not in scheduler.ORDERINGS:
-        raise ValueError(f"unknown ordering {ordering!r}; expected one of {', '.join(scheduler.ORDERINGS)}")
-
-
 def check_dependencies(task_id: str, dependencies: list[str], found: Iterable[str]) -> None:
     """TaskNotFound naming the dependencies that are not among the ``found`` task ids."""
     present = set(found)

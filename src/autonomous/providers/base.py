@@ -110,6 +110,24 @@ def _member(kind: type[_Member], value: Any, what: str) -> _Member:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyQuery:
+    """What ``next_ready``, ``count_ready`` and ``claim_next`` ask a store, checked once:
+    the ordering policy (ValueError for one the scheduler and the SQL do not implement),
+    the task ids to pass over (sorted, without repeats), and whether an ``in_review``
+    task counts as finished (``execution.review_unblocks_dependents``)."""
+
+    ordering: scheduler.Ordering = "strict"
+    exclude: list[str] = field(default_factory=list)
+    review_satisfies: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ordering not in scheduler.ORDERINGS:
+            choices = ", ".join(scheduler.ORDERINGS)
+            raise ValueError(f"unknown ordering {self.ordering!r}; expected one of {choices}")
+        object.__setattr__(self, "exclude", sorted(set(self.exclude)))
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """What a ``release`` writes besides ending the claim: the status the task goes to,
     a note (None: none) by ``author``, and the cost and turns to add to the task's."""
@@ -239,28 +257,6 @@ def status_after_update(old: TaskStatus, status: TaskStatus | None, end_claim: b
     return old
 
 
-def claim_first_ready(
-    read: Callable[[], list[Task]],
-    claim: Callable[[Task], Task],
-    now: Callable[[], datetime],
-    ordering: scheduler.Ordering,
-    exclude: Iterable[str],
-    lost: tuple[type[Exception], ...] = (ClaimConflict,),
-    review_satisfies: bool = False,
-) -> Task | None:
-    """Claim the scheduler's next ready task among ``read()``, or None when nothing is
-    ready; losing a race (``lost``) moves on to the next candidate."""
-    skip = set(exclude)
-    while True:
-        task = scheduler.next_ready(read(), now(), ordering, skip, review_satisfies)
-        if task is None:
-            return None
-        try:
-            return claim(task)
-        except lost:
-            skip.add(task.id)
-
-
 class StateProvider(abc.ABC):
     """Base class of every store. Subclasses implement the abstract methods; the rest
     have safe defaults built on them, which a store may override for speed."""
@@ -319,15 +315,26 @@ class StateProvider(abc.ABC):
         self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
     ) -> Task | None:
         """The task ``claim_next`` would claim now, without claiming it (None when nothing
-        is ready); DependencyCycle as the scheduler raises it. The SQL stores answer with
-        the claim's own candidate query. ``review_satisfies``: an ``in_review`` task counts
-        as finished (``execution.review_unblocks_dependents``)."""
-        return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude, review_satisfies)
+        is ready); DependencyCycle as the scheduler raises it, ValueError for an unknown
+        ordering. ``review_satisfies``: an ``in_review`` task counts as finished
+        (``execution.review_unblocks_dependents``)."""
+        return self._next_ready(ReadyQuery(ordering, list(exclude), review_satisfies))
+
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
+        """:meth:`next_ready` with checked arguments. The default asks the scheduler about
+        every task; the SQL stores answer with the claim's own candidate query."""
+        tasks = self.list_tasks()
+        return scheduler.next_ready(tasks, self._now(), query.ordering, query.exclude, query.review_satisfies)
 
     def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
         """How many open non-META tasks are ready now (the rest wait); ``review_satisfies``
-        as in :meth:`next_ready`."""
-        return sum(d.ready for d in scheduler.plan(self.list_tasks(), self._now(), ordering, review_satisfies))
+        and ValueError as in :meth:`next_ready`."""
+        return self._count_ready(ReadyQuery(ordering, review_satisfies=review_satisfies))
+
+    def _count_ready(self, query: ReadyQuery) -> int:
+        """:meth:`count_ready` with checked arguments; the default asks the scheduler."""
+        plan = scheduler.plan(self.list_tasks(), self._now(), query.ordering, query.review_satisfies)
+        return sum(d.ready for d in plan)
 
     # -- writing -------------------------------------------------------------------
     @abc.abstractmethod
@@ -408,19 +415,34 @@ class StateProvider(abc.ABC):
         exclude: Iterable[str] = (),
         review_satisfies: bool = False,
     ) -> Task | None:
-        """Claim the next ready task, or return None when nothing is ready.
+        """Claim the next ready task (the one :meth:`next_ready` names, unless another
+        worker takes it first), or return None when nothing is ready; ``exclude``: task
+        ids not to take; ``review_satisfies`` and ValueError as in :meth:`next_ready`."""
+        return self._claim_next(worker_id, lease_seconds, ReadyQuery(ordering, list(exclude), review_satisfies))
 
-        The default reads every task and asks the scheduler; losing a race to another
-        worker just moves on to the next candidate. ``review_satisfies`` as in :meth:`next_ready`.
-        """
-        return claim_first_ready(
-            self.list_tasks,
-            lambda task: self.claim(task.id, worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            review_satisfies=review_satisfies,
-        )
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
+        """:meth:`claim_next` with checked arguments. The default asks the scheduler about
+        what :meth:`_claim_view` reads and claims its pick; losing a race to another worker
+        (or to a deletion) moves on to the next candidate. The SQL stores find and claim
+        in one transaction instead."""
+        read, take = self._claim_view(worker_id, lease_seconds)
+        skip = set(query.exclude)
+        while True:
+            task = scheduler.next_ready(read(), self._now(), query.ordering, skip, query.review_satisfies)
+            if task is None:
+                return None
+            try:
+                return take(task)
+            except (ClaimConflict, TaskNotFound):
+                skip.add(task.id)
+
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """What the default :meth:`_claim_next` reads (again after each lost race) and how
+        it claims one task of it: every task, and :meth:`claim`. A store whose listing
+        carries what a claim needs overrides this to claim from the listing it read."""
+        return self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds)
 
     # -- sessions ------------------------------------------------------------------
     @abc.abstractmethod

@@ -61,6 +61,7 @@ from autonomous.providers._sql import SATISFIED as _SATISFIED
 from autonomous.providers._sqlite import SqliteFile
 from autonomous.providers.base import (
     CreateResult,
+    ReadyQuery,
     Release,
     SessionRecord,
     StateProvider,
@@ -243,26 +244,22 @@ class FileProvider(StateProvider):
                 counts.cost_usd += cost
         return counts
 
-    def next_ready(
-        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
-    ) -> Task | None:
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
         """``claim_next``'s candidate query, in a read transaction: nothing is claimed."""
-        _sql.check_ordering(ordering)
-        skip = json.dumps(sorted(set(exclude)))
+        skip = json.dumps(query.exclude)
         while True:
             with self._file.read() as db:
-                if self._acyclic(db, ordering):
-                    task_id = self._candidate(db, ordering, _ts(self._now()), skip, review_satisfies)
+                if self._acyclic(db, query.ordering):
+                    task_id = self._candidate(db, query.ordering, _ts(self._now()), skip, query.review_satisfies)
                     return self._one(db, task_id) if task_id is not None else None
-            self._check_cycles(ordering)
+            self._check_cycles(query.ordering)
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
-        _sql.check_ordering(ordering)
+    def _count_ready(self, query: ReadyQuery) -> int:
         while True:
             with self._file.read() as db:
-                if self._acyclic(db, ordering):
-                    return self._ready_count(db, ordering, _ts(self._now()), review_satisfies)
-            self._check_cycles(ordering)
+                if self._acyclic(db, query.ordering):
+                    return self._ready_count(db, query.ordering, _ts(self._now()), query.review_satisfies)
+            self._check_cycles(query.ordering)
 
     # -- writing -------------------------------------------------------------------------
     def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:
@@ -417,27 +414,19 @@ class FileProvider(StateProvider):
                 self._bump_graph(db)
             return self._one(db, task_id)
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it in the same transaction."""
-        _sql.check_ordering(ordering)
-        skip = json.dumps(sorted(set(exclude)))
+        skip = json.dumps(query.exclude)
         while True:
             with self._file.write() as db:
-                if self._acyclic(db, ordering):
+                if self._acyclic(db, query.ordering):
                     now = self._now()
-                    task_id = self._candidate(db, ordering, _ts(now), skip, review_satisfies)
+                    task_id = self._candidate(db, query.ordering, _ts(now), skip, query.review_satisfies)
                     if task_id is None:
                         return None
                     self._take(db, task_id, worker_id, lease_seconds, now)
                     return self._one(db, task_id)
-            self._check_cycles(ordering)  # outside the write lock; then look again
+            self._check_cycles(query.ordering)  # outside the write lock; then look again
 
     @staticmethod
     def _acyclic(db: sqlite3.Connection, ordering: str) -> bool:

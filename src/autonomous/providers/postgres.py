@@ -80,6 +80,7 @@ from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
 from autonomous.providers.base import (
     CreateResult,
+    ReadyQuery,
     Release,
     SessionRecord,
     StateProvider,
@@ -214,33 +215,25 @@ class PostgresProvider(StateProvider):
             counts.cost_usd += cost
         return counts
 
-    def next_ready(
-        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
-    ) -> Task | None:
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
         """``claim_next``'s candidate query, without the claim."""
-        row = self._ready(NEXT_READY, ordering, sorted(set(exclude)), review_satisfies)
+        row = self._ready(NEXT_READY, query)
         return task_of(row[1:]) if row[1] is not None else None
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
-        return int(self._ready(COUNT_READY, ordering, [], review_satisfies)[1])
+    def _count_ready(self, query: ReadyQuery) -> int:
+        return int(self._ready(COUNT_READY, query)[1])
 
-    def _ready(
-        self,
-        queries: dict[str, dict[bool, str]],
-        ordering: scheduler.Ordering,
-        skip: list[str],
-        review_satisfies: bool = False,
-    ) -> Any:
+    def _ready(self, statements: dict[str, dict[bool, str]], query: ReadyQuery) -> Any:
         """The row of a readiness query, on a graph revision checked free of cycles."""
-        _sql.check_ordering(ordering)
+        ordering = query.ordering
         while True:
             rev = self._acyclic.get(ordering)
             if rev is None:
                 self._check_cycles(ordering)
                 continue
-            params = self._params(exclude=skip)
-            query = queries[ordering][review_satisfies]
-            row = self._db.run(lambda c, p=params, q=query: c.execute(q, p).fetchone(), doing="finding ready tasks")
+            params = self._params(exclude=query.exclude)
+            statement = statements[ordering][query.review_satisfies]
+            row = self._db.run(lambda c, p=params, q=statement: c.execute(q, p).fetchone(), doing="finding ready tasks")
             if row[0] == rev:
                 return row
             self._acyclic.pop(ordering, None)  # the graph changed since it was checked
@@ -486,18 +479,9 @@ class PostgresProvider(StateProvider):
 
         return self._db.run(work, recover=lambda c: self._nonce_task(c, nonce) or RETRY, doing=f"releasing {task_id}")
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it, in one statement."""
-        _sql.check_ordering(ordering)
-        skip = sorted(set(exclude))
-        lease = timedelta(seconds=lease_seconds)
+        ordering, lease = query.ordering, timedelta(seconds=lease_seconds)
         while True:
             rev = self._acyclic.get(ordering)
             if rev is None:
@@ -506,7 +490,7 @@ class PostgresProvider(StateProvider):
             nonce = uuid.uuid4()
             found_rev, task = self._db.run(
                 lambda c, r=rev, n=nonce: self._claim_next_work(
-                    c, CLAIM_NEXT[ordering][review_satisfies], r, worker_id, lease, skip, n
+                    c, CLAIM_NEXT[ordering][query.review_satisfies], r, worker_id, lease, query.exclude, n
                 ),
                 recover=lambda c, r=rev, n=nonce: (r, t) if (t := self._nonce_task(c, n)) else RETRY,
                 doing="claiming the next task",

@@ -73,7 +73,6 @@ from autonomous.providers.base import (
     check_dependency_keys,
     check_takeable,
     check_token,
-    claim_first_ready,
     status_after_update,
     update_ends_claim,
 )
@@ -464,16 +463,11 @@ class GitHubProvider(StateProvider):
         new = task.copy(status=TaskStatus.IN_PROGRESS, claim=Claim(worker_id, expires, token), updated_at=now)
         return self._write_issue(new, token, comments)
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
-        """One listing (no comments: scheduling needs none), then claim from what it read;
-        a lost race moves on to the next candidate."""
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """One listing (no comments: scheduling needs none) for each look, and the claim
+        from what it read."""
         issues: dict[str, dict[str, Any]] = {}
 
         def read() -> list[Task]:
@@ -481,15 +475,7 @@ class GitHubProvider(StateProvider):
             issues.update((str(i["number"]), i) for i in self._list_issues())
             return [self._to_task(i, None) for i in issues.values()]
 
-        return claim_first_ready(
-            read,
-            lambda task: self._claim(issues[task.id], worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            lost=(ClaimConflict, TaskNotFound),
-            review_satisfies=review_satisfies,
-        )
+        return read, lambda task: self._claim(issues[task.id], worker_id, lease_seconds)
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         task, fence = self._fresh(task_id, token)

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from autonomous import scheduler
 from autonomous.errors import (
     ClaimConflict,
     LinearGraphQLError,
@@ -35,7 +34,6 @@ from autonomous.providers.base import (
     check_dependency_keys,
     check_takeable,
     check_token,
-    claim_first_ready,
     status_after_update,
     update_ends_claim,
 )
@@ -475,24 +473,14 @@ class LinearProvider(StateProvider):
         self._held[task.id] = (token, nonce)
         return fresh.task.copy()
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
-        """Poll once, ask the scheduler, claim from the poll's view (no second read)."""
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """Poll once; the scheduler picks from the poll's view and the claim uses it (no second read)."""
         self._poll()
-        return claim_first_ready(
+        return (
             lambda: [issue.task for issue in list(self._cache.values())],
             lambda task: self._claim(self._cache[task.id], worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            lost=(ClaimConflict, TaskNotFound),
-            review_satisfies=review_satisfies,
         )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:

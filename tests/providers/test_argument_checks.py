@@ -1,6 +1,7 @@
-"""The checks ``StateProvider.update_task`` and ``release`` make once, for every store:
-a malformed field is one clear ProviderError and nothing is written; values a person
-or a script passes as text become the task's enums; repeats in dependencies collapse.
+"""The checks ``StateProvider`` makes once, in base.py, for every store: a malformed
+``update_task`` or ``release`` field is one clear ProviderError and nothing is written;
+values a person or a script passes as text become the task's enums; repeats in
+dependencies collapse; an unknown ordering policy is refused by every reading of the queue.
 
 The ``provider`` fixture (tests/conftest.py) runs each test over every provider kind.
 """
@@ -59,3 +60,17 @@ def test_changes_copy_the_callers_lists_and_name_only_the_given_fields():
     changes = TaskChanges(labels=labels, status=TaskStatus.TODO)
     labels.append("y")
     assert changes.given() == {"status": TaskStatus.TODO, "labels": ["x"]}
+
+
+def test_an_unknown_ordering_is_refused_by_every_reading_of_the_queue(provider):
+    (task,) = create(provider, "1.1: a")
+    for ask in (
+        lambda: provider.next_ready("sideways"),
+        lambda: provider.count_ready("sideways"),
+        lambda: provider.claim_next("w1", 60, "sideways"),
+    ):
+        with pytest.raises(ValueError, match=r"unknown ordering 'sideways'; expected one of strict, phases"):
+            ask()
+    assert provider.get_task(task.id).claim is None
+    assert provider.claim_next("w1", 60, "phases", exclude=[task.id, task.id]) is None
+    assert provider.claim_next("w1", 60, "phases").id == task.id
