@@ -43,7 +43,6 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import httpx
 
-from autonomous.testing.fake_github_issues import IssuesMixin
 from autonomous.testing.fake_github_pulls import PullsMixin
 
 API_VERSION = "2022-11-28"
@@ -81,7 +80,7 @@ class Fault:
         return (self.method is None or self.method == method) and (self.path is None or re.search(self.path, path))
 
 
-class FakeGitHub(IssuesMixin, PullsMixin):
+class FakeGitHub(PullsMixin):
     """See the module docstring. ``now`` is the clock of the timestamps it writes;
     ``git_dir`` the bare repository its pull requests live in (fake_github_pulls.py)."""
 

@@ -1,6 +1,6 @@
 """The issues part of the fake GitHub: labels, issues, comments and issue dependencies
-("blocked by"), a mixin of :class:`~autonomous.testing.fake_github.FakeGitHub` as the
-pulls part (fake_github_pulls.py) is. The host owns the server, the protocol (tokens and
+("blocked by"), a mixin that the pulls part (fake_github_pulls.py) extends and
+:class:`~autonomous.testing.fake_github.FakeGitHub` hosts. The host owns the server, the protocol (tokens and
 permissions, rate limits, ETags, pagination, faults) and the stored state; this part
 owns what the issues endpoints answer, shaped after GitHub's OpenAPI description.
 """
