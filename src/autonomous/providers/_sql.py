@@ -19,7 +19,7 @@ from typing import Any
 
 from autonomous import scheduler
 from autonomous.errors import TaskNotFound
-from autonomous.providers.base import check_dependency_keys, status_after_update
+from autonomous.providers.base import TaskChanges, check_dependency_keys, status_after_update
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, TitleKind
 
 ID_PREFIX = "T-"
@@ -203,48 +203,38 @@ class Update:
     dependencies: list[str] | None
 
 
-def plan_update(current: Current, changes: Mapping[str, Any], end_claim: bool) -> Update:
-    """The columns an ``update_task`` with ``changes`` (the fields given) writes, beside
-    ``updated_at``; ``end_claim`` as :func:`autonomous.providers.base.update_ends_claim` decided."""
+def plan_update(current: Current, changes: TaskChanges, end_claim: bool) -> Update:
+    """The columns an ``update_task`` with ``changes`` writes, beside ``updated_at``;
+    ``end_claim`` as :func:`autonomous.providers.base.update_ends_claim` decided."""
     sets: dict[str, Any] = {}
     old_status = current.status
-    new_status = status_after_update(old_status, changes.get("status"), end_claim)
+    new_status = status_after_update(old_status, changes.status, end_claim)
     if end_claim:
         sets.update(worker_id=None, expires_at=None, fence=current.fence + 1)
     if new_status is not old_status:
         sets["status"] = new_status.value
     # finishing a task can never close a cycle; reopening one can
     graph_changed = old_status.satisfied and not new_status.satisfied
-    if "description" in changes:
-        sets["description"] = changes["description"]
-    for name in ("acceptance_criteria", "test_steps"):
-        if name in changes:
-            sets[name] = list(changes[name])
-    if {"title", "labels", "priority"} & changes.keys():
+    for name in ("description", "acceptance_criteria", "test_steps"):
+        if (value := getattr(changes, name)) is not None:
+            sets[name] = value
+    if changes.title is not None or changes.labels is not None or changes.priority is not None:
         probe = Task(
             id=current.id,
             key=current.key,
-            title=changes.get("title", current.title),
-            priority=Priority(changes.get("priority", current.priority)),
-            labels=list(changes.get("labels", current.labels)),
+            title=current.title if changes.title is None else changes.title,
+            priority=current.priority if changes.priority is None else changes.priority,
+            labels=current.labels if changes.labels is None else changes.labels,
         )
         kind, phase, number, letter, prio, meta = schedule_columns(probe)
         sets.update(
             title=probe.title, priority=probe.priority.value, labels=probe.labels,
             kind=kind, phase=phase, number=number, letter=letter, prio=prio, is_meta=meta,
         )  # fmt: skip
-        graph_changed = graph_changed or "title" in changes or "labels" in changes
-    deps = None
-    if "dependencies" in changes:
-        deps = list(dict.fromkeys(changes["dependencies"]))
+        graph_changed = graph_changed or changes.title is not None or changes.labels is not None
+    if changes.dependencies is not None:
         graph_changed = True
-    return Update(sets, graph_changed, deps)
-
-
-def check_ordering(ordering: str) -> None:
-    """ValueError for an ordering policy the SQL does not implement."""
-    if ordering not in scheduler.ORDERINGS:
-        raise ValueError(f"unknown ordering {ordering!r}; expected one of {', '.join(scheduler.ORDERINGS)}")
+    return Update(sets, graph_changed, changes.dependencies)
 
 
 def check_dependencies(task_id: str, dependencies: list[str], found: Iterable[str]) -> None:

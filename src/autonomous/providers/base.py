@@ -25,10 +25,10 @@ import abc
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from autonomous import scheduler
-from autonomous.errors import ClaimConflict, StaleClaim, TaskNotFound
+from autonomous.errors import ClaimConflict, ProviderError, StaleClaim, TaskNotFound
 from autonomous.tasks import Claim, NewTask, Note, Priority, Task, TaskStatus, utcnow
 
 
@@ -94,7 +94,92 @@ class SessionRecord:
         )
 
 
-_UNSET: Any = object()
+_Member = TypeVar("_Member", TaskStatus, Priority)
+_TEXT_FIELDS = ("title", "description")
+_LIST_FIELDS = ("acceptance_criteria", "test_steps", "labels", "dependencies")
+
+
+def _member(kind: type[_Member], value: Any, what: str) -> _Member:
+    """``value`` as a member of the enum ``kind`` (a member or its value); ProviderError
+    naming ``what`` and the choices otherwise, so a typo is one clear line."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise ProviderError(f"{what} {value!r} is not one of {choices}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyQuery:
+    """What ``next_ready``, ``count_ready`` and ``claim_next`` ask a store, checked once:
+    the ordering policy (ValueError for one the scheduler and the SQL do not implement),
+    the task ids to pass over (sorted, without repeats), and whether an ``in_review``
+    task counts as finished (``execution.review_unblocks_dependents``)."""
+
+    ordering: scheduler.Ordering = "strict"
+    exclude: list[str] = field(default_factory=list)
+    review_satisfies: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ordering not in scheduler.ORDERINGS:
+            choices = ", ".join(scheduler.ORDERINGS)
+            raise ValueError(f"unknown ordering {self.ordering!r}; expected one of {choices}")
+        object.__setattr__(self, "exclude", sorted(set(self.exclude)))
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What a ``release`` writes besides ending the claim: the status the task goes to,
+    a note (None: none) by ``author``, and the cost and turns to add to the task's."""
+
+    status: TaskStatus
+    note: str | None
+    author: str
+    cost_usd: float
+    turns: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", _member(TaskStatus, self.status, "release: status"))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanges:
+    """The fields one ``update_task`` call gives, checked and normalised here once so that
+    no store checks them again: None leaves a field as it is (no field of a task can be
+    None). Lists are copies of the caller's; ``dependencies`` (task ids) lose repeats,
+    keeping their order. A malformed field is a ProviderError naming it."""
+
+    title: str | None = None
+    description: str | None = None
+    acceptance_criteria: list[str] | None = None
+    test_steps: list[str] | None = None
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    labels: list[str] | None = None
+    dependencies: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ProviderError(f"update_task: {name} must be text, not {type(value).__name__}")
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                raise ProviderError(f"update_task: {name} must be a list of text, not {type(value).__name__}")
+            items = list(dict.fromkeys(value) if name == "dependencies" else value)
+            if not all(isinstance(item, str) for item in items):
+                raise ProviderError(f"update_task: {name} must be a list of text")
+            object.__setattr__(self, name, items)
+        for name, kind in (("status", TaskStatus), ("priority", Priority)):
+            if (value := getattr(self, name)) is not None:
+                object.__setattr__(self, name, _member(kind, value, f"update_task: {name}"))
+
+    def given(self) -> dict[str, Any]:
+        """The fields given, by name."""
+        return {name: value for name in self.__dataclass_fields__ if (value := getattr(self, name)) is not None}
 
 
 # -- the contract's rules, shared by every store ----------------------------------------------
@@ -113,11 +198,6 @@ def parse_time(text: str) -> datetime:
     """An ISO time as stores and APIs write it (``Z`` or an offset; naive means UTC)."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def given(**fields: Any) -> dict[str, Any]:
-    """The fields of an ``update_task`` call that were given (not left unset)."""
-    return {name: value for name, value in fields.items() if value is not _UNSET}
 
 
 def stale_claim(key: str, task_id: str, token: int, fence: int, *, held: bool) -> StaleClaim:
@@ -149,7 +229,7 @@ def check_takeable(task: Task, now: datetime) -> None:
 
 
 def update_ends_claim(
-    key: str, task_id: str, claim: Claim | None, live: bool, *, token: int | None, force: bool, status_given: bool
+    key: str, task_id: str, claim: Claim | None, live: bool, changes: TaskChanges, *, token: int | None, force: bool
 ) -> bool:
     """Whether an ``update_task`` ends the task's claim (see the module docstring); the
     token, if any, has been checked already. Without a token a live claim refuses
@@ -164,7 +244,7 @@ def update_ends_claim(
                 "use force to take it over"
             )
         return True
-    return status_given
+    return changes.status is not None
 
 
 def status_after_update(old: TaskStatus, status: TaskStatus | None, end_claim: bool) -> TaskStatus:
@@ -175,28 +255,6 @@ def status_after_update(old: TaskStatus, status: TaskStatus | None, end_claim: b
     if end_claim and old is TaskStatus.IN_PROGRESS:
         return TaskStatus.TODO
     return old
-
-
-def claim_first_ready(
-    read: Callable[[], list[Task]],
-    claim: Callable[[Task], Task],
-    now: Callable[[], datetime],
-    ordering: scheduler.Ordering,
-    exclude: Iterable[str],
-    lost: tuple[type[Exception], ...] = (ClaimConflict,),
-    review_satisfies: bool = False,
-) -> Task | None:
-    """Claim the scheduler's next ready task among ``read()``, or None when nothing is
-    ready; losing a race (``lost``) moves on to the next candidate."""
-    skip = set(exclude)
-    while True:
-        task = scheduler.next_ready(read(), now(), ordering, skip, review_satisfies)
-        if task is None:
-            return None
-        try:
-            return claim(task)
-        except lost:
-            skip.add(task.id)
 
 
 class StateProvider(abc.ABC):
@@ -257,15 +315,26 @@ class StateProvider(abc.ABC):
         self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
     ) -> Task | None:
         """The task ``claim_next`` would claim now, without claiming it (None when nothing
-        is ready); DependencyCycle as the scheduler raises it. The SQL stores answer with
-        the claim's own candidate query. ``review_satisfies``: an ``in_review`` task counts
-        as finished (``execution.review_unblocks_dependents``)."""
-        return scheduler.next_ready(self.list_tasks(), self._now(), ordering, exclude, review_satisfies)
+        is ready); DependencyCycle as the scheduler raises it, ValueError for an unknown
+        ordering. ``review_satisfies``: an ``in_review`` task counts as finished
+        (``execution.review_unblocks_dependents``)."""
+        return self._next_ready(ReadyQuery(ordering, list(exclude), review_satisfies))
+
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
+        """:meth:`next_ready` with checked arguments. The default asks the scheduler about
+        every task; the SQL stores answer with the claim's own candidate query."""
+        tasks = self.list_tasks()
+        return scheduler.next_ready(tasks, self._now(), query.ordering, query.exclude, query.review_satisfies)
 
     def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
         """How many open non-META tasks are ready now (the rest wait); ``review_satisfies``
-        as in :meth:`next_ready`."""
-        return sum(d.ready for d in scheduler.plan(self.list_tasks(), self._now(), ordering, review_satisfies))
+        and ValueError as in :meth:`next_ready`."""
+        return self._count_ready(ReadyQuery(ordering, review_satisfies=review_satisfies))
+
+    def _count_ready(self, query: ReadyQuery) -> int:
+        """:meth:`count_ready` with checked arguments; the default asks the scheduler."""
+        plan = scheduler.plan(self.list_tasks(), self._now(), query.ordering, query.review_satisfies)
+        return sum(d.ready for d in plan)
 
     # -- writing -------------------------------------------------------------------
     @abc.abstractmethod
@@ -273,24 +342,36 @@ class StateProvider(abc.ABC):
         """Create tasks, idempotent by key. Dependencies name keys (of this batch or of
         existing tasks) and are stored as ids; an unknown key raises TaskNotFound."""
 
-    @abc.abstractmethod
     def update_task(
         self,
         task_id: str,
         *,
         token: int | None = None,
         force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
+        title: str | None = None,
+        description: str | None = None,
+        acceptance_criteria: list[str] | None = None,
+        test_steps: list[str] | None = None,
+        status: TaskStatus | None = None,
+        priority: Priority | None = None,
+        labels: list[str] | None = None,
+        dependencies: list[str] | None = None,
     ) -> Task:
-        """Change fields of a task (only those given). See the module docstring for
-        the token and ``force`` rules."""
+        """Change fields of a task (only those given, None leaves one as it is) and return
+        it. With a token, StaleClaim unless it is the current claim's; without one, a live
+        claim refuses (ClaimConflict) unless ``force``, which ends it so its holder's token
+        is stale (see the module docstring and :func:`update_ends_claim`). Unknown
+        dependency ids raise TaskNotFound and nothing is written. The fields are checked
+        here once (:class:`TaskChanges`); each store writes them in ``_update_task``."""
+        changes = TaskChanges(
+            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
+            status=status, priority=priority, labels=labels, dependencies=dependencies,
+        )  # fmt: skip
+        return self._update_task(task_id, changes, token=token, force=force)
+
+    @abc.abstractmethod
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
+        """Write ``changes`` (already checked) under the rules :meth:`update_task` states."""
 
     @abc.abstractmethod
     def add_note(self, task_id: str, text: str, author: str, *, token: int | None = None) -> Note:
@@ -306,7 +387,6 @@ class StateProvider(abc.ABC):
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         """Extend the lease from now. StaleClaim if the token is not current."""
 
-    @abc.abstractmethod
     def release(
         self,
         task_id: str,
@@ -319,7 +399,13 @@ class StateProvider(abc.ABC):
         turns: int = 0,
     ) -> Task:
         """End the claim and set the status in one write, adding the note and the cost
-        and turns spent. StaleClaim if the token is not current."""
+        and turns spent. StaleClaim if the token is not current. The values are checked
+        here once (:class:`Release`); each store writes them in ``_release``."""
+        return self._release(task_id, token, Release(status, note, author, cost_usd, turns))
+
+    @abc.abstractmethod
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
+        """Write ``release`` (already checked) under the rules :meth:`release` states."""
 
     def claim_next(
         self,
@@ -329,19 +415,34 @@ class StateProvider(abc.ABC):
         exclude: Iterable[str] = (),
         review_satisfies: bool = False,
     ) -> Task | None:
-        """Claim the next ready task, or return None when nothing is ready.
+        """Claim the next ready task (the one :meth:`next_ready` names, unless another
+        worker takes it first), or return None when nothing is ready; ``exclude``: task
+        ids not to take; ``review_satisfies`` and ValueError as in :meth:`next_ready`."""
+        return self._claim_next(worker_id, lease_seconds, ReadyQuery(ordering, list(exclude), review_satisfies))
 
-        The default reads every task and asks the scheduler; losing a race to another
-        worker just moves on to the next candidate. ``review_satisfies`` as in :meth:`next_ready`.
-        """
-        return claim_first_ready(
-            self.list_tasks,
-            lambda task: self.claim(task.id, worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            review_satisfies=review_satisfies,
-        )
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
+        """:meth:`claim_next` with checked arguments. The default asks the scheduler about
+        what :meth:`_claim_view` reads and claims its pick; losing a race to another worker
+        (or to a deletion) moves on to the next candidate. The SQL stores find and claim
+        in one transaction instead."""
+        read, take = self._claim_view(worker_id, lease_seconds)
+        skip = set(query.exclude)
+        while True:
+            task = scheduler.next_ready(read(), self._now(), query.ordering, skip, query.review_satisfies)
+            if task is None:
+                return None
+            try:
+                return take(task)
+            except (ClaimConflict, TaskNotFound):
+                skip.add(task.id)
+
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """What the default :meth:`_claim_next` reads (again after each lost race) and how
+        it claims one task of it: every task, and :meth:`claim`. A store whose listing
+        carries what a claim needs overrides this to claim from the listing it read."""
+        return self.list_tasks, lambda task: self.claim(task.id, worker_id, lease_seconds)
 
     # -- sessions ------------------------------------------------------------------
     @abc.abstractmethod

@@ -60,14 +60,15 @@ from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
 from autonomous.providers._sqlite import SqliteFile
 from autonomous.providers.base import (
-    _UNSET,
     CreateResult,
+    ReadyQuery,
+    Release,
     SessionRecord,
     StateProvider,
+    TaskChanges,
     TaskCounts,
     check_takeable,
     check_token,
-    given,
     update_ends_claim,
 )
 from autonomous.providers.base import iso_time as _ts
@@ -243,26 +244,22 @@ class FileProvider(StateProvider):
                 counts.cost_usd += cost
         return counts
 
-    def next_ready(
-        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
-    ) -> Task | None:
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
         """``claim_next``'s candidate query, in a read transaction: nothing is claimed."""
-        _sql.check_ordering(ordering)
-        skip = json.dumps(sorted(set(exclude)))
+        skip = json.dumps(query.exclude)
         while True:
             with self._file.read() as db:
-                if self._acyclic(db, ordering):
-                    task_id = self._candidate(db, ordering, _ts(self._now()), skip, review_satisfies)
+                if self._acyclic(db, query.ordering):
+                    task_id = self._candidate(db, query.ordering, _ts(self._now()), skip, query.review_satisfies)
                     return self._one(db, task_id) if task_id is not None else None
-            self._check_cycles(ordering)
+            self._check_cycles(query.ordering)
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
-        _sql.check_ordering(ordering)
+    def _count_ready(self, query: ReadyQuery) -> int:
         while True:
             with self._file.read() as db:
-                if self._acyclic(db, ordering):
-                    return self._ready_count(db, ordering, _ts(self._now()), review_satisfies)
-            self._check_cycles(ordering)
+                if self._acyclic(db, query.ordering):
+                    return self._ready_count(db, query.ordering, _ts(self._now()), query.review_satisfies)
+            self._check_cycles(query.ordering)
 
     # -- writing -------------------------------------------------------------------------
     def create_tasks(self, new_tasks: Sequence[NewTask]) -> CreateResult:
@@ -310,37 +307,17 @@ class FileProvider(StateProvider):
                 result.existing.append(by_id[tid].copy() if tid in by_id else self._one(db, tid))
         return result
 
-    def update_task(
-        self,
-        task_id: str,
-        *,
-        token: int | None = None,
-        force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
-    ) -> Task:
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
         """Change the given fields, under the contract's token and ``force`` rules
         (``base.update_ends_claim``): a forced takeover bumps the fence so the holder's
         token is stale, and returns an ``in_progress`` task to ``todo`` unless a status is given."""
-        changes = given(
-            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
-            status=status, priority=priority, labels=labels, dependencies=dependencies,
-        )  # fmt: skip
         with self._file.write() as db:
             now = self._now()
             row = self._row(db, task_id)
             claim = self._claim_of(row)
             check_token(row["key"], task_id, token, claim, row["fence"])
             live = claim is not None and row["expires_at"] > _ts(now)
-            end_claim = update_ends_claim(
-                row["key"], task_id, claim, live, token=token, force=force, status_given="status" in changes
-            )
+            end_claim = update_ends_claim(row["key"], task_id, claim, live, changes, token=token, force=force)
             current = _sql.Current(
                 task_id, row["key"], row["title"], TaskStatus(row["status"]), Priority(row["priority"]),
                 json.loads(row["labels"]), row["fence"],
@@ -418,57 +395,38 @@ class FileProvider(StateProvider):
             )
             return self._one(db, task_id)
 
-    def release(
-        self,
-        task_id: str,
-        token: int,
-        *,
-        status: TaskStatus = TaskStatus.TODO,
-        note: str | None = None,
-        author: str = "runner",
-        cost_usd: float = 0.0,
-        turns: int = 0,
-    ) -> Task:
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
         with self._file.write() as db:
             now = self._now()
             row = self._row(db, task_id)
             self._check_token(row, token)
-            new_status = TaskStatus(status)
             db.execute(
                 "UPDATE tasks SET status = ?, worker_id = NULL, expires_at = NULL, cost_usd = cost_usd + ?, "
                 "turns = turns + ?, updated_at = ? WHERE id = ?",
-                (new_status.value, cost_usd, turns, _ts(now), task_id),
+                (release.status.value, release.cost_usd, release.turns, _ts(now), task_id),
             )
-            if note is not None:
+            if release.note is not None:
                 db.execute(
                     "INSERT INTO notes (task_id, at, author, text) VALUES (?, ?, ?, ?)",
-                    (task_id, _ts(now), author, note),
+                    (task_id, _ts(now), release.author, release.note),
                 )
-            if TaskStatus(row["status"]).satisfied and not new_status.satisfied:
+            if TaskStatus(row["status"]).satisfied and not release.status.satisfied:
                 self._bump_graph(db)
             return self._one(db, task_id)
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it in the same transaction."""
-        _sql.check_ordering(ordering)
-        skip = json.dumps(sorted(set(exclude)))
+        skip = json.dumps(query.exclude)
         while True:
             with self._file.write() as db:
-                if self._acyclic(db, ordering):
+                if self._acyclic(db, query.ordering):
                     now = self._now()
-                    task_id = self._candidate(db, ordering, _ts(now), skip, review_satisfies)
+                    task_id = self._candidate(db, query.ordering, _ts(now), skip, query.review_satisfies)
                     if task_id is None:
                         return None
                     self._take(db, task_id, worker_id, lease_seconds, now)
                     return self._one(db, task_id)
-            self._check_cycles(ordering)  # outside the write lock; then look again
+            self._check_cycles(query.ordering)  # outside the write lock; then look again
 
     @staticmethod
     def _acyclic(db: sqlite3.Connection, ordering: str) -> bool:

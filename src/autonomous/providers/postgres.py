@@ -79,14 +79,15 @@ from autonomous.providers._sql import ID_PREFIX
 from autonomous.providers._sql import ORDER as _ORDER
 from autonomous.providers._sql import SATISFIED as _SATISFIED
 from autonomous.providers.base import (
-    _UNSET,
     CreateResult,
+    ReadyQuery,
+    Release,
     SessionRecord,
     StateProvider,
+    TaskChanges,
     TaskCounts,
     check_takeable,
     check_token,
-    given,
     stale_claim,
     update_ends_claim,
 )
@@ -214,33 +215,25 @@ class PostgresProvider(StateProvider):
             counts.cost_usd += cost
         return counts
 
-    def next_ready(
-        self, ordering: scheduler.Ordering = "strict", exclude: Iterable[str] = (), review_satisfies: bool = False
-    ) -> Task | None:
+    def _next_ready(self, query: ReadyQuery) -> Task | None:
         """``claim_next``'s candidate query, without the claim."""
-        row = self._ready(NEXT_READY, ordering, sorted(set(exclude)), review_satisfies)
+        row = self._ready(NEXT_READY, query)
         return task_of(row[1:]) if row[1] is not None else None
 
-    def count_ready(self, ordering: scheduler.Ordering = "strict", review_satisfies: bool = False) -> int:
-        return int(self._ready(COUNT_READY, ordering, [], review_satisfies)[1])
+    def _count_ready(self, query: ReadyQuery) -> int:
+        return int(self._ready(COUNT_READY, query)[1])
 
-    def _ready(
-        self,
-        queries: dict[str, dict[bool, str]],
-        ordering: scheduler.Ordering,
-        skip: list[str],
-        review_satisfies: bool = False,
-    ) -> Any:
+    def _ready(self, statements: dict[str, dict[bool, str]], query: ReadyQuery) -> Any:
         """The row of a readiness query, on a graph revision checked free of cycles."""
-        _sql.check_ordering(ordering)
+        ordering = query.ordering
         while True:
             rev = self._acyclic.get(ordering)
             if rev is None:
                 self._check_cycles(ordering)
                 continue
-            params = self._params(exclude=skip)
-            query = queries[ordering][review_satisfies]
-            row = self._db.run(lambda c, p=params, q=query: c.execute(q, p).fetchone(), doing="finding ready tasks")
+            params = self._params(exclude=query.exclude)
+            statement = statements[ordering][query.review_satisfies]
+            row = self._db.run(lambda c, p=params, q=statement: c.execute(q, p).fetchone(), doing="finding ready tasks")
             if row[0] == rev:
                 return row
             self._acyclic.pop(ordering, None)  # the graph changed since it was checked
@@ -326,28 +319,10 @@ class PostgresProvider(StateProvider):
     def _bump_graph(conn: Any) -> None:
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'graph_rev'")
 
-    def update_task(
-        self,
-        task_id: str,
-        *,
-        token: int | None = None,
-        force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
-    ) -> Task:
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
         """Change the given fields, under the contract's token and ``force`` rules
         (``base.update_ends_claim``), checked and written in one transaction."""
         nonce = uuid.uuid4()
-        changes = given(
-            title=title, description=description, acceptance_criteria=acceptance_criteria, test_steps=test_steps,
-            status=status, priority=priority, labels=labels, dependencies=dependencies,
-        )  # fmt: skip
 
         def work(conn: Any) -> Task:
             with conn.transaction():
@@ -361,9 +336,7 @@ class PostgresProvider(StateProvider):
                 _, key, old_title, old_status, old_priority, old_labels, worker, expires, fence, live, now = row
                 claim = Claim(worker, expires, fence) if worker is not None else None
                 check_token(key, task_id, token, claim, fence)
-                end_claim = update_ends_claim(
-                    key, task_id, claim, live, token=token, force=force, status_given="status" in changes
-                )
+                end_claim = update_ends_claim(key, task_id, claim, live, changes, token=token, force=force)
                 current = _sql.Current(
                     task_id, key, old_title, TaskStatus(old_status), Priority(old_priority), list(old_labels), fence
                 )
@@ -471,19 +444,8 @@ class PostgresProvider(StateProvider):
 
         return self._db.run(work, recover=lambda c: self._nonce_task(c, nonce) or RETRY, doing=f"renewing {task_id}")
 
-    def release(
-        self,
-        task_id: str,
-        token: int,
-        *,
-        status: TaskStatus = TaskStatus.TODO,
-        note: str | None = None,
-        author: str = "runner",
-        cost_usd: float = 0.0,
-        turns: int = 0,
-    ) -> Task:
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
         nonce = uuid.uuid4()
-        new_status = TaskStatus(status)
 
         def work(conn: Any) -> Task:
             # One statement: the fenced update, the note, and (if a finished task is
@@ -504,31 +466,22 @@ class PostgresProvider(StateProvider):
                             SELECT 1 FROM upd WHERE old_status IN {_SATISFIED} AND status NOT IN {_SATISFIED}))
                     SELECT {COLUMNS.replace("t.", "u.")} FROM upd u""",
                 self._params(
-                    id=task_id, token=token, status=new_status.value, cost=cost_usd, turns=turns,
-                    nonce=nonce, author=author, note=note,
+                    id=task_id, token=token, status=release.status.value, cost=release.cost_usd, turns=release.turns,
+                    nonce=nonce, author=release.author, note=release.note,
                 ),
             ).fetchone()  # fmt: skip
             if row is None:
                 raise self._refused(conn, task_id, token)
             task = task_of(row)
-            if note is not None:  # written by this statement, so not in its snapshot
-                task.notes.append(Note(text=note, author=author, at=task.updated_at))
+            if release.note is not None:  # written by this statement, so not in its snapshot
+                task.notes.append(Note(text=release.note, author=release.author, at=task.updated_at))
             return task
 
         return self._db.run(work, recover=lambda c: self._nonce_task(c, nonce) or RETRY, doing=f"releasing {task_id}")
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
+    def _claim_next(self, worker_id: str, lease_seconds: float, query: ReadyQuery) -> Task | None:
         """Find the scheduler's next ready task in SQL and claim it, in one statement."""
-        _sql.check_ordering(ordering)
-        skip = sorted(set(exclude))
-        lease = timedelta(seconds=lease_seconds)
+        ordering, lease = query.ordering, timedelta(seconds=lease_seconds)
         while True:
             rev = self._acyclic.get(ordering)
             if rev is None:
@@ -537,7 +490,7 @@ class PostgresProvider(StateProvider):
             nonce = uuid.uuid4()
             found_rev, task = self._db.run(
                 lambda c, r=rev, n=nonce: self._claim_next_work(
-                    c, CLAIM_NEXT[ordering][review_satisfies], r, worker_id, lease, skip, n
+                    c, CLAIM_NEXT[ordering][query.review_satisfies], r, worker_id, lease, query.exclude, n
                 ),
                 recover=lambda c, r=rev, n=nonce: (r, t) if (t := self._nonce_task(c, n)) else RETRY,
                 doing="claiming the next task",

@@ -1,10 +1,11 @@
-"""A fake GitHub REST API (the issues part), for tests and rehearsals that touch no network.
+"""A fake GitHub REST API (issues and pull requests), for tests and rehearsals that touch no network.
 
 A real HTTP server on 127.0.0.1 (a free port), holding one repository in memory: issues
 with numbers, labels, comments, ``state``/``state_reason``, issue dependencies
 ("blocked by"), and pull requests mixed into the issue listings (as GitHub does) so a
-client can prove it ignores them; the pulls endpoints, reviews and merges are in
-fake_github_pulls.py. It speaks the parts of the protocol a careful client
+client can prove it ignores them. This module is the server and the protocol; what the
+issues endpoints answer is in fake_github_issues.py, the pulls endpoints, reviews and
+merges in fake_github_pulls.py. It speaks the parts of the protocol a careful client
 must handle: ``Link`` pagination, ETags with ``304 Not Modified`` (which, as on GitHub,
 cost no rate limit), the ``x-ratelimit-*`` headers, and a fault plan for the failures
 worth rehearsing.
@@ -77,10 +78,6 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (self.path is None or re.search(self.path, path))
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeGitHub(PullsMixin):
@@ -183,14 +180,10 @@ class FakeGitHub(PullsMixin):
                     request.method, unquote(request.url.path), query,
                     {k.lower(): v for k, v in request.headers.items()}, json.loads(raw) if raw else None,
                 )  # fmt: skip
+                fault = fake._receive(ex)
+                if fault is not None and fault.hang:
+                    raise httpx.ReadTimeout("fake hang", request=request)
                 with fake._lock:
-                    fake.requests.append(ex)
-                    fake._arrived.notify_all()
-                    fault = next((f for f in fake.faults if f.times > 0 and f.matches(ex.method, ex.path)), None)
-                    if fault is not None:
-                        fault.times -= 1
-                    if fault is not None and fault.hang:
-                        raise httpx.ReadTimeout("fake hang", request=request)
                     status, payload, headers = fake._answer(ex, fault)
                     headers = fake._headers(ex, status, payload, headers)
                 data = b"" if payload is None else json.dumps(payload).encode()
@@ -291,6 +284,10 @@ class FakeGitHub(PullsMixin):
         return out
 
     # -- state ---------------------------------------------------------------------
+    def _stamp(self) -> str:
+        """Now, as GitHub writes times (UTC, whole seconds)."""
+        return self.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def _id(self) -> int:
         self._next_id += 1
         return self._next_id
@@ -298,7 +295,7 @@ class FakeGitHub(PullsMixin):
     def _new_issue(self, title: str, body: str, labels: list[str]) -> int:
         number = self._next_number
         self._next_number += 1
-        now = _iso(self.now())
+        now = self._stamp()
         for name in labels:
             self._label(name)
         self.issues[number] = {
@@ -331,48 +328,6 @@ class FakeGitHub(PullsMixin):
             "received_events_url": f"{base}/received_events", "type": "Bot", "site_admin": False,
         }  # fmt: skip
 
-    def _issue_json(self, number: int) -> dict[str, Any]:
-        st = self.issues[number]
-        url = f"{self._api}/issues/{number}"
-        html = f"https://github.com/{self.owner}/{self.repo}/issues/{number}"
-        out = {
-            "id": st["id"], "node_id": f"I_{st['id']}", "url": url, "repository_url": self._api,
-            "labels_url": f"{url}/labels{{/name}}", "comments_url": f"{url}/comments", "events_url": f"{url}/events",
-            "html_url": html, "number": number, "state": st["state"], "state_reason": st["state_reason"],
-            "title": st["title"], "body": st["body"], "user": self._user(),
-            "labels": [self.labels[n] for n in st["labels"] if n in self.labels],
-            "assignee": None, "assignees": [], "milestone": None, "locked": False, "active_lock_reason": None,
-            "comments": sum(1 for c in self.comments if c["_number"] == number),
-            "closed_at": st["closed_at"], "created_at": st["created_at"], "updated_at": st["updated_at"],
-            "author_association": "OWNER",
-        }  # fmt: skip
-        if st.get("_pull_request"):
-            pr = f"https://github.com/{self.owner}/{self.repo}/pull/{number}"
-            out["pull_request"] = {
-                "url": f"{self._api}/pulls/{number}", "html_url": pr, "diff_url": f"{pr}.diff",
-                "patch_url": f"{pr}.patch",
-                "merged_at": st["closed_at"] if st.get("_pull", {}).get("merged") else None,
-            }  # fmt: skip
-        elif self.dependencies_api:
-            blockers = self.blocked_by.get(number, [])
-            blocking = [n for n, bs in self.blocked_by.items() if number in bs]
-            out["issue_dependencies_summary"] = {
-                "blocked_by": sum(1 for b in blockers if self.issues.get(b, {}).get("state") == "open"),
-                "blocking": sum(1 for b in blocking if self.issues.get(b, {}).get("state") == "open"),
-                "total_blocked_by": len(blockers),
-                "total_blocking": len(blocking),
-            }
-        return out
-
-    def _comment_json(self, c: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self._api}/issues/comments/{c['id']}"
-        return {
-            "id": c["id"], "node_id": f"IC_{c['id']}", "url": url, "body": c["body"],
-            "html_url": f"https://github.com/{self.owner}/{self.repo}/issues/{c['_number']}#issuecomment-{c['id']}",
-            "user": self._user(), "created_at": c["created_at"], "updated_at": c["updated_at"],
-            "issue_url": f"{self._api}/issues/{c['_number']}", "author_association": "OWNER",
-        }  # fmt: skip
-
     # -- HTTP ----------------------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         split = urlsplit(h.path)
@@ -385,12 +340,7 @@ class FakeGitHub(PullsMixin):
         except ValueError:
             body = None
         ex = Exchange(h.command, path, query, {k.lower(): v for k, v in h.headers.items()}, body)
-        with self._lock:
-            self.requests.append(ex)
-            self._arrived.notify_all()
-            fault = next((f for f in self.faults if f.times > 0 and f.matches(h.command, path)), None)
-            if fault is not None:
-                fault.times -= 1
+        fault = self._receive(ex)
         if fault is not None and fault.hang:
             self._release.wait(30)  # the client's timeout ends the exchange first
             ex.status = 0
@@ -398,6 +348,16 @@ class FakeGitHub(PullsMixin):
         with self._lock:
             status, payload, headers = self._answer(ex, fault)
         self._send(h, ex, status, payload, headers)
+
+    def _receive(self, ex: Exchange) -> Fault | None:
+        """Record a request (waking ``wait_for_request``) and take the fault planned for it."""
+        with self._lock:
+            self.requests.append(ex)
+            self._arrived.notify_all()
+            fault = next((f for f in self.faults if f.times > 0 and f.matches(ex.method, ex.path)), None)
+            if fault is not None:
+                fault.times -= 1
+            return fault
 
     def _send(
         self, h: BaseHTTPRequestHandler, ex: Exchange, status: int, payload: Any, headers: dict[str, str]
@@ -473,24 +433,8 @@ class FakeGitHub(PullsMixin):
         return status, payload, headers
 
     def _route(self, method: str, rest: str) -> tuple[Any, str, tuple[Any, ...], tuple[str, str]] | None:
-        read, write = ("issues", "read"), ("issues", "write")
         table: list[tuple[str, str, str, Any, tuple[str, str]]] = [
-            ("GET", r"/labels", "/labels", self._list_labels, ("metadata", "read")),
-            ("POST", r"/labels", "/labels", self._create_label, write),
-            ("GET", r"/issues", "/issues", self._list_issues, read),
-            ("POST", r"/issues", "/issues", self._create_issue, write),
-            ("GET", r"/issues/comments", "/issues/comments", self._list_repo_comments, read),
-            ("PATCH", r"/issues/comments/(\d+)", "/issues/comments/{comment_id}", self._edit_comment, write),
-            ("GET", r"/issues/(\d+)", "/issues/{issue_number}", self._get_issue, read),
-            ("PATCH", r"/issues/(\d+)", "/issues/{issue_number}", self._edit_issue, write),
-            ("GET", r"/issues/(\d+)/comments", "/issues/{issue_number}/comments", self._list_comments, read),
-            ("POST", r"/issues/(\d+)/comments", "/issues/{issue_number}/comments", self._create_comment, write),
-            ("GET", r"/issues/(\d+)/dependencies/blocked_by", "/issues/{issue_number}/dependencies/blocked_by",
-             self._list_blocked_by, read),
-            ("POST", r"/issues/(\d+)/dependencies/blocked_by", "/issues/{issue_number}/dependencies/blocked_by",
-             self._add_blocked_by, write),
-            ("DELETE", r"/issues/(\d+)/dependencies/blocked_by/(\d+)",
-             "/issues/{issue_number}/dependencies/blocked_by/{issue_id}", self._remove_blocked_by, write),
+            *self.issue_routes(),
             *self.pull_routes(),
         ]  # fmt: skip
         for m, pattern, template, handler, needs in table:
@@ -517,144 +461,6 @@ class FakeGitHub(PullsMixin):
         if page > 1:
             links += [link(1, "first"), link(page - 1, "prev")]
         return 200, chunk, ({"Link": ", ".join(links)} if links else {})
-
-    def _issue_or_error(self, number: int) -> tuple[int, Any, dict[str, str]] | None:
-        if number in self.gone:
-            return 410, self._error(410, "This issue was deleted"), {}
-        if number not in self.issues or self.issues[number].get("_pull_request"):
-            return 404, self._error(404, "Not Found"), {}
-        return None
-
-    # labels
-    def _list_labels(self, ex: Exchange) -> tuple[int, Any, dict[str, str]]:
-        return self._page(ex, list(self.labels.values()))
-
-    def _create_label(self, ex: Exchange) -> tuple[int, Any, dict[str, str]]:
-        body = ex.body or {}
-        name = body.get("name")
-        if not isinstance(name, str) or not name:
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"field": "name"}]}, {}
-        if name in self.labels:
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"code": "already_exists"}]}, {}
-        return 201, self._label(name, body.get("color", "ededed"), body.get("description")), {}
-
-    # issues
-    def _list_issues(self, ex: Exchange) -> tuple[int, Any, dict[str, str]]:
-        state = ex.query.get("state", "open")
-        wanted = [s for s in ex.query.get("labels", "").split(",") if s]
-        numbers = sorted(self.issues)
-        if ex.query.get("direction", "desc") == "desc":
-            numbers.reverse()
-        items = [
-            self._issue_json(n)
-            for n in numbers
-            if (state == "all" or self.issues[n]["state"] == state)
-            and all(w in self.issues[n]["labels"] for w in wanted)
-        ]
-        return self._page(ex, items)
-
-    def _create_issue(self, ex: Exchange) -> tuple[int, Any, dict[str, str]]:
-        body = ex.body or {}
-        if not isinstance(body.get("title"), str) or not body["title"]:
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"field": "title"}]}, {}
-        number = self._new_issue(body["title"], body.get("body") or "", [str(n) for n in body.get("labels") or []])
-        return 201, self._issue_json(number), {"Location": f"{self._api}/issues/{number}"}
-
-    def _get_issue(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        return self._issue_or_error(number) or (200, self._issue_json(number), {})
-
-    def _edit_issue(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        st, body = self.issues[number], ex.body or {}
-        if "title" in body:
-            st["title"] = str(body["title"])
-        if "body" in body:
-            st["body"] = body["body"] or ""
-        if "labels" in body:
-            names = [str(n) for n in body["labels"]]
-            for name in names:
-                self._label(name)
-            st["labels"] = list(dict.fromkeys(names))
-        if "state" in body and body["state"] != st["state"]:
-            st["state"] = body["state"]
-            if st["state"] == "closed":
-                st["closed_at"] = _iso(self.now())
-                st["state_reason"] = body.get("state_reason") or "completed"
-            else:
-                st["closed_at"] = None
-                st["state_reason"] = "reopened"
-        elif "state_reason" in body and st["state"] == "closed" and body["state_reason"]:
-            st["state_reason"] = body["state_reason"]
-        st["updated_at"] = _iso(self.now())
-        return 200, self._issue_json(number), {}
-
-    # comments
-    def _list_repo_comments(self, ex: Exchange) -> tuple[int, Any, dict[str, str]]:
-        items = [self._comment_json(c) for c in self.comments]
-        if ex.query.get("direction") == "desc":
-            items.reverse()
-        return self._page(ex, items)
-
-    def _list_comments(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        return self._page(ex, [self._comment_json(c) for c in self.comments if c["_number"] == number])
-
-    def _create_comment(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        text = (ex.body or {}).get("body")
-        if not isinstance(text, str) or not text:
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"field": "body"}]}, {}
-        now = _iso(self.now())
-        c = {"id": self._id(), "_number": number, "body": text, "created_at": now, "updated_at": now}
-        self.comments.append(c)
-        self.issues[number]["updated_at"] = now
-        return 201, self._comment_json(c), {"Location": f"{self._api}/issues/comments/{c['id']}"}
-
-    def _edit_comment(self, ex: Exchange, comment_id: int) -> tuple[int, Any, dict[str, str]]:
-        c = next((c for c in self.comments if c["id"] == comment_id), None)
-        if c is None:
-            return 404, self._error(404, "Not Found"), {}
-        text = (ex.body or {}).get("body")
-        if not isinstance(text, str) or not text:
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"field": "body"}]}, {}
-        c["body"], c["updated_at"] = text, _iso(self.now())
-        return 200, self._comment_json(c), {}
-
-    # dependencies
-    def _list_blocked_by(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        return self._page(ex, [self._issue_json(n) for n in self.blocked_by.get(number, []) if n in self.issues])
-
-    def _add_blocked_by(self, ex: Exchange, number: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        issue_id = (ex.body or {}).get("issue_id")
-        blocker = next((n for n, st in self.issues.items() if st["id"] == issue_id), None)
-        if blocker is None:
-            return 404, self._error(404, "Not Found"), {}
-        if blocker == number or blocker in self.blocked_by.get(number, []):
-            return 422, {**self._error(422, "Validation Failed"), "errors": [{"code": "invalid"}]}, {}
-        self.blocked_by.setdefault(number, []).append(blocker)
-        return 201, self._issue_json(blocker), {"Location": f"{self._api}/issues/{blocker}"}
-
-    def _remove_blocked_by(self, ex: Exchange, number: int, issue_id: int) -> tuple[int, Any, dict[str, str]]:
-        err = self._issue_or_error(number)
-        if err:
-            return err
-        blocker = next((n for n, st in self.issues.items() if st["id"] == issue_id), None)
-        if blocker is None or blocker not in self.blocked_by.get(number, []):
-            return 404, self._error(404, "Not Found"), {}
-        self.blocked_by[number].remove(blocker)
-        return 200, self._issue_json(blocker), {}
 
 
 def open_test_provider(

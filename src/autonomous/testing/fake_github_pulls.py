@@ -1,5 +1,5 @@
 """The pull requests part of the fake GitHub (``execution.handoff: pr``): a mixin of
-:class:`~autonomous.testing.fake_github.FakeGitHub`.
+:class:`~autonomous.testing.fake_github.FakeGitHub` that extends the issues part.
 
 Pull requests share the issues' numbers (as on GitHub). With ``git_dir`` (a bare
 repository: the runners' shared remote) the fake is honest about git: opening a pull
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-Answer = tuple[int, Any, dict[str, str]]
+from autonomous.testing.fake_github_issues import Answer, IssuesMixin
+
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "GitHub", "GIT_AUTHOR_EMAIL": "noreply@github.com",
     "GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com",
@@ -33,22 +32,11 @@ _REPO_URLS = [
 ]  # fmt: skip
 
 
-class PullsMixin:
-    """Pull requests for the fake. The host class provides the issues' state and helpers."""
+class PullsMixin(IssuesMixin):
+    """Pull requests for the fake: issues with a head and a base (as on GitHub, where every
+    pull request is an issue), so the host's state and helpers are the issues part's."""
 
-    # the host's (FakeGitHub's) state and helpers
-    git_dir: Path | None
-    issues: dict[int, dict[str, Any]]
-    owner: str
-    repo: str
-    now: Callable[[], datetime]
-    _lock: threading.RLock
-    _api: str
-    _id: Callable[[], int]
-    _user: Callable[[], dict[str, Any]]
-    _error: Callable[[int, str], dict[str, Any]]
-    _page: Callable[[Any, list[Any]], Answer]
-    _new_issue: Callable[[str, str, list[str]], int]
+    git_dir: Path | None  # the host's
 
     # -- test controls ---------------------------------------------------------------
     def pulls(self) -> list[int]:
@@ -197,8 +185,6 @@ class PullsMixin:
         return sha
 
     # -- JSON ------------------------------------------------------------------------
-    def _stamp(self) -> str:
-        return self.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _repo_json(self) -> dict[str, Any]:
         api, html = self._api, f"https://github.com/{self.owner}/{self.repo}"

@@ -65,14 +65,14 @@ import httpx
 from autonomous import scheduler
 from autonomous.errors import ClaimConflict, GitHubAPIError, TaskNotFound
 from autonomous.providers.base import (
-    _UNSET,
     CreateResult,
+    Release,
     SessionRecord,
     StateProvider,
+    TaskChanges,
     check_dependency_keys,
     check_takeable,
     check_token,
-    claim_first_ready,
     status_after_update,
     update_ends_claim,
 )
@@ -373,47 +373,23 @@ class GitHubProvider(StateProvider):
         check_token(task.key, task.id, token, task.claim, fence)
         return task, fence
 
-    def update_task(
-        self,
-        task_id: str,
-        *,
-        token: int | None = None,
-        force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
-    ) -> Task:
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
         """As the file provider: with a token, StaleClaim unless current; without, ClaimConflict
         on a live claim unless ``force``, which ends the claim (the fence grows)."""
         task, fence = self._fresh(task_id, token)
         now = self._now()
         live = task.claim is not None and task.claim.live(now)
-        end_claim = update_ends_claim(
-            task.key, task.id, task.claim, live, token=token, force=force, status_given=status is not _UNSET
-        )
+        end_claim = update_ends_claim(task.key, task.id, task.claim, live, changes, token=token, force=force)
         new = task.copy(updated_at=now)
-        new.status = status_after_update(task.status, None if status is _UNSET else status, end_claim)
+        new.status = status_after_update(task.status, changes.status, end_claim)
         if end_claim:
             new.claim = None
             fence += 1
-        for name, value in (("title", title), ("description", description)):
-            if value is not _UNSET:
+        for name, value in changes.given().items():
+            if name not in ("status", "dependencies"):
                 setattr(new, name, value)
-        if acceptance_criteria is not _UNSET:
-            new.acceptance_criteria = list(acceptance_criteria)
-        if test_steps is not _UNSET:
-            new.test_steps = list(test_steps)
-        if priority is not _UNSET:
-            new.priority = Priority(priority)
-        if labels is not _UNSET:
-            new.labels = list(labels)
-        if dependencies is not _UNSET:
-            deps = [str(codec.number(d)) if codec.is_number(d) else d for d in dict.fromkeys(dependencies)]
+        if changes.dependencies is not None:
+            deps = list(dict.fromkeys(str(codec.number(d)) if codec.is_number(d) else d for d in changes.dependencies))
             known = {str(n) for n in self._db_ids}
             for dep in deps:
                 if dep not in known:
@@ -487,16 +463,11 @@ class GitHubProvider(StateProvider):
         new = task.copy(status=TaskStatus.IN_PROGRESS, claim=Claim(worker_id, expires, token), updated_at=now)
         return self._write_issue(new, token, comments)
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
-        """One listing (no comments: scheduling needs none), then claim from what it read;
-        a lost race moves on to the next candidate."""
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """One listing (no comments: scheduling needs none) for each look, and the claim
+        from what it read."""
         issues: dict[str, dict[str, Any]] = {}
 
         def read() -> list[Task]:
@@ -504,15 +475,7 @@ class GitHubProvider(StateProvider):
             issues.update((str(i["number"]), i) for i in self._list_issues())
             return [self._to_task(i, None) for i in issues.values()]
 
-        return claim_first_ready(
-            read,
-            lambda task: self._claim(issues[task.id], worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            lost=(ClaimConflict, TaskNotFound),
-            review_satisfies=review_satisfies,
-        )
+        return read, lambda task: self._claim(issues[task.id], worker_id, lease_seconds)
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
         task, fence = self._fresh(task_id, token)
@@ -522,24 +485,14 @@ class GitHubProvider(StateProvider):
         new = task.copy(claim=lease, updated_at=now)
         return self._write_issue(new, fence, None)
 
-    def release(
-        self,
-        task_id: str,
-        token: int,
-        *,
-        status: TaskStatus = TaskStatus.TODO,
-        note: str | None = None,
-        author: str = "runner",
-        cost_usd: float = 0.0,
-        turns: int = 0,
-    ) -> Task:
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
         task, fence = self._fresh(task_id, token)
         now = self._now()
-        if note is not None:
-            self._post_comment(int(task.id), codec.note_body(Note(note, author, now)), task_id)
+        if release.note is not None:
+            self._post_comment(int(task.id), codec.note_body(Note(release.note, release.author, now)), task_id)
         new = task.copy(
-            status=TaskStatus(status), claim=None, updated_at=now,
-            cost_usd=task.cost_usd + cost_usd, turns=task.turns + turns,
+            status=release.status, claim=None, updated_at=now,
+            cost_usd=task.cost_usd + release.cost_usd, turns=task.turns + release.turns,
         )  # fmt: skip
         return self._write_issue(new, fence, None)
 

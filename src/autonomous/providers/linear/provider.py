@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from autonomous import scheduler
 from autonomous.errors import (
     ClaimConflict,
     LinearGraphQLError,
@@ -27,14 +26,14 @@ from autonomous.errors import (
 )
 from autonomous.fsutil import write_json_atomic
 from autonomous.providers.base import (
-    _UNSET,
     CreateResult,
+    Release,
     SessionRecord,
     StateProvider,
+    TaskChanges,
     check_dependency_keys,
     check_takeable,
     check_token,
-    claim_first_ready,
     status_after_update,
     update_ends_claim,
 )
@@ -358,21 +357,7 @@ class LinearProvider(StateProvider):
             state_id = issue.state_id if same else None
         return {"stateId": state_id or team.state_for(status)["id"], "labelIds": team.label_ids(self.client, names)}
 
-    def update_task(
-        self,
-        task_id: str,
-        *,
-        token: int | None = None,
-        force: bool = False,
-        title: str = _UNSET,
-        description: str = _UNSET,
-        acceptance_criteria: list[str] = _UNSET,
-        test_steps: list[str] = _UNSET,
-        status: TaskStatus = _UNSET,
-        priority: Priority = _UNSET,
-        labels: list[str] = _UNSET,
-        dependencies: list[str] = _UNSET,
-    ) -> Task:
+    def _update_task(self, task_id: str, changes: TaskChanges, *, token: int | None, force: bool) -> Task:
         """The file provider's rules (see its docstring): a token must be current; without
         one a live claim refuses unless ``force``, which ends it with a ``fence`` entry."""
         issue = self._fetch(task_id)
@@ -380,30 +365,25 @@ class LinearProvider(StateProvider):
         task, state = issue.task, issue.claim_state
         now = self._now()
         live = state.claim is not None and state.claim.live(now)
-        end_claim = update_ends_claim(
-            task.key, task_id, state.claim, live, token=token, force=force, status_given=status is not _UNSET
-        )
-        new_status = status_after_update(task.status, None if status is _UNSET else status, end_claim)
-        if dependencies is not _UNSET:
-            self._set_relations(issue, list(dict.fromkeys(dependencies)))
+        end_claim = update_ends_claim(task.key, task_id, state.claim, live, changes, token=token, force=force)
+        new_status = status_after_update(task.status, changes.status, end_claim)
+        deps = changes.dependencies
+        if deps is not None:
+            self._set_relations(issue, deps)
         fields = {
-            k: v
-            for k, v in (
-                ("description", description),
-                ("acceptance_criteria", acceptance_criteria),
-                ("test_steps", test_steps),
-            )
-            if v is not _UNSET
+            name: value
+            for name in ("description", "acceptance_criteria", "test_steps")
+            if (value := getattr(changes, name)) is not None
         }
-        marker = marker_of(issue, deps=list(dict.fromkeys(dependencies)) if dependencies is not _UNSET else None)
-        if dependencies is _UNSET and "deps" in issue.marker:
+        marker = marker_of(issue, deps=deps)
+        if deps is None and "deps" in issue.marker:
             marker["deps"] = issue.marker["deps"]
         update: dict[str, Any] = {"description": description_of(issue, marker, **fields)}
-        if title is not _UNSET:
-            update["title"] = title
-        if priority is not _UNSET:
-            update["priority"] = PRIORITY_TO_LINEAR[Priority(priority)]
-        update.update(self._status_input(issue, new_status, None if labels is _UNSET else list(labels)))
+        if changes.title is not None:
+            update["title"] = changes.title
+        if changes.priority is not None:
+            update["priority"] = PRIORITY_TO_LINEAR[changes.priority]
+        update.update(self._status_input(issue, new_status, changes.labels))
         if end_claim:
             body = entry_body("fence", None, token=state.fence + 1, by="update" if not force else "force", at=_ts(now))
             fresh = self._mutate_issue(
@@ -493,24 +473,14 @@ class LinearProvider(StateProvider):
         self._held[task.id] = (token, nonce)
         return fresh.task.copy()
 
-    def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        ordering: scheduler.Ordering = "strict",
-        exclude: Iterable[str] = (),
-        review_satisfies: bool = False,
-    ) -> Task | None:
-        """Poll once, ask the scheduler, claim from the poll's view (no second read)."""
+    def _claim_view(
+        self, worker_id: str, lease_seconds: float
+    ) -> tuple[Callable[[], list[Task]], Callable[[Task], Task]]:
+        """Poll once; the scheduler picks from the poll's view and the claim uses it (no second read)."""
         self._poll()
-        return claim_first_ready(
+        return (
             lambda: [issue.task for issue in list(self._cache.values())],
             lambda task: self._claim(self._cache[task.id], worker_id, lease_seconds),
-            self._now,
-            ordering,
-            exclude,
-            lost=(ClaimConflict, TaskNotFound),
-            review_satisfies=review_satisfies,
         )
 
     def renew(self, task_id: str, token: int, lease_seconds: float) -> Task:
@@ -527,30 +497,19 @@ class LinearProvider(StateProvider):
         )
         return fresh.task.copy()
 
-    def release(
-        self,
-        task_id: str,
-        token: int,
-        *,
-        status: TaskStatus = TaskStatus.TODO,
-        note: str | None = None,
-        author: str = "runner",
-        cost_usd: float = 0.0,
-        turns: int = 0,
-    ) -> Task:
+    def _release(self, task_id: str, token: int, release: Release) -> Task:
         issue = self._fetch(task_id)
         self._check_token(issue, token)
         now = self._now()
-        new_status = TaskStatus(status)
         worker = issue.claim_state.claim.worker_id if issue.claim_state.claim else "?"
-        marker = marker_of(
-            issue, cost=round(issue.task.cost_usd + cost_usd, 6) or None, turns=issue.task.turns + turns or None
-        )
+        cost, turns = round(issue.task.cost_usd + release.cost_usd, 6), issue.task.turns + release.turns
+        marker = marker_of(issue, cost=cost or None, turns=turns or None)
         marker.pop("lease", None)
-        update = {"description": description_of(issue, marker), **self._status_input(issue, new_status)}
+        update = {"description": description_of(issue, marker), **self._status_input(issue, release.status)}
         body = entry_body(
-            "released", note, token=token, worker=worker, status=new_status.value, author=author, at=_ts(now)
-        )
+            "released", release.note, token=token, worker=worker, status=release.status.value, author=release.author,
+            at=_ts(now),
+        )  # fmt: skip
         fresh = self._mutate_issue(
             COMMENT_AND_UPDATE_MUTATION, {"id": task_id, "comment": self._comment_input(task_id, body), "input": update}
         )
