@@ -26,7 +26,7 @@ from pathlib import Path
 
 from autonomous.backends.base import Backend, Run
 from autonomous.config import RunnerConfig
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import BackendStart, Event, Outcome, OutcomeStatus
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
 
@@ -40,7 +40,7 @@ class FixedDelayBackend(Backend):
         self.delay = delay
 
     async def _stream(self, prompt: str, run: Run) -> AsyncIterator[Event | Outcome]:
-        yield run.ev(EventKind.BACKEND_START, session_id="s")
+        yield run.ev(BackendStart, session_id="s")
         await asyncio.sleep(self.delay)
         name = f"{run.options.task_id}.txt"
         (Path(run.options.cwd) / name).write_text("work\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from autonomous.backends.base import Backend, Run
 from autonomous.config import RunnerConfig
-from autonomous.events import Event, EventKind, Outcome, OutcomeStatus
+from autonomous.events import BackendStart, Event, Outcome, OutcomeStatus
 from autonomous.runner import AutonomousRunner
 from autonomous.tasks import NewTask
 
@@ -33,7 +33,7 @@ class InstantBackend(Backend):
     name = "instant"
 
     async def _stream(self, prompt: str, run: Run) -> AsyncIterator[Event | Outcome]:
-        yield run.ev(EventKind.BACKEND_START, session_id="s")
+        yield run.ev(BackendStart, session_id="s")
         yield Outcome(OutcomeStatus.COMPLETED, summary="done", turns=1, cost_usd=0.001)
 
 
