@@ -264,3 +264,23 @@ def test_missing_package_gives_the_install_hint(project, monkeypatch):
 def test_missing_cli_path_is_a_backend_error(project):
     with pytest.raises(BackendError, match="not found"):
         AgentSDKBackend().run("x", RunOptions(cwd=project, claude_path=str(project / "no-claude")))
+
+
+def test_the_sdk_reads_the_init_message_as_the_cli_parser_does():
+    """One mapping of Claude Code's system messages for both Claude Code backends
+    (backends/result.py): a real CLI transcript's init line, through the Agent SDK's own
+    message parser, gives the same start event and the same MCP warning as the CLI parser."""
+    import claude_agent_sdk as sdk
+    from claude_agent_sdk._internal.message_parser import parse_message
+
+    from autonomous.backends.claude_cli.parser import parse_stream
+    from autonomous.events import BackendStart, WarningEvent
+
+    transcript = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code-cli" / "mcp-server-errors.jsonl"
+    init = json.loads(transcript.read_text().splitlines()[0])
+    events = AgentSDKBackend._translate(sdk, parse_message(init), {}, [], lambda kind, **fields: kind(**fields))
+    cli_events, _ = parse_stream([json.dumps(init)])
+    assert [type(e) for e in events] == [type(e) for e in cli_events] == [WarningEvent, BackendStart]
+    assert events[0].message == cli_events[0].message and "'broken'" in events[0].message
+    sdk_start, cli_start = events[1], cli_events[1]
+    assert sdk_start.data == cli_start.data and sdk_start.session_id == init["session_id"]

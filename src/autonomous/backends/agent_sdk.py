@@ -38,7 +38,9 @@ from autonomous.backends.base import Backend, NoReport, Run, RunOptions, Spend, 
 from autonomous.backends.policy import HOOK_MATCHER, NO_BACKGROUND_ENV, CommandPolicy, background_request
 from autonomous.backends.registry import import_extra
 from autonomous.backends.result import (
+    api_retry_event,
     context_tokens,
+    init_events,
     outcome_from_result,
     resets_at,
     stop_for_api_retry,
@@ -48,8 +50,6 @@ from autonomous.backends.result import (
 from autonomous.backends.text import clip_middle, summarize_input, tool_result_text
 from autonomous.errors import BackendError
 from autonomous.events import (
-    ApiRetry,
-    BackendStart,
     ErrorEvent,
     Event,
     Outcome,
@@ -80,29 +80,9 @@ class AgentSDKBackend(Backend):
         if isinstance(message, sdk.SystemMessage):
             data = message.data or {}
             if message.subtype == "init":
-                events.append(
-                    ev(
-                        BackendStart,
-                        session_id=data.get("session_id"),
-                        model=data.get("model"),
-                        tools=data.get("tools") or [],
-                        mcp_servers=data.get("mcp_servers") or [],
-                        permission_mode=data.get("permissionMode"),
-                        cwd=data.get("cwd"),
-                        version=data.get("claude_code_version"),
-                    )
-                )
+                events.extend(init_events(data, ev))
             elif message.subtype == "api_retry":
-                events.append(
-                    ev(
-                        ApiRetry,
-                        attempt=data.get("attempt"),
-                        max_retries=data.get("max_retries"),
-                        retry_delay_ms=data.get("retry_delay_ms"),
-                        error_status=data.get("error_status"),
-                        error=data.get("error"),
-                    )
-                )
+                events.append(api_retry_event(data, ev))
         elif isinstance(message, sdk.AssistantMessage):
             top_level = message.parent_tool_use_id is None
             for block in message.content:

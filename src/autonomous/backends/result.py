@@ -8,6 +8,8 @@ Agent SDK's messages converted to the same dict shapes) decide with.
   budget_exceeded, a usage-limit text is rate_limited, an aborted turn is interrupted, an
   API status of 401/403 is auth_error and 429/529 rate_limited; a success needs the
   model's completion report, else :data:`~autonomous.backends.report.NUDGE`.
+* :func:`init_events`, :func:`api_retry_event`: the ``system`` messages (the session's
+  start, with its tools and MCP servers; the CLI's own retry of a failed API call) as events.
 * :func:`stop_for_api_retry`, :func:`stop_for_rate_limit`: the messages after which
   waiting longer cannot help (refused credentials, throttling past the retry limit, a
   rejected usage limit), so the backend ends the run before the CLI gives up on its own.
@@ -16,12 +18,13 @@ Agent SDK's messages converted to the same dict shapes) decide with.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from autonomous.backends.report import Nudge, report_outcome
 from autonomous.backends.text import clip
-from autonomous.events import Outcome, OutcomeStatus, Usage
+from autonomous.events import ApiRetry, BackendStart, Event, Outcome, OutcomeStatus, Usage, WarningEvent
 
 AUTH_STATUSES = frozenset({401, 403})
 THROTTLE_STATUSES = frozenset({429, 529})
@@ -135,6 +138,47 @@ def api_failure(
     label = f"HTTP {status}" if status is not None else str(err_type or "API error")
     out.error = clip(f"{label}: {detail}" if detail else label)
     return out
+
+
+def init_events(msg: dict[str, Any], ev: Callable[..., Event]) -> list[Event]:
+    """The ``system`` / ``init`` message: a warning for each MCP server that did not start,
+    then the run's :class:`BackendStart` (session, model, tools, MCP servers, version)."""
+    tools = msg.get("tools") if isinstance(msg.get("tools"), list) else []
+    errors = msg.get("mcp_server_errors") if isinstance(msg.get("mcp_server_errors"), list) else []
+    warnings = [
+        ev(
+            WarningEvent,
+            message=f"MCP server {e.get('name')!r} skipped ({e.get('type')}): {clip(str(e.get('message')))}",
+        )
+        for e in errors
+        if isinstance(e, dict)
+    ]
+    session_id = msg.get("session_id")
+    model = msg.get("model")
+    start = ev(
+        BackendStart,
+        session_id=session_id if isinstance(session_id, str) and session_id else None,
+        model=model if isinstance(model, str) else None,
+        tools=[str(t) for t in tools],
+        mcp_servers=msg.get("mcp_servers") or [],
+        permission_mode=msg.get("permissionMode"),
+        cwd=msg.get("cwd"),
+        version=msg.get("claude_code_version"),
+        **({"mcp_server_errors": errors} if errors else {}),
+    )
+    return [*warnings, start]
+
+
+def api_retry_event(msg: dict[str, Any], ev: Callable[..., Event]) -> Event:
+    """The ``system`` / ``api_retry`` message: the CLI retries a failed API call itself."""
+    return ev(
+        ApiRetry,
+        attempt=as_int(msg.get("attempt")),
+        max_retries=msg.get("max_retries"),
+        retry_delay_ms=as_int(msg.get("retry_delay_ms")),
+        error_status=msg.get("error_status"),
+        error=msg.get("error"),
+    )
 
 
 def stop_for_api_retry(msg: dict[str, Any], max_api_retries: int, now: datetime) -> Outcome | None:

@@ -19,8 +19,10 @@ from autonomous.backends import pricing
 from autonomous.backends.report import Nudge
 from autonomous.backends.result import (
     api_failure,
+    api_retry_event,
     as_int,
     context_tokens,
+    init_events,
     outcome_from_result,
     resets_at,
     stop_for_api_retry,
@@ -29,8 +31,6 @@ from autonomous.backends.result import (
 )
 from autonomous.backends.text import clip, summarize_input, tool_result_text
 from autonomous.events import (
-    ApiRetry,
-    BackendStart,
     ErrorEvent,
     Event,
     Outcome,
@@ -118,9 +118,7 @@ class StreamParser:
         except ValueError:
             return [self._ev(WarningEvent, message="claude printed a line that is not JSON", line=clip(line, 300))]
         if not isinstance(msg, dict):
-            return [
-                self._ev(WarningEvent, message="claude printed JSON that is not an object", line=clip(line, 300))
-            ]
+            return [self._ev(WarningEvent, message="claude printed JSON that is not an object", line=clip(line, 300))]
         if isinstance(msg.get("session_id"), str) and msg["session_id"]:
             self.session_id = msg["session_id"]
         kind = msg.get("type")
@@ -146,46 +144,14 @@ class StreamParser:
         subtype = msg.get("subtype")
         if subtype == "init":
             self.model = msg.get("model") if isinstance(msg.get("model"), str) else self.model
-            tools = msg.get("tools") if isinstance(msg.get("tools"), list) else []
-            errors = msg.get("mcp_server_errors") if isinstance(msg.get("mcp_server_errors"), list) else []
-            warnings = [
-                self._ev(
-                    WarningEvent,
-                    message=f"MCP server {e.get('name')!r} skipped ({e.get('type')}): {clip(str(e.get('message')))}",
-                )
-                for e in errors
-                if isinstance(e, dict)
-            ]
-            return [
-                *warnings,
-                self._ev(
-                    BackendStart,
-                    session_id=self.session_id,
-                    model=self.model,
-                    tools=[str(t) for t in tools],
-                    mcp_servers=msg.get("mcp_servers") or [],
-                    permission_mode=msg.get("permissionMode"),
-                    cwd=msg.get("cwd"),
-                    version=msg.get("claude_code_version"),
-                    **({"mcp_server_errors": errors} if errors else {}),
-                ),
-            ]
+            return init_events({**msg, "session_id": self.session_id, "model": self.model}, self._ev)
         if subtype == "api_retry":
             return self._api_retry(msg)
         return []  # hook responses, compaction boundaries, status lines: informational
 
     def _api_retry(self, msg: dict[str, Any]) -> list[Event]:
         self.last_retry = msg
-        events = [
-            self._ev(
-                ApiRetry,
-                attempt=as_int(msg.get("attempt")),
-                max_retries=msg.get("max_retries"),
-                retry_delay_ms=as_int(msg.get("retry_delay_ms")),
-                error_status=msg.get("error_status"),
-                error=msg.get("error"),
-            )
-        ]
+        events = [api_retry_event(msg, self._ev)]
         if self.stop is not None or not self.early_stop:
             return events
         self.stop = stop_for_api_retry(msg, self.max_api_retries, self.clock())
@@ -256,9 +222,7 @@ class StreamParser:
                 "text": text,
             }
             events.append(
-                self._ev(
-                    ErrorEvent, message=clip(text or str(msg.get("error"))), status=msg.get("api_error_status")
-                )
+                self._ev(ErrorEvent, message=clip(text or str(msg.get("error"))), status=msg.get("api_error_status"))
             )
         return events
 
