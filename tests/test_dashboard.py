@@ -101,9 +101,10 @@ def test_large_project_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         todo = board["columns"]["todo"]
         assert todo["total"] == 10_000 and len(todo["cards"]) == 50  # one page, not ten thousand cards
         more = web.get("/api/board", params={"column": "todo", "offset": 50}).json()
-        assert list(more["columns"]) == ["todo"] and [c["key"] for c in more["columns"]["todo"]["cards"]] == expected[
-            50:100
-        ]
+        assert (
+            list(more["columns"]) == ["todo"]
+            and [c["key"] for c in more["columns"]["todo"]["cards"]] == expected[50:100]
+        )
         keys, offset = [], 0
         while True:
             page = web.get("/api/tasks", params={"offset": offset, "limit": 1000}).json()

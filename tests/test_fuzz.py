@@ -85,8 +85,9 @@ values = st.recursive(
 )
 sections = st.dictionaries(
     st.sampled_from(list(SECTIONS)),
-    st.one_of(values, st.dictionaries(st.sampled_from([k for keys in SECTIONS.values() for k in keys]), values,
-                                      max_size=5)),
+    st.one_of(
+        values, st.dictionaries(st.sampled_from([k for keys in SECTIONS.values() for k in keys]), values, max_size=5)
+    ),
     max_size=5,
 )
 # Fragments spliced into a valid-looking file: tags, anchors, aliases, odd syntax.

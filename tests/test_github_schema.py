@@ -153,8 +153,11 @@ def record_pull_requests(fake: FakeGitHub, tmp: Path) -> list[Exchange]:
             client.call("POST", "/pulls", {"title": "twice", "head": "autonomous/W-1", "base": "main"})
         review = fake.review(first.number, body="Please rename", comments=[("W-1.txt", 1, "say hello")])
         verdict = pulls.verdict(first.number, set())
-        assert (verdict.kind, verdict.review_id, verdict.feedback) == ("changes", review, ["Please rename",
-                                                                                           "W-1.txt:1: say hello"])
+        assert (verdict.kind, verdict.review_id, verdict.feedback) == (
+            "changes",
+            review,
+            ["Please rename", "W-1.txt:1: say hello"],
+        )
         assert pulls.verdict(first.number, {review}).kind == "waiting"
         sha = fake.merge_pull(first.number)
         assert pulls.verdict(first.number, {review}).pull.merge_sha == sha == _git(bare, "rev-parse", "main").strip()

@@ -226,4 +226,3 @@ def test_a_task_in_review_holds_back_what_follows_unless_review_unblocks_depende
     assert going["l"].ready is (ordering == "dependencies")  # the phase policies: 2.1 waits for 1.2
     assert "in_review" in going["r"].explain()
     assert scheduler.next_ready(tasks, ordering=ordering, review_satisfies=True) is sibling
-

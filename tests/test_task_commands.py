@@ -122,7 +122,6 @@ def test_approve_refuses_a_task_whose_pull_request_decides(shop: Path) -> None:
     assert rejected.exit_code == 0 and show("SHOP-1.1")["task"]["status"] == "todo"
 
 
-
 def test_next_and_show_follow_review_unblocks_dependents(shop: Path) -> None:
     """With execution.review_unblocks_dependents the reading commands plan as the runner
     claims: SHOP-1.2 (after SHOP-1.1) is next while SHOP-1.1 waits in review."""
@@ -137,6 +136,7 @@ def test_next_and_show_follow_review_unblocks_dependents(shop: Path) -> None:
     ready = json.loads(cli("next", "--json").output)
     assert ready["task"]["key"] == "SHOP-1.2" and ready["waiting_count"] == 2
     assert show("SHOP-1.2")["ready"] is True
+
 
 # -- retry ---------------------------------------------------------------------------------------
 

@@ -191,9 +191,7 @@ def _journal(directory: Path, state: RunnerState, done: dict[str, int] | None, *
     rewrite = done is None or any(len(lists[o]) < done.get(o, 0) for o in _OUTCOMES)
     start = dict.fromkeys(_OUTCOMES, 0) if rewrite else done
     assert start is not None
-    lines = [
-        f"{state.session_id}\t{o}\t{' '.join(str(k).split())}\n" for o in _OUTCOMES for k in lists[o][start[o] :]
-    ]
+    lines = [f"{state.session_id}\t{o}\t{' '.join(str(k).split())}\n" for o in _OUTCOMES for k in lists[o][start[o] :]]
     if lines or rewrite:
         directory.mkdir(parents=True, exist_ok=True)
         with open(tasks_path(directory), "w" if rewrite else "a", encoding="utf-8") as fh:

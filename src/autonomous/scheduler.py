@@ -251,7 +251,7 @@ def _check_cycles(open_tasks: list[Task], by_id: dict[str, Task], ordering: Orde
                 stack[-1] = (node, i + 1)
                 nxt = targets[i]
                 if colour[nxt] == GREY:
-                    cycle = [*path[path.index(nxt):], nxt]
+                    cycle = [*path[path.index(nxt) :], nxt]
                     names = [by_id[n].key or n for n in cycle if n in open_ids]
                     raise DependencyCycle(names)
                 if colour[nxt] == WHITE:

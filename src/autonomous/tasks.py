@@ -79,9 +79,7 @@ class TitleKey:
 
 
 _META = re.compile(r"^\s*META\s*:", re.IGNORECASE)
-_BRACKET = re.compile(
-    r"^\s*\[(?P<prefix>[A-Za-z][A-Za-z0-9_]*)-(?P<phase>\d+)\.(?P<num>\d+)(?P<letter>[a-z]?)\]"
-)
+_BRACKET = re.compile(r"^\s*\[(?P<prefix>[A-Za-z][A-Za-z0-9_]*)-(?P<phase>\d+)\.(?P<num>\d+)(?P<letter>[a-z]?)\]")
 _LEADING = re.compile(r"^\s*(?P<phase>\d+)\.(?P<num>\d+)(?P<letter>[a-z]?)\s*:")
 _WORDED = re.compile(r"^\s*(?:Phase|Task)\s+(?P<phase>\d+)\.(?P<num>\d+)(?P<letter>[a-z]?)\b", re.IGNORECASE)
 _TRACKER = re.compile(r"^\s*\[?(?P<key>[A-Z][A-Z0-9]{1,9}-(?P<num>\d+))\]?(?![.\d])")

@@ -275,6 +275,7 @@ def _race_two_runners(project: Path) -> list[object]:
 
     def one() -> None:
         config = parse_config({"autonomous": {"max_tasks_per_session": 1}}, root=project)
+
         def wait_then_complete(prompt: str, options: RunOptions) -> Outcome:
             returned.wait(30)  # blocks this runner's own loop, in its own thread, until the other returned
             return complete("done.txt")(prompt, options)

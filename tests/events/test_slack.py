@@ -114,12 +114,8 @@ def session(bus: EventBus, clock: Clock | None = None) -> None:
     bus.emit(TaskClaimed(title=f"[AUTH-1.2] Reset {SECRET}", task_id="T-2"))
     at(310)
     bus.emit(UsageUpdate(turns=2, cost_usd=0.1, task_id="T-2"))
-    bus.emit(
-        TaskRecorded(status="blocked", cost_usd=0.1, turns=2, message=f"SMTP refused {SECRET}", task_id="T-2")
-    )
-    bus.emit(
-        SessionEnd(session_id="s-42", exit_code=1, reason="stop on failure", tasks_completed=["AUTH-1.1"])
-    )
+    bus.emit(TaskRecorded(status="blocked", cost_usd=0.1, turns=2, message=f"SMTP refused {SECRET}", task_id="T-2"))
+    bus.emit(SessionEnd(session_id="s-42", exit_code=1, reason="stop on failure", tasks_completed=["AUTH-1.1"]))
 
 
 def test_messages_arrive_with_blocks_and_text_and_no_secret(hook, caplog):

@@ -112,7 +112,6 @@ def config(project: Path, **sections: dict) -> Config:
     return parse_config({"autonomous": auto, "verification": verification, **sections}, root=project)
 
 
-
 def two_phase(provider: Store) -> None:
     provider.create_tasks(
         [

@@ -128,4 +128,3 @@ def model_server_cmd(scenario: Path | None, port: int, host: str, check: bool, q
         argv += ["--scenario", str(scenario)]
     argv += ["--check"] * check + ["--quiet"] * quiet
     sys.exit(serve(argv))
-

@@ -199,6 +199,7 @@ def _label(path: Path) -> str:
 
 # -- YAML ----------------------------------------------------------------------------------------
 
+
 def _parse_yaml(text: str, label: str) -> Any:
     try:
         return safe_yaml.load(text)  # safe, no tags, aliases and size bounded

@@ -185,5 +185,3 @@ def describe(exc: ValidationError, label: str, secret_paths: set[Loc] | frozense
             what = f"{str(first['msg'])[:1].lower()}{str(first['msg'])[1:]}"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{label}: {dotted(loc)}: {what}{more}"
-
-

@@ -446,5 +446,3 @@ class Config(_Section):
         return f"{type(self).__name__}({self.redacted()!r})"
 
     __str__ = __repr__
-
-

@@ -9,7 +9,6 @@ model's tasks are then normalised (:func:`_normalise`) so that title and key agr
 every key is unique. Applying the plan to the store is :mod:`autonomous.init.apply`.
 """
 
-
 import contextlib
 import gc
 import json
@@ -199,9 +198,6 @@ class InitPlan:
 
     def __repr__(self) -> str:
         return f"InitPlan({self.project_name!r}, {self.method}, {len(self.tasks)} tasks)"
-
-
-
 
 
 @contextlib.contextmanager

@@ -56,7 +56,6 @@ RETRY = Retry()
 # -- the DSN: where it comes from, what may be shown of it ------------------------------------------
 
 
-
 def resolve_dsn(dsn: str | None, environ: dict[str, str] | None = None) -> str:
     """The connection string: ``dsn`` (a ``${NAME}`` reference is read from the
     environment), else ``$DATABASE_URL``; ConfigError naming both when neither is set."""

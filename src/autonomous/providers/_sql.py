@@ -37,6 +37,8 @@ def review_satisfies(sql: str) -> str:
     """``sql`` (a readiness query) with ``in_review`` counted as finished."""
     sql = sql.replace(f"NOT IN {SATISFIED}", f"NOT IN {SATISFIED_OR_REVIEW}")
     return _HEAD_MARK.sub(lambda m: f"AND {m.group(1)}.status <> 'in_review'", sql)
+
+
 ORDER = "ORDER BY t.kind, t.phase, t.number, t.letter, t.prio, t.created_at, t.id"
 
 # The open, non-META tasks (the only ones in the scheduler's cycle check), with just what

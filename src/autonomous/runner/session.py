@@ -61,8 +61,6 @@ class RunResult:
         return self.exit_code
 
 
-
-
 class AutonomousRunner(WorkerPool):
     """``AutonomousRunner(config).start()``: run the loop; returns a :class:`RunResult`
     (``.exit_code``). ``config`` is a :class:`~autonomous.config.Config` (``load_config``,

@@ -54,7 +54,6 @@ _REVIEW_STOPS = (
 )
 
 
-
 @dataclass(slots=True)
 class TaskResult:
     verdict: str
@@ -73,8 +72,6 @@ class TaskResult:
     checkpoints: list[cp.Checkpoint] = field(default_factory=list)
     tick: Tick | None = None  # the source checklist's tick; tick.commit_path belongs to the task's change set
     approved: bool = False  # a person approved the task in review: merge it, do not send it to review again
-
-
 
 
 class Worker(Handoff):
@@ -392,7 +389,10 @@ class Worker(Handoff):
             return TaskCommit(), ""
         try:
             done = await asyncio.to_thread(
-                commit_change_set, change_set, message, secrets=sorted(secret_values(c)),
+                commit_change_set,
+                change_set,
+                message,
+                secrets=sorted(secret_values(c)),
                 allow_files=c.execution.git.allow_files,
             )
         except git.GitError as exc:
