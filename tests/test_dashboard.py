@@ -144,6 +144,35 @@ def test_retry_cancel_priority_need_post_and_the_csrf_token(project: Path, web: 
     assert done_already.status_code == 409 and "nothing to retry" in done_already.json()["error"]
 
 
+def test_approve_and_reject_a_task_in_review(project: Path, web: TestClient) -> None:
+    """execution.handoff: review from the dashboard: approve and reject answer as the CLI's
+    commands do (a note saying who, via the dashboard); a pull request's task is refused."""
+    headers = {"X-CSRF-Token": csrf(web)}
+    with FileProvider(project / ".ai-agents" / "state") as p:
+        for key, note in (
+            ("SHOP-1.1", "In review: branch autonomous/SHOP-1.1 (commit abc, worktree w)"),
+            ("SHOP-1.2", "In review: pull request #4 https://github.com/acme/shop/pull/4 (branch autonomous/SHOP-1.2)"),
+        ):
+            claimed = p.claim(p.find_task(key).id, "w1", 60)
+            p.release(claimed.id, claimed.claim.token, status=TaskStatus.IN_REVIEW, note=note)
+    empty = web.post("/api/tasks/SHOP-1.1/reject", json={"note": " "}, headers=headers)
+    assert empty.status_code == 409 and "reject needs a note" in empty.json()["error"]
+    rejected = web.post("/api/tasks/SHOP-1.1/reject", json={"note": "call it Basket"}, headers=headers)
+    assert rejected.status_code == 200 and rejected.json()["task"]["status"] == "todo"
+    with FileProvider(project / ".ai-agents" / "state") as p:
+        note = p.find_task("SHOP-1.1").notes[-1]
+    assert note.text.startswith("Rejected by ") and note.text.endswith(": call it Basket")
+    assert "via dashboard" in note.author
+    pull = web.post("/api/tasks/SHOP-1.2/approve", headers=headers)
+    assert pull.status_code == 409 and "waits on pull request #4" in pull.json()["error"]
+    assert status_of(project, "SHOP-1.2") == "in_review"
+    with FileProvider(project / ".ai-agents" / "state") as p:
+        p.update_task(p.find_task("SHOP-1.1").id, status=TaskStatus.IN_REVIEW)
+    assert web.post("/api/tasks/SHOP-1.1/approve").status_code == 403  # the CSRF token, as for every action
+    approved = web.post("/api/tasks/SHOP-1.1/approve", headers=headers)
+    assert approved.status_code == 200 and approved.json()["task"]["notes"][-1]["text"].startswith("Approved by ")
+
+
 def test_read_only_changes_nothing(project: Path) -> None:
     for web in client(project, hosts=HOSTS, read_only=True):
         token = csrf(web)

@@ -93,7 +93,7 @@ def test_approve_and_reject_answer_a_task_in_review_and_show_in_tasks_status_and
     assert "Review:   1 task(s) wait for `autonomous approve`: SHOP-1.1" in cli("status").output
 
     line = error_line(cli("reject", "SHOP-1.1", "--note", "  "), 1)
-    assert "reject needs --note" in line
+    assert "reject needs a note (--note)" in line
     result = cli("reject", "shop-1.1", "--note", "name the cart Basket")
     assert result.exit_code == 0 and "SHOP-1.1 rejected" in result.output
     data = show("SHOP-1.1")["task"]
@@ -137,6 +137,15 @@ def test_next_and_show_follow_review_unblocks_dependents(shop: Path) -> None:
     assert ready["task"]["key"] == "SHOP-1.2" and ready["waiting_count"] == 2
     assert show("SHOP-1.2")["ready"] is True
 
+
+
+def test_adding_a_task_reopens_a_meta_that_said_everything_was_done(shop: Path) -> None:
+    with store(shop) as p:
+        for task in p.list_tasks():
+            p.update_task(task.id, status=TaskStatus.DONE)
+    assert show("META")["task"]["status"] == "done"
+    assert cli("tasks", "add", "--title", "[SHOP-2.2] Send a receipt").exit_code == 0
+    assert show("META")["task"]["status"] == "todo"
 
 # -- retry ---------------------------------------------------------------------------------------
 

@@ -83,8 +83,20 @@ def approve(provider: StateProvider, ref: str, who: str) -> Task:
 def reject(provider: StateProvider, ref: str, who: str, note: str) -> Task:
     """A task in review goes back to the agent, with the reviewer's note in its prompt."""
     if not note.strip():
-        raise ActionRefused("reject needs --note: say what to change")
+        raise ActionRefused("reject needs a note (--note): say what to change")
     return _review_answer(provider, ref, who, f"{history.REJECTED_NOTE} by {who}: {note.strip()}")
+
+
+def reopen_meta(provider: StateProvider) -> None:
+    """New open work in a project whose META said everything was done: META goes back to
+    ``todo``, so the tracker does not read "done" while work is open (a session's end sets
+    it done again once it is)."""
+    meta = provider.meta_task()
+    if meta is not None and meta.status is TaskStatus.DONE:
+        try:
+            provider.update_task(meta.id, status=TaskStatus.TODO)
+        except ClaimConflict:  # pragma: no cover - nobody claims META
+            pass
 
 
 def cancel(provider: StateProvider, ref: str, who: str) -> Task:

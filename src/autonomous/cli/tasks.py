@@ -176,6 +176,7 @@ def tasks_add(
     as_json: bool,
 ) -> None:
     """Add a task."""
+    from autonomous import actions
     from autonomous.tasks import NewTask, Priority, check_title_numbers, derive_key
 
     problem = check_title_numbers(title)
@@ -201,6 +202,7 @@ def tasks_add(
             ]
         )
         task = result.tasks[0]
+        actions.reopen_meta(provider)
     if as_json:
         emit_json({"task": task.to_dict()})
     else:

@@ -207,6 +207,9 @@ def create_app(
 
         return endpoint
 
+    def reject(provider: StateProvider, ref: str, who: str, note: str = "") -> Any:
+        return actions.reject(provider, ref, who, note if isinstance(note, str) else "")
+
     def set_priority(provider: StateProvider, ref: str, who: str, priority: str = "") -> Any:
         try:
             return actions.set_priority(provider, ref, priority, who)
@@ -235,6 +238,8 @@ def create_app(
             Route("/api/tasks/{ref}/retry", action(actions.retry), methods=["POST"]),
             Route("/api/tasks/{ref}/cancel", action(actions.cancel), methods=["POST"]),
             Route("/api/tasks/{ref}/priority", action(set_priority), methods=["POST"]),
+            Route("/api/tasks/{ref}/approve", action(actions.approve), methods=["POST"]),
+            Route("/api/tasks/{ref}/reject", action(reject), methods=["POST"]),
             Route("/api/tasks/{ref}", task),
             Route("/api/cost", cost),
             Route("/api/events", events),

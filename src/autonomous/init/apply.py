@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autonomous import __version__, scheduler
+from autonomous import __version__, actions, scheduler
 from autonomous.config import Config, parse_config
 from autonomous.errors import (
     AlreadyInitialized,
@@ -365,17 +365,13 @@ class ProjectInitializer:
         if meta_new is None:
             wanted_title = f"META: {plan.project_name}"
             description = _meta_description(plan, created_at, now, len(plan.tasks))
-            # META said every task was done; new open work makes that untrue until a session does it
-            reopen = meta.status is TaskStatus.DONE and any(not t.status.satisfied for t in result.created)
             try:
-                meta = provider.update_task(
-                    meta.id,
-                    title=wanted_title,
-                    description=description,
-                    **({"status": TaskStatus.TODO} if reopen else {}),
-                )
+                meta = provider.update_task(meta.id, title=wanted_title, description=description)
             except ClaimConflict:  # pragma: no cover - nobody claims META
                 pass
+            if any(not t.status.satisfied for t in result.created):
+                actions.reopen_meta(provider)
+                meta = provider.get_task(meta.id)
         provider.add_note(
             meta.id,
             f"init ({plan.method}) from {plan.spec.path} sha256 {plan.spec.sha256[:12]}: "

@@ -242,12 +242,24 @@ function taskActions(t) {
   const priority = el("select", { "aria-label": "priority", id: "priority" },
     PRIORITIES.map((p) => el("option", { value: p, selected: p === t.priority }, p)));
   priority.addEventListener("change", () => act(t.key, "priority", { priority: priority.value }));
+  const review = t.status === "in_review" ? reviewActions(t) : null;
   return el("div", { class: "actions" },
+    review,
     ["blocked", "todo", "in_progress"].includes(t.status)
       ? el("button", { class: "primary", "data-action": "retry", onclick: () => act(t.key, "retry") }, "Retry") : null,
     t.status !== "canceled" && t.status !== "done"
       ? el("button", { class: "danger", "data-action": "cancel", onclick: () => act(t.key, "cancel") }, "Cancel") : null,
     el("label", {}, "priority ", priority));
+}
+
+// execution.handoff: review. Approve merges the branch as it is; reject sends the note to the agent.
+function reviewActions(t) {
+  const note = el("input", { type: "text", id: "review-note", "aria-label": "what to change",
+                             placeholder: "what to change (for reject)" });
+  return el("span", { class: "review" },
+    el("button", { class: "primary", "data-action": "approve", onclick: () => act(t.key, "approve") }, "Approve"),
+    note,
+    el("button", { "data-action": "reject", onclick: () => act(t.key, "reject", { note: note.value }) }, "Reject"));
 }
 
 async function showTask(ref) {
