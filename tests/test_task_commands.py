@@ -138,7 +138,6 @@ def test_next_and_show_follow_review_unblocks_dependents(shop: Path) -> None:
     assert show("SHOP-1.2")["ready"] is True
 
 
-
 def test_adding_a_task_reopens_a_meta_that_said_everything_was_done(shop: Path) -> None:
     with store(shop) as p:
         for task in p.list_tasks():
@@ -146,6 +145,7 @@ def test_adding_a_task_reopens_a_meta_that_said_everything_was_done(shop: Path) 
     assert show("META")["task"]["status"] == "done"
     assert cli("tasks", "add", "--title", "[SHOP-2.2] Send a receipt").exit_code == 0
     assert show("META")["task"]["status"] == "todo"
+
 
 # -- retry ---------------------------------------------------------------------------------------
 
