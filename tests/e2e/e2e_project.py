@@ -2,11 +2,13 @@
 
 Shared by the end-to-end tests: a git repository with one commit, and beside it untracked
 files of the user's own (``.env`` holding a token, ``notes.txt``, the spec, the tool's
-config with a literal Slack webhook URL) and no ``.gitignore``.
+config with a literal Slack webhook URL) and no ``.gitignore``; how ``start`` is run in
+such a project, the scripted agent's rules for a task, and what the run left behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from autonomous.testing.cli_env import claude_cli_env
-from autonomous.testing.model_server import ScriptedModelServer
+from autonomous.testing.model_server import Rule, ScriptedModelServer, complete_task_rules
 
 TOKEN = "sk-ant-user-token-" + "Qx7" * 8  # the user's own token in .env
 API_KEY = "sk-ant-api03-e2e-" + "k3Y" * 8  # the key the runner's backend is given
@@ -88,3 +90,48 @@ def task_states(project: Path) -> dict[str, dict]:
         [sys.executable, "-m", "autonomous", "tasks", "--json"], cwd=project, capture_output=True, text=True, check=True
     )
     return {t["key"]: t for t in json.loads(proc.stdout)["tasks"]}
+
+
+def start_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "autonomous", "start", *extra]
+
+
+def start(project: Path, server: ScriptedModelServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``autonomous start`` in ``project`` against the scripted model, to its end."""
+    return subprocess.run(
+        start_cmd(*extra), cwd=project, env=env_for(server, tmp_path), capture_output=True, text=True, timeout=300
+    )
+
+
+def file_store(project: Path):
+    from autonomous.providers.file import FileProvider
+
+    return FileProvider(project / ".ai-agents" / "state")
+
+
+def states(provider) -> dict:
+    return {t.key: t for t in provider.list_tasks()}
+
+
+def events(project: Path) -> list[dict]:
+    path = project / ".ai-agents" / "logs" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def task_rules(keys: list[str], delay: float = 0.0) -> list[Rule]:
+    """Write ``<key>.txt`` then report; later tasks' rules first (a prompt quotes earlier
+    tasks' notes, never later ones). The summary names no key, so handoff notes never match.
+    ``delay``: seconds of "model time" per answer."""
+    rules: list[Rule] = []
+    for key in reversed(keys):
+        rules += complete_task_rules(f"Task {key}:", files={f"{key}.txt": f"{key}\n"}, summary="implemented")
+    return [dataclasses.replace(r, response=dataclasses.replace(r.response, delay=delay)) for r in rules]
+
+
+def conversations(server: ScriptedModelServer, key: str) -> int:
+    """Agent conversations of one task: first requests (turn 1, tools offered) quoting it."""
+    return sum(
+        1
+        for r in server.message_requests()
+        if r.rule and r.rule.startswith(f"Task {key}:") and r.rule.endswith("write files")
+    )

@@ -12,23 +12,21 @@ remote), set up like a new user's (untracked config and .env, no .gitignore):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import stat
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_project import conversations, env_for, events, file_store, git, start, start_cmd, states, task_rules
 
 from autonomous.tasks import NewTask, TaskStatus
-from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
-from autonomous.testing.model_server import Match, Response, Rule, ScriptedModelServer, ToolCall, complete_task_rules
+from autonomous.testing.cli_env import bundled_claude_path
+from autonomous.testing.model_server import Match, Response, Rule, ScriptedModelServer, ToolCall
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,55 +35,6 @@ pytestmark = [
 
 
 PG_DSN = os.environ.get("AUTONOMOUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
-
-
-def file_store(project: Path):
-    from autonomous.providers.file import FileProvider
-
-    return FileProvider(project / ".ai-agents" / "state")
-
-
-def states(provider) -> dict:
-    return {t.key: t for t in provider.list_tasks()}
-
-
-def events(project: Path) -> list[dict]:
-    path = project / ".ai-agents" / "logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def env_for(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = claude_cli_env(server.url, home)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    return env
-
-
-def start_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "autonomous", "start", *extra]
-
-
-def task_rules(keys: list[str], delay: float = 0.0) -> list[Rule]:
-    """Write ``<key>.txt`` then report; later tasks' rules first (a prompt quotes earlier
-    tasks' notes, never later ones)."""
-    rules: list[Rule] = []
-    for key in reversed(keys):
-        rules += complete_task_rules(f"Task {key}:", files={f"{key}.txt": f"{key}\n"}, summary="implemented")
-    return [dataclasses.replace(r, response=dataclasses.replace(r.response, delay=delay)) for r in rules]
-
-
-def conversations(server: ScriptedModelServer, key: str) -> int:
-    """Agent conversations of one task: first requests (turn 1, tools offered) quoting it."""
-    return sum(
-        1
-        for r in server.message_requests()
-        if r.rule and r.rule.startswith(f"Task {key}:") and r.rule.endswith("write files")
-    )
 
 
 def make_origin(tmp_path: Path) -> Path:
@@ -117,12 +66,6 @@ def make_clone(bare: Path, where: Path, config: dict) -> Path:
     execution["git"] = {"remote": "origin", **execution.get("git", {})}
     path.write_text(yaml.safe_dump({"autonomous": auto, "execution": execution, **config}))
     return where
-
-
-def run(project: Path, server: ScriptedModelServer, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        start_cmd(), cwd=project, env=env_for(server, tmp_path), capture_output=True, text=True, timeout=300
-    )
 
 
 def remote_subjects(bare: Path) -> list[str]:
@@ -248,7 +191,7 @@ def test_kill_9_mid_push_then_restart_loses_nothing_and_does_nothing_twice(tmp_p
             assert states(provider)["KP-1.1"].status is TaskStatus.IN_PROGRESS
         taken = task_commits(bare, keys)
         assert taken == (Counter() if when.startswith("before") else Counter(["KP-1.1"]))
-        again = run(project, server, tmp_path)
+        again = start(project, server, tmp_path)
         assert again.returncode == 0, again.stderr
         assert all(conversations(server, k) == 1 for k in keys), server.rule_hits  # KP-1.1 was not redone
     with file_store(project) as provider:
@@ -284,7 +227,7 @@ def test_review_mode_waits_for_approve_and_reject_and_exits_3_while_only_reviews
     )
     rules = [redo, *task_rules(keys)]
     with ScriptedModelServer(rules) as server:
-        first = run(project, server, tmp_path)
+        first = start(project, server, tmp_path)
         assert first.returncode == 3, first.stderr
         assert "paused awaiting review: RV-1.1" in first.stderr
         with file_store(project) as provider:
@@ -297,20 +240,20 @@ def test_review_mode_waits_for_approve_and_reject_and_exits_3_while_only_reviews
 
         rejected = cli(project, "reject", "RV-1.1", "--note", "say it louder")
         assert rejected.returncode == 0, rejected.stderr
-        second = run(project, server, tmp_path)
+        second = start(project, server, tmp_path)
         assert second.returncode == 3, second.stderr
         assert server.rule_hits.get("RV-1.1 after the rejection") == 1  # the note reached the agent
 
         approved = cli(project, "approve", "RV-1.1")
         assert approved.returncode == 0, approved.stderr
-        third = run(project, server, tmp_path)
+        third = start(project, server, tmp_path)
         assert third.returncode == 3 and "paused awaiting review: RV-2.1" in third.stderr, third.stderr
         assert conversations(server, "RV-1.1") == 1  # approval merged it without running the agent
         assert git(bare, "show", "main:RV-1.1.txt") == "RV-1.1!\n"
         assert not git(bare, "branch", "--list", "autonomous/RV-1.1")  # landed: its review branch is gone
 
         assert cli(project, "approve", "RV-2.1").returncode == 0
-        last = run(project, server, tmp_path)
+        last = start(project, server, tmp_path)
         assert last.returncode == 0, last.stderr
     with file_store(project) as provider:
         done = states(provider)
@@ -325,7 +268,7 @@ def test_a_remote_the_checkout_does_not_have_stops_start_with_exit_2_before_any_
     with file_store(project) as provider:
         provider.create_tasks([NewTask("[NR-1.1] Part NR-1.1")])
     with ScriptedModelServer(task_rules(["NR-1.1"])) as server:
-        proc = run(project, server, tmp_path)
+        proc = start(project, server, tmp_path)
         assert not server.message_requests()
     assert proc.returncode == 2, proc.stderr
     assert "execution.git.remote: the checkout" in proc.stderr and "has no remote 'upstream'" in proc.stderr

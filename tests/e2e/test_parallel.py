@@ -6,12 +6,9 @@ with two workers, and two runner processes sharing one PostgreSQL store.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -19,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e_project import conversations, env_for, events, file_store, git, start, start_cmd, states, task_rules
 
 from autonomous.tasks import NewTask, TaskStatus
-from autonomous.testing.cli_env import bundled_claude_path, claude_cli_env
+from autonomous.testing.cli_env import bundled_claude_path
 from autonomous.testing.model_server import Match, Response, Rule, ScriptedModelServer, ToolCall, complete_task_rules
 
 pytestmark = [
@@ -30,10 +28,6 @@ pytestmark = [
 ]
 
 PG_DSN = os.environ.get("AUTONOMOUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 def make_repo(root: Path, files: dict[str, str] | None = None) -> Path:
@@ -49,18 +43,8 @@ def make_repo(root: Path, files: dict[str, str] | None = None) -> Path:
     return root
 
 
-def file_store(project: Path):
-    from autonomous.providers.file import FileProvider
-
-    return FileProvider(project / ".ai-agents" / "state")
-
-
 def create(provider, keys: list[str]) -> None:
     provider.create_tasks([NewTask("META: Parallel"), *(NewTask(f"[{k}] Part {k}") for k in keys)])
-
-
-def states(provider) -> dict:
-    return {t.key: t for t in provider.list_tasks()}
 
 
 def configure(project: Path, **sections: dict) -> None:
@@ -70,53 +54,8 @@ def configure(project: Path, **sections: dict) -> None:
     path.write_text(yaml.safe_dump({"autonomous": auto, **sections}))
 
 
-def env_for(server: ScriptedModelServer, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = claude_cli_env(server.url, home)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    return env
-
-
-def start_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "autonomous", "start", *extra]
-
-
-def run(project: Path, server: ScriptedModelServer, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        start_cmd(*extra), cwd=project, env=env_for(server, tmp_path), capture_output=True, text=True, timeout=300
-    )
-
-
-def events(project: Path) -> list[dict]:
-    path = project / ".ai-agents" / "logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def delayed(rules: list[Rule], delay: float) -> list[Rule]:
-    return [dataclasses.replace(r, response=dataclasses.replace(r.response, delay=delay)) for r in rules]
-
-
-def task_rules(keys: list[str], delay: float = 0.0) -> list[Rule]:
-    """Write ``<key>.txt`` then report; later tasks' rules first (a prompt quotes earlier
-    tasks' notes, never later ones). The summary names no key, so handoff notes never match."""
-    rules: list[Rule] = []
-    for key in reversed(keys):
-        rules += complete_task_rules(f"Task {key}:", files={f"{key}.txt": f"{key}\n"}, summary="implemented")
-    return delayed(rules, delay)
-
-
 def merge_subjects(project: Path) -> list[str]:
     return git(project, "log", "--merges", "--format=%s", "main").splitlines()
-
-
-def conversations(server: ScriptedModelServer, key: str) -> int:
-    """Agent conversations of one task: first requests (turn 1, tools offered) quoting it."""
-    return sum(
-        1
-        for r in server.message_requests()
-        if r.rule and r.rule.startswith(f"Task {key}:") and r.rule.endswith("write files")
-    )
 
 
 # -- (a) speed-up ------------------------------------------------------------------------------
@@ -132,7 +71,7 @@ def test_three_workers_finish_a_phase_of_six_about_three_times_faster(tmp_path: 
         configure(project, execution={"ordering": "phases", "git": {"branch_per_task": True}})
         with ScriptedModelServer(task_rules(keys, delay=2.5)) as server:
             started = time.monotonic()
-            proc = run(project, server, tmp_path, "--workers", str(workers))
+            proc = start(project, server, tmp_path, "--workers", str(workers))
             walls[workers] = time.monotonic() - started
             assert proc.returncode == 0, proc.stderr
             assert all(conversations(server, k) == 1 for k in keys)  # every task ran exactly once
@@ -186,7 +125,7 @@ def test_conflicting_tasks_one_merges_the_other_is_redone_on_the_new_base(tmp_pa
         verification={"commands": ["grep -q base shared.txt"]},
     )
     with ScriptedModelServer(rules) as server:
-        proc = run(project, server, tmp_path)
+        proc = start(project, server, tmp_path)
         hits = server.rule_hits
     assert proc.returncode == 0, proc.stderr
     with file_store(project) as provider:
@@ -241,7 +180,7 @@ def test_kill_9_with_two_workers_then_restart_completes_each_task_once(tmp_path:
             proc.wait()
         with file_store(project) as provider:
             assert all(states(provider)[k].status is TaskStatus.IN_PROGRESS for k in keys[:2])
-        again = run(project, server, tmp_path)
+        again = start(project, server, tmp_path)
         assert again.returncode == 0, again.stderr
         assert all(conversations(server, k) == 1 for k in keys), server.rule_hits
     with file_store(project) as provider:

@@ -21,17 +21,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_many_machines import (
-    conversations,
-    env_for,
-    file_store,
-    git,
-    make_clone,
-    make_origin,
-    start_cmd,
-    states,
-    task_rules,
-)
+from e2e_project import conversations, env_for, file_store, git, start_cmd, states, task_rules
+from test_many_machines import make_clone, make_origin
 
 from autonomous.tasks import NewTask, TaskStatus
 from autonomous.testing.cli_env import bundled_claude_path
