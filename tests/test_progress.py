@@ -277,7 +277,7 @@ def test_follow_stops_when_asked(tmp_path):
 
 
 def test_status_import_stays_light():
-    heavy = ("rich", "httpx", "autonomous.runner")
+    heavy = ("rich", "httpx", "pydantic", "autonomous.runner", "autonomous.events.model")
     code = f"import sys, autonomous.progress; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autonomous.events.model import COMMON, EventKind
+from autonomous.events.kinds import COMMON, EventKind
 
 _LEVELS = {
     EventKind.ERROR.value: "ERROR",

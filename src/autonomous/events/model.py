@@ -13,37 +13,13 @@ keys in every line of a kind whichever backend wrote it.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
+from autonomous.events.kinds import COMMON, EventKind
 from autonomous.events.outcome import Outcome
 from autonomous.tasks import utcnow
-
-
-class EventKind(enum.StrEnum):
-    SESSION_START = "session_start"
-    SESSION_END = "session_end"
-    TASK_CLAIMED = "task_claimed"
-    TASK_RECORDED = "task_recorded"
-    BACKEND_START = "backend_start"  # system init: model, tools, session id
-    TEXT = "text"
-    TOOL_USE = "tool_use"
-    TOOL_RESULT = "tool_result"
-    USAGE = "usage"  # turns, tokens and cost so far
-    API_RETRY = "api_retry"
-    RATE_LIMIT = "rate_limit"
-    NUDGE = "nudge"
-    PERMISSION_DENIED = "permission_denied"
-    CHECKPOINT = "checkpoint"
-    VERIFICATION = "verification"
-    OUTCOME = "outcome"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-COMMON = ("at", "kind", "task_id", "backend", "worker_id", "key")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

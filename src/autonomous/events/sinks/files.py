@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autonomous.events.format import format_event
-from autonomous.events.model import Event
+
+if TYPE_CHECKING:
+    from autonomous.events.model import Event
 
 LOG_FILENAME = "autonomous.log"
 EVENTS_FILENAME = "events.jsonl"
