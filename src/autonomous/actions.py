@@ -71,7 +71,7 @@ def approve(provider: StateProvider, ref: str, who: str) -> Task:
     runner to claim it merges (and pushes) its branch without running the agent again.
     A task waiting on a pull request (``handoff: pr``) is approved where it lives: merging
     the pull request is what makes it done."""
-    pull = history.waiting_pull_request(provider.find_task(ref).notes)
+    pull = history.pull_request(provider.find_task(ref).notes)
     if pull is not None:
         raise ActionRefused(
             f"{ref} waits on pull request #{pull[0]} ({pull[1]}): approve and merge it there; "

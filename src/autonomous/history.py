@@ -39,16 +39,8 @@ _CHANGES = re.compile(r"^Changes requested on pull request #\d+ .*?\(review (?P<
 
 
 def pull_request(notes: Sequence[Note]) -> tuple[int, str] | None:
-    """The number and URL of the task's pull request (its latest PR note), or None."""
-    for note in reversed(notes):
-        found = _PR.match(note.text)
-        if found:
-            return int(found["number"]), found["url"]
-    return None
-
-
-def waiting_pull_request(notes: Sequence[Note]) -> tuple[int, str] | None:
-    """The pull request a task in review waits on: its latest review note is a PR note."""
+    """The number and URL of the pull request a task in review waits on: its latest review
+    note is a pull request's (a review by a person, ``handoff: review``, has none)."""
     for note in reversed(notes):
         if note.text.startswith(REVIEW_NOTE):
             found = _PR.match(note.text)
