@@ -109,12 +109,19 @@ class Handoff:
         self.emit(TaskRecorded(status="done", verdict=result.verdict, commit=sha, message=result.message), task)
         return result
 
+    async def _checks(self) -> verify.VerificationResult:
+        """The configured commands on the task's work as it stands (before a merge or a push
+        of work verified earlier): no baseline, no change-set rule, no review."""
+        c = self.config
+        return await verify.verify(
+            self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
+        )
+
     async def _merge_approved(
         self, task: Task, token: int, result: TaskResult, before: changes.TreeState, started: float
     ) -> TaskResult:
         """A person approved the work in review: verify it once more and merge it as ``merge``
         mode would, without running the agent again."""
-        c = self.config
         result.approved = True
         result.change_set = await asyncio.to_thread(self._changes_since, before)
         if not result.change_set:  # the reviewed branch is not here (another machine, deleted): merge nothing
@@ -123,9 +130,7 @@ class Handoff:
             )
             return await self._record(task, token, result)
         result.outcome = Outcome(OutcomeStatus.COMPLETED, summary="approved in review")
-        result.verification = await verify.verify(
-            self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
-        )
+        result.verification = await self._checks()
         self.emit(Verification(attempt=1, **result.verification.to_dict()), task)
         result.duration_s = time.monotonic() - started
         return await self._record(task, token, result)
@@ -135,16 +140,10 @@ class Handoff:
         (workspace/pull_requests.py). Returns the status and the note's head."""
         c, shared, pulls = self.config, self.runner.remote, self.runner.pull_requests
         assert shared is not None and pulls is not None and self.worktree is not None
-
-        async def check() -> verify.VerificationResult:
-            return await verify.verify(
-                self.cwd, c.checks.commands, timeout=c.verification.timeout, redact=self.runner.redactor.text
-            )
-
         body = f"{task.description}\n\nOpened by autonomous for task {task.key} (id {task.id}).".strip()
         done = await pull_requests.hand_off(
             pulls, self.worktree, shared, task.key, title=f"{task.key}: {task.title}", body=body,
-            attempts=c.execution.git.max_push_attempts, verify=check,
+            attempts=c.execution.git.max_push_attempts, verify=self._checks,
         )  # fmt: skip
         result.commit = done.sha or result.commit
         if done.pull is None:
