@@ -212,14 +212,14 @@ def build_bus(config: Config, *, redactor: Redactor | None = None, terminal: boo
     and the terminal display (``terminal=None``: only when stdout is a terminal; False:
     none, e.g. for ``--quiet`` or library use).
 
-    ``redactor`` defaults to one built from ``config.secret_values(config)``.
+    ``redactor`` defaults to the configuration's (:func:`autonomous.config.build_redactor`).
     """
     from autonomous.events.sinks.files import JsonlSink, LogFileSink
 
     if redactor is None:
-        from autonomous.config import secret_values
+        from autonomous.config import build_redactor
 
-        redactor = Redactor(secret_values(config))
+        redactor = build_redactor(config)
     sinks: list[Any] = [LogFileSink(config.log_dir), JsonlSink(config.log_dir)]
     if config.progress.slack_webhook:
         from autonomous.events.sinks.slack import SlackSink

@@ -30,6 +30,11 @@ class Redactor:
         # values would redact ordinary words, so they are not treated as secrets.
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The known secret values (credential shapes aside): what a commit must not hold either."""
+        return tuple(self._secrets)
+
     def text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:

@@ -16,7 +16,6 @@ from autonomous.backends.base import Backend, RunOptions, TaskAllowance
 from autonomous.checks import diff as checks_diff
 from autonomous.checks import review
 from autonomous.checks.review import ReviewVerdict
-from autonomous.config import secret_values
 from autonomous.errors import StaleClaim
 from autonomous.events import (
     BackendStart,
@@ -392,7 +391,7 @@ class Worker(Handoff):
                 commit_change_set,
                 change_set,
                 message,
-                secrets=sorted(secret_values(c)),
+                secrets=self.runner.redactor.secrets,
                 allow_files=c.execution.git.allow_files,
             )
         except git.GitError as exc:
